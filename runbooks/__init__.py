@@ -1,0 +1,1 @@
+"""Runbook files (YAML), shipped as package data. See docs/runbook-authoring.md."""

@@ -1,0 +1,166 @@
+"""A small loopback HTTP server for the sandbox's fake vendor APIs.
+
+Each fake API (Infisical, Heroku, GitHub) registers routes on a `LoopbackServer`; the
+server binds 127.0.0.1 on a free port, serves in a daemon thread, counts the calls
+each route receives, and can be told to fail a route N times (fault injection for
+training scenarios and tests).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+Handler = Callable[..., "Reply"]
+
+
+class QuietRequestHandler(WSGIRequestHandler):
+    """Werkzeug logs every request to stderr; the sandbox keeps the terminal clean."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # JSON-serialisable, or bytes/str sent as they are
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def to_response(self) -> Response:
+        if isinstance(self.body, (bytes, str)):
+            data, mimetype = self.body, self.headers.get("Content-Type", "text/plain")
+        elif self.body is None and self.status == 204:
+            data, mimetype = b"", "application/json"
+        else:
+            data, mimetype = json.dumps(self.body), "application/json"
+        return Response(data, status=self.status, headers=self.headers, mimetype=mimetype)
+
+
+@dataclass
+class Fault:
+    """Fail the next `times` calls to a route with `status` (and an optional body)."""
+
+    times: int
+    status: int = 500
+    body: Any = None
+
+
+@dataclass
+class _Route:
+    name: str
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+class LoopbackServer:
+    """A threaded WSGI server on 127.0.0.1 with named routes, call counts and faults."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._routes: list[_Route] = []
+        self._faults: dict[str, Fault] = {}
+        self._lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- routes and faults -------------------------------------------------------------
+
+    def route(self, method: str, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
+        """Register a handler for `path`, where `{param}` matches one path segment.
+
+        The handler is called as handler(request, **params) and returns a Reply.
+        """
+        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$"
+
+        def register(handler: Handler) -> Handler:
+            self._routes.append(_Route(name or f"{method} {path}", method, re.compile(regex), handler))
+            return handler
+
+        return register
+
+    def fail(self, route_name: str, times: int = 1, status: int = 500, body: Any = None) -> None:
+        """Make the next `times` calls to `route_name` answer `status`."""
+        if not any(r.name == route_name for r in self._routes):
+            raise KeyError(f"{self.name}: no route named {route_name!r}")
+        with self._lock:
+            self._faults[route_name] = Fault(times, status, body)
+
+    def route_names(self) -> list[str]:
+        return [r.name for r in self._routes]
+
+    # -- serving -----------------------------------------------------------------------
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = Request(environ)
+        for route in self._routes:
+            if route.method != request.method:
+                continue
+            match = route.pattern.match(request.path)
+            if not match:
+                continue
+            with self._lock:
+                self.calls[route.name] += 1
+                fault = self._faults.get(route.name)
+                if fault is not None:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        del self._faults[route.name]
+            if fault is not None:
+                body = fault.body if fault.body is not None else {"message": "Internal Server Error (sandbox fault)"}
+                reply = Reply(fault.status, body)
+            else:
+                try:
+                    reply = route.handler(request, **match.groupdict())
+                except Exception as exc:  # a bug in a fake API must show, not hang the client
+                    reply = Reply(500, {"message": f"sandbox {self.name} error: {type(exc).__name__}: {exc}"})
+            return reply.to_response()(environ, start_response)
+        with self._lock:
+            self.calls["unmatched"] += 1
+        return Response(
+            json.dumps({"message": f"sandbox {self.name}: no route for {request.method} {request.path}"}),
+            status=404,
+            mimetype="application/json",
+        )(environ, start_response)
+
+    def start(self) -> "LoopbackServer":
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=QuietRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"sandbox-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() first"
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> "LoopbackServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

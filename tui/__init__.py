@@ -1,0 +1,1 @@
+"""handrail's screen: the Textual app and the `handrail` command line."""
