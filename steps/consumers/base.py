@@ -8,6 +8,7 @@ modes: the engine's actions call them, and the wiring decides where they point.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Protocol
 
 from steps.secrets import Secret
@@ -75,3 +76,9 @@ class Consumer(Protocol):
 
     def verify(self, pair: Pair) -> Result:
         """Check that the consumer works on `pair` (its own representative workload)."""
+
+
+# The sandbox's simulated consumers "really use the key they hold": they call this with
+# the pair they hold; it signs a request with that pair against the simulated AWS and
+# answers (ok, message), e.g. (False, "InvalidClientTokenId: ...") for a deactivated key.
+AwsProbe = Callable[[str, Secret], tuple[bool, str]]
