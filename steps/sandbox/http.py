@@ -138,7 +138,10 @@ class LoopbackServer:
 
     def start(self) -> "LoopbackServer":
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=QuietRequestHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"sandbox-{self.name}", daemon=True)
+        # A short poll interval: stop() waits for serve_forever to notice, 0.5 s by default.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"sandbox-{self.name}", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -1,0 +1,151 @@
+"""What an action is: a function of a step context that returns an Outcome.
+
+Actions look at the world before they act (so running one twice is safe, and resume is
+"run the first unfinished step again"), never ask which mode they run in, and keep
+secrets in `ctx.secrets` (memory) only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+from steps.secrets import Secret, redact
+
+if TYPE_CHECKING:
+    from steps.wiring import Wiring
+
+Status = Literal["done", "failed", "skipped", "would-run", "blocked"]
+
+
+@dataclass
+class Outcome:
+    status: Status
+    summary: str
+    evidence: list[str] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, Secret] = field(default_factory=dict)
+    # False when the action found the world already as it should be and changed nothing.
+    changed: bool = True
+
+    def __post_init__(self) -> None:
+        # Whatever an action wrote, no known secret leaves it.
+        self.summary = redact(self.summary)
+        self.evidence = [redact(line) for line in self.evidence]
+        self.facts = {k: redact(str(v)) for k, v in self.facts.items()}
+
+    @classmethod
+    def done(cls, summary: str, evidence: list[str] | None = None, **facts: str) -> Outcome:
+        return cls("done", summary, evidence or [], dict(facts))
+
+    @classmethod
+    def failed(cls, summary: str, evidence: list[str] | None = None, **facts: str) -> Outcome:
+        return cls("failed", summary, evidence or [], dict(facts))
+
+    @classmethod
+    def blocked(cls, summary: str, evidence: list[str] | None = None, **facts: str) -> Outcome:
+        """Stopped on evidence: passing needs an override with a typed reason."""
+        return cls("blocked", summary, evidence or [], dict(facts))
+
+
+@dataclass
+class Choice:
+    """One option of a typed choice (e.g. which of two Active keys to retire)."""
+
+    value: str
+    label: str
+
+
+@dataclass
+class Preview:
+    """A read-only look before the operator confirms: what the step will do.
+
+    An action may raise the step's confirmation to `typed` (with the value to type or
+    the choices to pick from by typing), e.g. when it would retire an Active key.
+    """
+
+    lines: list[str] = field(default_factory=list)
+    confirm: Literal["auto", "yes", "typed"] | None = None
+    expect: str | None = None
+    choices: list[Choice] = field(default_factory=list)
+    prompt: str | None = None
+    nothing_to_do: bool = False
+
+    def __post_init__(self) -> None:
+        self.lines = [redact(line) for line in self.lines]
+
+
+class ActionFailed(Exception):
+    """Raised inside an action for a failure the operator should read as one line."""
+
+    def __init__(self, summary: str, evidence: list[str] | None = None) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.evidence = evidence or []
+
+
+@dataclass
+class StepContext:
+    """Everything an action may use. Built by the engine for one run of one step."""
+
+    session_id: str
+    runbook_id: str
+    method: str
+    step_id: str
+    inputs: Mapping[str, str]
+    facts: Mapping[str, str]
+    secrets: dict[str, Secret]
+    params: Any
+    wiring: Wiring
+    answer: str | None = None
+    override: str | None = None
+    actor: str = ""
+    audit: Any = None
+    emit: Callable[[str], None] = lambda line: None
+    progress: Callable[[str, float, float], None] = lambda what, done, total: None
+
+    @property
+    def clock(self):
+        return self.wiring.clock
+
+    def now(self) -> datetime:
+        return self.wiring.clock.now()
+
+    def fact(self, name: str) -> str:
+        try:
+            return self.facts[name]
+        except KeyError:
+            raise ActionFailed(f"missing fact {name!r}: an earlier step has not run") from None
+
+    def value(self, name: str) -> str:
+        """An input or a fact, inputs first."""
+        if name in self.inputs and self.inputs[name] not in (None, ""):
+            return self.inputs[name]
+        return self.fact(name)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    fn: Callable[[StepContext], Outcome]
+    title: str
+    command: str | None = None
+    needs: frozenset[str] = frozenset()
+    produces: frozenset[str] = frozenset()
+    needs_secrets: frozenset[str] = frozenset()
+    produces_secrets: frozenset[str] = frozenset()
+    mutates: bool = False
+    params: type[BaseModel] | None = None
+    preview: Callable[[StepContext], Preview] | None = None
+    # An action that needs something of the wiring (e.g. an inventory entry): returns
+    # None when it can run, else the reason it cannot (the step then falls back to
+    # its manual instructions).
+    available: Callable[[Wiring, Mapping[str, str]], str | None] | None = None
+
+
+class NoParams(BaseModel):
+    model_config = {"extra": "forbid"}

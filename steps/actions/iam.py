@@ -1,0 +1,607 @@
+"""IAM actions: the AWS half of the access-key rotation SOP, through boto3.
+
+Each action lists the keys first and acts on what it finds, so it can run twice.
+The secret of a new key is captured once, into `ctx.secrets`, and never leaves memory.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from steps.actions import action
+from steps.actions.base import ActionFailed, Choice, Outcome, Preview, StepContext
+from steps.clock import human_duration, iso, parse_iso, utc
+from steps.consumers.base import Pair
+from steps.model import parse_duration
+from steps.secrets import Secret
+
+READ_ONLY_PREFIXES = ("List", "Get", "Describe", "Head")
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def aws_error(exc: BaseException) -> str:
+    """One line for any botocore failure."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        err = response["Error"]
+        return f"{err.get('Code', 'Error')}: {err.get('Message', '').strip() or 'no message'}"
+    name = type(exc).__name__
+    if name == "NoCredentialsError":
+        return "no AWS credentials found (set AWS_PROFILE, or pass --profile)"
+    return f"{name}: {exc}"
+
+
+def error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code", "")
+    return ""
+
+
+@dataclass
+class KeyInfo:
+    key_id: str
+    status: str
+    created: datetime
+    last_used: datetime | None
+    service: str | None
+    region: str | None
+
+    def describe(self, now: datetime) -> str:
+        age = human_duration((now - self.created).total_seconds())
+        return f"{self.key_id}  {self.status:<8}  created {iso(self.created)} ({age} ago)  last used {self.last_used_text(now)}"
+
+    def last_used_text(self, now: datetime) -> str:
+        if self.last_used is None:
+            return "never"
+        ago = human_duration((now - self.last_used).total_seconds())
+        where = ", ".join(x for x in (self.service, self.region) if x and x != "N/A")
+        return f"{iso(self.last_used)} ({ago} ago{', ' + where if where else ''})"
+
+
+def list_keys(ctx: StepContext, user: str, with_last_used: bool = True) -> list[KeyInfo]:
+    iam = ctx.wiring.aws_client("iam")
+    try:
+        metadata = iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
+    except Exception as exc:
+        if error_code(exc) == "NoSuchEntity":
+            raise ActionFailed(f"IAM user {user!r} does not exist in account {ctx.facts.get('account_id', '?')}") from None
+        raise ActionFailed(f"list-access-keys for {user}: {aws_error(exc)}") from None
+    keys = []
+    for item in metadata:
+        last_used = service = region = None
+        if with_last_used:
+            last_used, service, region = key_last_used(ctx, item["AccessKeyId"])
+        keys.append(KeyInfo(item["AccessKeyId"], item["Status"], utc(item["CreateDate"]), last_used, service, region))
+    return sorted(keys, key=lambda k: k.created)
+
+
+def key_last_used(ctx: StepContext, key_id: str) -> tuple[datetime | None, str | None, str | None]:
+    iam = ctx.wiring.aws_client("iam")
+    try:
+        info = iam.get_access_key_last_used(AccessKeyId=key_id)["AccessKeyLastUsed"]
+    except Exception as exc:
+        raise ActionFailed(f"get-access-key-last-used {key_id}: {aws_error(exc)}") from None
+    when = info.get("LastUsedDate")
+    return (utc(when) if when else None), info.get("ServiceName"), info.get("Region")
+
+
+def find(keys: list[KeyInfo], key_id: str | None) -> KeyInfo | None:
+    return next((k for k in keys if k.key_id == key_id), None)
+
+
+def set_status(ctx: StepContext, user: str, key_id: str, status: str) -> None:
+    try:
+        ctx.wiring.aws_client("iam").update_access_key(UserName=user, AccessKeyId=key_id, Status=status)
+    except Exception as exc:
+        raise ActionFailed(f"update-access-key {key_id} --status {status}: {aws_error(exc)}") from None
+
+
+def delete_key(ctx: StepContext, user: str, key_id: str) -> None:
+    try:
+        ctx.wiring.aws_client("iam").delete_access_key(UserName=user, AccessKeyId=key_id)
+    except Exception as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return  # already gone: the goal is reached
+        raise ActionFailed(f"delete-access-key {key_id}: {aws_error(exc)}") from None
+
+
+def caller_arn(ctx: StepContext, pair: Pair | None) -> str:
+    return ctx.wiring.aws_client("sts", pair).get_caller_identity()["Arn"]
+
+
+def new_pair(ctx: StepContext) -> Pair | None:
+    secret = ctx.secrets.get("new_secret")
+    return Pair(ctx.facts["new_key_id"], secret) if secret and ctx.facts.get("new_key_id") else None
+
+
+def wait_until_valid(ctx: StepContext, pair: Pair, expect_arn: str, deadline: float, interval: float, what: str) -> tuple[float, int]:
+    """Poll sts get-caller-identity with `pair` until it answers as `expect_arn`.
+
+    Returns (seconds it took, attempts). Eventual consistency: a new key may be
+    refused (InvalidClientTokenId) for up to a minute; that is waited out, anything
+    else fails at once.
+    """
+    start = ctx.clock.monotonic()
+    attempts = 0
+    last = ""
+    while True:
+        attempts += 1
+        try:
+            arn = caller_arn(ctx, pair)
+            if arn != expect_arn:
+                raise ActionFailed(f"{what} authenticates as {arn}, not {expect_arn}")
+            return ctx.clock.monotonic() - start, attempts
+        except ActionFailed:
+            raise
+        except Exception as exc:
+            if error_code(exc) not in ("InvalidClientTokenId", "SignatureDoesNotMatch", "AccessDenied"):
+                raise ActionFailed(f"sts get-caller-identity with {what}: {aws_error(exc)}") from None
+            last = aws_error(exc)
+        elapsed = ctx.clock.monotonic() - start
+        ctx.progress(f"sts get-caller-identity with {what}", elapsed, deadline)
+        if elapsed >= deadline:
+            raise ActionFailed(
+                f"{what} still refused after {human_duration(elapsed)} ({attempts} attempts): {last}",
+                [f"polled sts get-caller-identity every {interval:g} s for {human_duration(elapsed)}"],
+            )
+        ctx.clock.sleep(min(interval, max(0.0, deadline - elapsed)) or interval)
+
+
+# -- the representative call ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckCall:
+    """A read-only call the target user is known to be allowed to make, e.g.
+    `s3:ListObjectsV2 Bucket=raxx-backups`."""
+
+    service: str
+    operation: str
+    params: dict[str, Any]
+
+    def cli(self) -> str:
+        from botocore import xform_name
+
+        args = " ".join(f"--{xform_name(k, '-')} {shlex.quote(str(v))}" for k, v in self.params.items())
+        service = "s3api" if self.service == "s3" else self.service
+        return f"aws {service} {xform_name(self.operation, '-')} {args}".strip()
+
+
+def parse_check_call(text: str) -> CheckCall:
+    """Parse `service:Operation Key=Value ...`; raise ValueError with a one-line reason."""
+    parts = shlex.split(text)
+    if not parts or ":" not in parts[0]:
+        raise ValueError(f"{text!r}: write it as service:Operation Key=Value, e.g. 's3:ListObjectsV2 Bucket=raxx-backups'")
+    service, operation = parts[0].split(":", 1)
+    if not service or not operation[:1].isupper():
+        raise ValueError(f"{text!r}: the operation is CamelCase, as in the API reference (ListObjectsV2)")
+    if not operation.startswith(READ_ONLY_PREFIXES):
+        raise ValueError(f"{text!r}: only read-only calls ({', '.join(READ_ONLY_PREFIXES)}...) may serve as a check")
+    params: dict[str, Any] = {}
+    for part in parts[1:]:
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{text!r}: parameter {part!r} is not Key=Value")
+        params[key] = int(value) if value.isdigit() else value
+    return CheckCall(service, operation, params)
+
+
+def run_check_call(ctx: StepContext, pair: Pair, call: CheckCall) -> str:
+    from botocore import xform_name
+
+    client = ctx.wiring.aws_client(call.service, pair)
+    try:
+        response = getattr(client, xform_name(call.operation))(**call.params)
+    except Exception as exc:
+        raise ActionFailed(f"{call.cli()} with the new key: {aws_error(exc)}") from None
+    response.pop("ResponseMetadata", None)
+    counts = [f"{len(v)} {k}" for k, v in response.items() if isinstance(v, list)]
+    return ", ".join(counts) or "ok"
+
+
+# -- step 1: pre-rotation checks ------------------------------------------------------------
+
+
+@action(
+    "iam.pre_checks",
+    title="Check the operator, the target user and its keys",
+    command="aws sts get-caller-identity && aws iam list-access-keys --user-name {target_user}",
+    needs=("target_user",),
+    produces=("account_id", "operator_arn", "target_arn", "old_key_id", "keys_before"),
+    mutates=False,
+)
+def pre_checks(ctx: StepContext) -> Outcome:
+    user = ctx.value("target_user")
+    evidence: list[str] = []
+    try:
+        ident = ctx.wiring.aws_client("sts").get_caller_identity()
+    except Exception as exc:
+        raise ActionFailed(f"cannot tell who you are: sts get-caller-identity: {aws_error(exc)}") from None
+    operator_arn, account = ident["Arn"], ident["Account"]
+    evidence.append(f"operator: {operator_arn} (account {account})")
+    try:
+        target_arn = ctx.wiring.aws_client("iam").get_user(UserName=user)["User"]["Arn"]
+    except Exception as exc:
+        if error_code(exc) == "NoSuchEntity":
+            raise ActionFailed(f"IAM user {user!r} does not exist in account {account}", evidence) from None
+        raise ActionFailed(f"iam get-user {user}: {aws_error(exc)}", evidence) from None
+    evidence.append(f"target:   {target_arn}")
+
+    if operator_arn == target_arn:
+        if ctx.inputs.get("allow_self_rotation") != "yes":
+            raise ActionFailed(
+                f"refusing: you are signed in as {user}, the user being rotated. Rotate as a different IAM "
+                "identity (the SOP's first prerequisite), or pass --allow-self-rotation if you must",
+                evidence,
+            )
+        evidence.append(
+            "WARNING: self-rotation: you are rotating the key you are signed in with; once it is "
+            "deactivated this session loses access. The SOP calls this less common, less recommended."
+        )
+
+    now = ctx.now()
+    keys = list_keys(ctx, user)
+    evidence.append(f"{len(keys)} access key(s) (max 2 per user):")
+    evidence += ["  " + k.describe(now) for k in keys]
+    active = [k for k in keys if k.status == "Active"]
+    if not keys:
+        raise ActionFailed(f"{user} has no access key: there is nothing to rotate", evidence)
+    if not active:
+        raise ActionFailed(f"{user} has no Active key: there is nothing to rotate (all keys are Inactive)", evidence)
+
+    facts = {
+        "account_id": account,
+        "operator_arn": operator_arn,
+        "target_arn": target_arn,
+        "keys_before": ",".join(f"{k.key_id}:{k.status}" for k in keys),
+    }
+    if len(active) == 1:
+        old = active[0]
+        facts["old_key_id"] = old.key_id
+        evidence.append(f"old key (to rotate): {old.key_id}")
+        evidence.append(
+            f"old key last used {old.last_used_text(now)}: this stands in for an authentication test, "
+            "as handrail does not hold the old secret until a vault is configured"
+        )
+    else:
+        evidence.append("two Active keys: the next step makes you choose which one to retire")
+    summary = f"{user}: {len(keys)} key(s), {len(active)} Active; operator is {'the target (self-rotation)' if operator_arn == target_arn else 'a different identity'}"
+    return Outcome.done(summary, evidence, **facts)
+
+
+# -- step 1b: free a key slot ---------------------------------------------------------------
+
+
+class FreeSlotParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # An Inactive key used more recently than this was deactivated recently: maybe a
+    # rotation still under observation. Deleting it needs an override.
+    min_idle: float = 24 * 3600
+
+    @field_validator("min_idle", mode="before")
+    @classmethod
+    def _d(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+def _slot_preview(ctx: StepContext) -> Preview:
+    user = ctx.value("target_user")
+    keys = list_keys(ctx, user)
+    now = ctx.now()
+    if len(keys) < 2:
+        return Preview([f"{user} has {len(keys)} key(s): a slot is free, nothing to delete"], confirm="auto", nothing_to_do=True)
+    inactive = [k for k in keys if k.status == "Inactive"]
+    if inactive:
+        k = inactive[0]
+        return Preview(
+            [
+                f"{user} has 2 keys (the maximum); the Inactive one occupies the slot the new key needs.",
+                f"will delete Inactive key {k.key_id}, last used {k.last_used_text(now)}",
+            ]
+        )
+    return Preview(
+        [
+            f"{user} has two Active keys (the maximum). One must be retired (deactivated, then deleted) before a new key can exist.",
+            "Check each key's last use; the one you retire stops working at once and cannot be restored.",
+        ]
+        + ["  " + k.describe(now) for k in keys],
+        confirm="typed",
+        choices=[Choice(k.key_id, k.describe(now)) for k in keys],
+        prompt="type the id of the Active key to retire",
+    )
+
+
+@action(
+    "iam.free_key_slot",
+    title="Free a key slot (max 2 keys per user)",
+    command="aws iam get-access-key-last-used --access-key-id <key> && aws iam delete-access-key --user-name {target_user} --access-key-id <key>",
+    needs=("target_user", "account_id"),
+    produces=("old_key_id", "retired_key_id"),
+    mutates=True,
+    params=FreeSlotParams,
+    preview=_slot_preview,
+)
+def free_key_slot(ctx: StepContext) -> Outcome:
+    user = ctx.value("target_user")
+    params: FreeSlotParams = ctx.params
+    keys = list_keys(ctx, user)
+    now = ctx.now()
+    evidence = ["  " + k.describe(now) for k in keys]
+    if len(keys) < 2:
+        active = [k for k in keys if k.status == "Active"]
+        facts = {"old_key_id": ctx.facts.get("old_key_id") or (active[0].key_id if len(active) == 1 else "")}
+        outcome = Outcome.done(f"a slot is free ({len(keys)} key)", evidence, **facts)
+        outcome.changed = False
+        return outcome
+
+    inactive = [k for k in keys if k.status == "Inactive"]
+    if inactive:
+        victim = inactive[0]
+        keep = next(k for k in keys if k is not victim)
+        idle = (now - victim.last_used).total_seconds() if victim.last_used else None
+        evidence.append(f"Inactive key {victim.key_id} last used {victim.last_used_text(now)}")
+        if idle is not None and idle < params.min_idle and not ctx.override:
+            return Outcome.blocked(
+                f"Inactive key {victim.key_id} was used {human_duration(idle)} ago: it was deactivated recently "
+                f"(a rotation under observation?). Check before deleting it; override with a reason to delete anyway",
+                evidence,
+            )
+        delete_key(ctx, user, victim.key_id)
+        evidence.append(f"deleted Inactive key {victim.key_id}")
+        return Outcome.done(
+            f"deleted Inactive key {victim.key_id}; slot free", evidence, old_key_id=keep.key_id, retired_key_id=victim.key_id
+        )
+
+    # Two Active keys: the operator chose one by typing its id.
+    chosen = find(keys, ctx.answer)
+    if chosen is None:
+        raise ActionFailed(
+            f"two Active keys: type the id of the one to retire ({' or '.join(k.key_id for k in keys)}); got {ctx.answer!r}",
+            evidence,
+        )
+    keep = next(k for k in keys if k is not chosen)
+    set_status(ctx, user, chosen.key_id, "Inactive")
+    evidence.append(f"deactivated {chosen.key_id} (was Active, last used {chosen.last_used_text(now)})")
+    delete_key(ctx, user, chosen.key_id)
+    evidence.append(f"deleted {chosen.key_id}; {keep.key_id} is the key being rotated")
+    return Outcome.done(
+        f"retired Active key {chosen.key_id} (operator's typed choice); slot free",
+        evidence,
+        old_key_id=keep.key_id,
+        retired_key_id=chosen.key_id,
+    )
+
+
+# -- step 2: create the new key -------------------------------------------------------------
+
+
+@action(
+    "iam.create_key",
+    title="Create the new access key",
+    command="aws iam create-access-key --user-name {target_user}",
+    needs=("target_user", "old_key_id"),
+    produces=("new_key_id", "new_key_created"),
+    produces_secrets=("new_secret",),
+    mutates=True,
+)
+def create_key(ctx: StepContext) -> Outcome:
+    user = ctx.value("target_user")
+    evidence: list[str] = []
+    keys = list_keys(ctx, user, with_last_used=False)
+    previous = find(keys, ctx.facts.get("new_key_id"))
+    if previous is not None:
+        if "new_secret" in ctx.secrets:
+            return Outcome.done(
+                f"already created: {previous.key_id}",
+                [f"{previous.key_id} exists and its secret is in memory ({ctx.secrets['new_secret'].fingerprint()})"],
+                new_key_id=previous.key_id,
+                new_key_created=iso(previous.created),
+            )
+        # Created by this session in a process that has ended before anything stored
+        # the secret: nobody can ever use that key. Replace it.
+        delete_key(ctx, user, previous.key_id)
+        evidence.append(
+            f"{previous.key_id} was created by this session, but its secret ended with the previous process "
+            "before anything stored it; deleted it so a fresh key can take the slot"
+        )
+        keys = [k for k in keys if k.key_id != previous.key_id]
+    if len(keys) >= 2:
+        raise ActionFailed(f"{user} already has 2 keys (the maximum): free a slot first (step 1b)", evidence)
+    try:
+        created = ctx.wiring.aws_client("iam").create_access_key(UserName=user)["AccessKey"]
+    except Exception as exc:
+        raise ActionFailed(f"create-access-key for {user}: {aws_error(exc)}", evidence) from None
+    secret = Secret(created["SecretAccessKey"], "new_secret")
+    key_id = created["AccessKeyId"]
+    evidence.append(f"created {key_id} ({created['Status']}) at {iso(utc(created['CreateDate']))}")
+    evidence.append(f"secret captured once, held in memory only (fingerprint {secret.fingerprint()})")
+    outcome = Outcome.done(f"created {key_id}", evidence, new_key_id=key_id, new_key_created=iso(utc(created["CreateDate"])))
+    outcome.secrets["new_secret"] = secret
+    return outcome
+
+
+@action(
+    "iam.deactivate_new_key",
+    title="Deactivate the new key",
+    command="aws iam update-access-key --user-name {target_user} --access-key-id {new_key_id} --status Inactive",
+    needs=("target_user", "new_key_id"),
+    mutates=True,
+)
+def deactivate_new_key(ctx: StepContext) -> Outcome:
+    user, key_id = ctx.value("target_user"), ctx.fact("new_key_id")
+    key = find(list_keys(ctx, user, with_last_used=False), key_id)
+    if key is None:
+        return Outcome.done(f"new key {key_id} no longer exists: nothing to deactivate")
+    if key.status == "Inactive":
+        return Outcome.done(f"new key {key_id} is already Inactive")
+    set_status(ctx, user, key_id, "Inactive")
+    return Outcome.done(
+        f"deactivated new key {key_id}",
+        [f"{key_id}: Active -> Inactive (it keeps its slot until the next rotation deletes it)"],
+    )
+
+
+# -- step 3: validate the new key -----------------------------------------------------------
+
+
+class WaitParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    deadline: float = 60.0
+    interval: float = 2.0
+
+    @field_validator("deadline", "interval", mode="before")
+    @classmethod
+    def _d(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+@action(
+    "iam.validate_new_key",
+    title="Validate the new key (waiting out eventual consistency)",
+    command="AWS_ACCESS_KEY_ID={new_key_id} AWS_SECRET_ACCESS_KEY=$NEW_SECRET aws sts get-caller-identity",
+    needs=("target_user", "target_arn", "new_key_id"),
+    needs_secrets=("new_secret",),
+    produces=("new_key_valid_after",),
+    mutates=False,
+    params=WaitParams,
+)
+def validate_new_key(ctx: StepContext) -> Outcome:
+    params: WaitParams = ctx.params
+    pair = new_pair(ctx)
+    if pair is None:
+        raise ActionFailed("the new key's secret is not in memory (see create-key)")
+    took, attempts = wait_until_valid(ctx, pair, ctx.fact("target_arn"), params.deadline, params.interval, "the new key")
+    evidence = [
+        f"sts get-caller-identity with {pair.key_id} -> {ctx.fact('target_arn')}",
+        f"valid after {human_duration(took)} ({attempts} attempt{'s' if attempts > 1 else ''}; deadline {human_duration(params.deadline)})",
+    ]
+    call_text = ctx.inputs.get("check_call")
+    if call_text:
+        call = parse_check_call(call_text)
+        result = run_check_call(ctx, pair, call)
+        evidence.append(f"{call.cli()} with the new key -> {result}")
+    else:
+        evidence.append("no representative call configured for this user (--check-call): identity check only")
+    return Outcome.done(f"new key {pair.key_id} works (valid after {human_duration(took)})", evidence, new_key_valid_after=f"{took:.1f}")
+
+
+# -- step 7: deactivate the old key ---------------------------------------------------------
+
+
+class SettleParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # The SOP's "sleep 60" after deactivating: consumers may have cached credentials.
+    settle: float = 60.0
+
+    @field_validator("settle", mode="before")
+    @classmethod
+    def _d(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+@action(
+    "iam.deactivate_old_key",
+    title="Deactivate the old key (not delete)",
+    command="aws iam update-access-key --user-name {target_user} --access-key-id {old_key_id} --status Inactive",
+    needs=("target_user", "old_key_id", "new_key_id", "target_arn"),
+    produces=("deactivated_at",),
+    mutates=True,
+    params=SettleParams,
+)
+def deactivate_old_key(ctx: StepContext) -> Outcome:
+    params: SettleParams = ctx.params
+    user, old_id, new_id = ctx.value("target_user"), ctx.fact("old_key_id"), ctx.fact("new_key_id")
+    keys = list_keys(ctx, user, with_last_used=False)
+    new, old = find(keys, new_id), find(keys, old_id)
+    if new is None or new.status != "Active":
+        raise ActionFailed(f"refusing to deactivate the old key: the new key {new_id} is {'gone' if new is None else new.status}")
+    evidence: list[str] = []
+    if old is None:
+        return Outcome.done(f"old key {old_id} no longer exists", [f"{old_id} is already deleted"], deactivated_at=ctx.facts.get("deactivated_at") or iso(ctx.now()))
+    if old.status == "Active":
+        set_status(ctx, user, old_id, "Inactive")
+        deactivated_at = iso(ctx.now())
+        evidence.append(f"{old_id}: Active -> Inactive at {deactivated_at}")
+    else:
+        deactivated_at = ctx.facts.get("deactivated_at") or iso(ctx.now())
+        evidence.append(f"{old_id} was already Inactive")
+
+    # Consumers may hold cached credentials for a while: wait, then check again.
+    start = ctx.clock.monotonic()
+    while (elapsed := ctx.clock.monotonic() - start) < params.settle:
+        ctx.progress("settling: consumers may cache credentials", elapsed, params.settle)
+        ctx.clock.sleep(min(5.0, params.settle - elapsed))
+    evidence.append(f"waited {human_duration(params.settle)} for cached credentials to expire")
+    pair = new_pair(ctx)
+    if pair is not None:
+        arn = caller_arn(ctx, pair)
+        evidence.append(f"new key still works after the deactivation: {arn}")
+    else:
+        evidence.append("the new secret is not in memory (resumed session): new-key check skipped")
+    return Outcome.done(f"old key {old_id} is Inactive (not deleted: it can be reactivated)", evidence, deactivated_at=deactivated_at)
+
+
+@action(
+    "iam.reactivate_old_key",
+    title="Reactivate the old key",
+    command="aws iam update-access-key --user-name {target_user} --access-key-id {old_key_id} --status Active",
+    needs=("target_user", "old_key_id"),
+    mutates=True,
+)
+def reactivate_old_key(ctx: StepContext) -> Outcome:
+    user, old_id = ctx.value("target_user"), ctx.fact("old_key_id")
+    key = find(list_keys(ctx, user, with_last_used=False), old_id)
+    if key is None:
+        raise ActionFailed(f"old key {old_id} was deleted: it cannot be reactivated")
+    if key.status == "Active":
+        return Outcome.done(f"old key {old_id} is already Active")
+    set_status(ctx, user, old_id, "Active")
+    return Outcome.done(f"reactivated old key {old_id}", [f"{old_id}: Inactive -> Active"])
+
+
+# -- step 7b: delete the old key ------------------------------------------------------------
+
+
+@action(
+    "iam.delete_old_key",
+    title="Delete the old key, after checking its last use",
+    command="aws iam get-access-key-last-used --access-key-id {old_key_id} && aws iam delete-access-key --user-name {target_user} --access-key-id {old_key_id}",
+    needs=("target_user", "old_key_id", "deactivated_at"),
+    produces=("deleted_at",),
+    mutates=True,
+)
+def delete_old_key(ctx: StepContext) -> Outcome:
+    user, old_id = ctx.value("target_user"), ctx.fact("old_key_id")
+    now = ctx.now()
+    keys = list_keys(ctx, user)
+    old = find(keys, old_id)
+    if old is None:
+        return Outcome.done(f"old key {old_id} is already deleted", deleted_at=ctx.facts.get("deleted_at") or iso(now))
+    if old.status != "Inactive":
+        raise ActionFailed(f"old key {old_id} is {old.status}: deactivate it first (step 7); an Active key is never deleted here")
+    deactivated = parse_iso(ctx.fact("deactivated_at"))
+    evidence = [
+        f"get-access-key-last-used {old_id}: {old.last_used_text(now)}",
+        f"deactivated at {iso(deactivated)} ({human_duration((now - deactivated).total_seconds())} ago)",
+    ]
+    if old.last_used is not None and old.last_used > deactivated:
+        if not ctx.override:
+            return Outcome.blocked(
+                f"old key {old_id} was used at {iso(old.last_used)}, after it was deactivated at {iso(deactivated)}: "
+                "something still holds it. Find that consumer (CloudTrail shows the caller) before deleting",
+                evidence,
+            )
+        evidence.append(f"use after deactivation overridden: {ctx.override}")
+    else:
+        evidence.append("no use since it was deactivated: no consumer is still hitting the old key")
+    delete_key(ctx, user, old_id)
+    evidence.append(f"deleted {old_id}; it is unrecoverable")
+    return Outcome.done(f"deleted old key {old_id}", evidence, deleted_at=iso(now))

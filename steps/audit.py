@@ -1,0 +1,129 @@
+"""The audit log: append-only JSON lines, each carrying the hash of the line before.
+
+Changing, removing or reordering any line breaks the chain at that line, which
+`verify` reports. Appends take an exclusive file lock, so two processes never write
+the same sequence number. Every line passes through the redactor.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from steps.paths import private_file
+from steps.secrets import redact
+
+GENESIS = "0" * 64
+
+
+def line_hash(line: bytes) -> str:
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    lines: int
+    bad_line: int | None = None
+    reason: str = ""
+
+
+class AuditLog:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        private_file(self.path)
+
+    def append(self, action: str, *, session: str | None = None, actor: str | None = None, context: dict[str, Any] | None = None, **fields: Any) -> int:
+        """Append one record; returns its line number (1-based)."""
+        with open(self.path, "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                last = _last_line(fh)
+                if last is None:
+                    seq, prev = 1, GENESIS
+                else:
+                    seq, prev = int(json.loads(last)["seq"]) + 1, line_hash(last)
+                record: dict[str, Any] = {
+                    "seq": seq,
+                    "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "action": action,
+                    "actor": actor or "",
+                    "session": session,
+                }
+                if context is not None:
+                    record["context"] = context
+                record.update({k: v for k, v in fields.items() if v is not None})
+                record["prev"] = prev
+                line = redact(json.dumps(record, separators=(",", ":"), default=str)).encode()
+                fh.seek(0, os.SEEK_END)
+                fh.write(line + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+                return seq
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        with open(self.path, "rb") as fh:
+            for raw in fh:
+                if raw.strip():
+                    yield json.loads(raw)
+
+    def find(self, session: str, action: str) -> int | None:
+        for record in self.records():
+            if record.get("session") == session and record.get("action") == action:
+                return int(record["seq"])
+        return None
+
+    def for_session(self, session: str) -> list[dict[str, Any]]:
+        return [r for r in self.records() if r.get("session") == session]
+
+    def verify(self) -> Verdict:
+        prev = GENESIS
+        expected_seq = 1
+        n = 0
+        with open(self.path, "rb") as fh:
+            for n, raw in enumerate(fh, start=1):
+                if not raw.endswith(b"\n"):
+                    return Verdict(False, n, n, "line is not terminated (truncated write?)")
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    return Verdict(False, n, n, "not valid JSON")
+                if not isinstance(record, dict):
+                    return Verdict(False, n, n, "not a JSON object")
+                if record.get("prev") != prev:
+                    return Verdict(False, n, n, "its 'prev' hash does not match the line before: a line was changed, removed or inserted")
+                if record.get("seq") != expected_seq:
+                    return Verdict(False, n, n, f"sequence number {record.get('seq')!r}, expected {expected_seq}")
+                prev = line_hash(raw)
+                expected_seq += 1
+        return Verdict(True, n)
+
+
+def _last_line(fh) -> bytes | None:
+    """The last non-empty line of a file opened in binary mode, read from the end."""
+    fh.seek(0, os.SEEK_END)
+    end = fh.tell()
+    if end == 0:
+        return None
+    block = 4096
+    data = b""
+    pos = end
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        fh.seek(pos)
+        data = fh.read(step) + data
+        stripped = data.rstrip(b"\n")
+        if b"\n" in stripped:
+            return stripped.rsplit(b"\n", 1)[1]
+    stripped = data.rstrip(b"\n")
+    return stripped or None

@@ -1,0 +1,209 @@
+"""The headless driver: walks a session to its end, or to the first thing it may not answer.
+
+`--yes` answers yes-confirmations only. Typed confirmations, gates and evidence blocks
+each need their own explicit answer (a flag, or a human at a terminal), and a manual
+step is recorded as skipped, never as done, when nobody is there to do it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from steps.clock import human_duration
+from steps.engine import EngineError, Event, GateClosed, Prompt, Session
+
+EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+
+
+@dataclass
+class DriveOptions:
+    yes: bool = False
+    fast_forward: bool = False
+    override_gate: str | None = None
+    override_block: str | None = None
+    retire_key: str | None = None
+    confirm_keys: list[str] = field(default_factory=list)
+
+
+class Asker:
+    """A human at a terminal. The default one is nobody."""
+
+    available = False
+
+    def confirm(self, text: str) -> bool:
+        return False
+
+    def typed(self, text: str) -> str:
+        return ""
+
+    def manual(self, text: str) -> str:
+        """'done', 'skip' or 'stop'."""
+        return "stop"
+
+
+class Printer:
+    def __init__(self, echo: Callable[[str], None], progress: bool = False) -> None:
+        self.echo = echo
+        self.progress = progress
+        self._last_progress: dict[str, int] = {}
+
+    def event(self, event: Event) -> None:
+        if event.kind == "output":
+            self.echo(f"      {event.data}")
+        elif event.kind == "progress" and self.progress:
+            what, done, total = event.data
+            bucket = int(done // 10)
+            if self._last_progress.get(event.step_id or "") != bucket:
+                self._last_progress[event.step_id or ""] = bucket
+                self.echo(f"      ... {what}: {human_duration(done)} of {human_duration(total)}")
+
+    def header(self, session: Session) -> None:
+        self.echo(
+            f"handrail · {session.runbook.id} · {session.mode.upper()} · user {session.target or '-'} · "
+            f"account {session.row.account} · session {session.id}"
+        )
+
+    def step(self, index: int, total: int, prompt: Prompt) -> None:
+        self.echo(f"[{index}/{total}] step {prompt.step.number}: {prompt.step.title}")
+        for line in prompt.command.splitlines():
+            self.echo(f"    $ {line}")
+        for line in prompt.preview:
+            self.echo(f"    {line}")
+
+    def outcome(self, session: Session, step_id: str) -> None:
+        state = session.states[step_id]
+        mark = {"done": "ok", "failed": "FAILED", "blocked": "BLOCKED", "skipped": "skipped", "would-run": "would run"}.get(state.status, state.status)
+        self.echo(f"    -> {mark}: {state.summary}")
+        for line in state.evidence:
+            self.echo(f"       {line}")
+
+    def stop(self, text: str) -> None:
+        self.echo(text)
+
+
+def drive(session: Session, opts: DriveOptions, printer: Printer, asker: Asker | None = None) -> tuple[int, str]:
+    """Run steps until done, or stop. Returns (exit code, one-line reason)."""
+    asker = asker or Asker()
+    session.listen(printer.event)
+    total = len(session.runbook.steps)
+    while True:
+        state = session.current()
+        if state is None:
+            if session.status == "done":
+                return EXIT_DONE, f"session {session.id}: done"
+            return EXIT_FAILED, f"session {session.id}: {session.status}"
+        step = state.step
+        index = session.runbook.index(step.id) + 1
+        prompt = session.prompt(step.id)
+        printer.step(index, total, prompt)
+        dry = session.wiring.dry_run
+
+        gate = prompt.gate
+        if gate is not None and not gate.open and not dry:
+            if opts.fast_forward and session.wiring.clock.simulated:
+                skipped = session.fast_forward(step.id)
+                printer.echo(f"    {gate.describe()}")
+                printer.echo(f"    fast-forwarded the simulated clock by {human_duration(skipped)} to the gate's opening (training)")
+            elif opts.override_gate:
+                session.override_gate(step.id, opts.override_gate)
+                printer.echo(f"    gate passed early (audited): {opts.override_gate}")
+            else:
+                hint = "--fast-forward (training) or " if session.wiring.clock.simulated else ""
+                return EXIT_STOPPED, (
+                    f"stopped at step {step.number} ({step.id}): {gate.describe()}. "
+                    f"Resume then with `handrail resume {session.id}`, or pass it early with {hint}--override-gate REASON"
+                )
+
+        answer: str | None = None
+        if prompt.kind == "manual" and not dry:
+            printer.echo("    manual step:")
+            for line in (prompt.manual or "").splitlines():
+                printer.echo(f"      {line}")
+            if asker.available:
+                choice = asker.manual(f"step {step.number}: done outside handrail?")
+                if choice == "skip":
+                    session.skip(step.id, "skipped by the operator at the terminal")
+                    printer.outcome(session, step.id)
+                    continue
+                if choice != "done":
+                    return EXIT_STOPPED, f"stopped at manual step {step.number} ({step.id}); resume with `handrail resume {session.id}`"
+            elif opts.yes:
+                reason = step.manual.headless if step.manual else "no inventory for this step"
+                session.skip(step.id, f"headless run: {reason}")
+                printer.outcome(session, step.id)
+                continue
+            else:
+                return EXIT_STOPPED, f"stopped at manual step {step.number} ({step.id}): it needs an operator (or --yes to record it as skipped)"
+        elif not dry and not prompt.nothing_to_do and prompt.confirm == "yes":
+            if not opts.yes and not (asker.available and asker.confirm(f"run step {step.number} ({step.title})?")):
+                return EXIT_STOPPED, f"stopped before step {step.number} ({step.id}): it needs a yes (pass --yes, or run it at a terminal)"
+        elif not dry and not prompt.nothing_to_do and prompt.confirm == "typed":
+            answer = _typed_answer(prompt, opts, asker)
+            if answer is None:
+                flag = "--retire-key KEY_ID" if prompt.choices else "--confirm-key KEY_ID"
+                what = prompt.prompt or f"type {prompt.expect}"
+                return EXIT_STOPPED, f"stopped before step {step.number} ({step.id}): it needs a typed confirmation ({what}); pass {flag}"
+
+        try:
+            outcome = session.run(step.id, answer=answer)
+        except GateClosed as exc:
+            return EXIT_STOPPED, f"stopped at step {step.number}: {exc}"
+        except EngineError as exc:
+            return EXIT_STOPPED, f"stopped at step {step.number}: {exc}"
+        if outcome.status == "blocked":
+            printer.outcome(session, step.id)
+            reason = opts.override_block
+            if reason is None and asker.available:
+                reason = asker.typed("blocked: type a reason to override (empty to stop)") or None
+            if not reason:
+                return EXIT_FAILED, f"step {step.number} ({step.id}) blocked: {outcome.summary}. Override with --override-block REASON, or roll back"
+            outcome = session.run(step.id, answer=answer, override=reason)
+        printer.outcome(session, step.id)
+        if outcome.status in ("failed", "blocked"):
+            return EXIT_FAILED, f"step {step.number} ({step.id}) failed: {outcome.summary}. The session is resumable: `handrail resume {session.id}` or `handrail rollback {session.id}`"
+
+
+def _typed_answer(prompt: Prompt, opts: DriveOptions, asker: Asker) -> str | None:
+    if prompt.choices:
+        ids = {c.value for c in prompt.choices}
+        if opts.retire_key:
+            return opts.retire_key if opts.retire_key in ids else None
+    elif prompt.expect and prompt.expect in opts.confirm_keys:
+        return prompt.expect
+    if asker.available:
+        text = prompt.prompt or f"type {prompt.expect} to confirm"
+        return asker.typed(text) or None
+    return None
+
+
+def rollback(session: Session, yes: bool, printer: Printer, asker: Asker | None = None) -> tuple[int, str]:
+    asker = asker or Asker()
+    plan = session.rollback_plan()
+    if not plan.possible:
+        return EXIT_FAILED, f"cannot roll back session {session.id}: {plan.reason}"
+    printer.echo(f"rollback plan for session {session.id} ({session.status}):")
+    if not plan.items:
+        printer.echo("  nothing to undo")
+    for n, item in enumerate(plan.items, 1):
+        printer.echo(f"  {n}. undo step {item.step.number} ({item.step.title}): {item.summary}")
+        for line in item.command.splitlines():
+            printer.echo(f"       $ {line}")
+    for note in plan.notes:
+        printer.echo(f"  note: {note}")
+    if plan.items and not yes and not (asker.available and asker.confirm("run this rollback?")):
+        return EXIT_STOPPED, "rollback not confirmed: pass --yes, or confirm at a terminal"
+
+    def manual(item) -> bool:
+        printer.echo(f"  manual undo for step {item.step.number}: {item.command}")
+        return asker.available and asker.confirm("done outside handrail?")
+
+    session.listen(printer.event)
+    ok, results = session.rollback(manual_done=manual)
+    for item, outcome in results:
+        printer.echo(f"  step {item.step.number}: {'undone' if outcome.status == 'done' else 'FAILED'}: {outcome.summary}")
+        for line in outcome.evidence:
+            printer.echo(f"       {line}")
+    if not ok:
+        return EXIT_FAILED, f"rollback stopped at a failure; fix it and run `handrail rollback {session.id}` again"
+    return EXIT_DONE, f"session {session.id}: rolled back"

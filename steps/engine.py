@@ -1,0 +1,739 @@
+"""The engine: sessions that walk a runbook one confirmed step at a time.
+
+The TUI and the headless driver only send intents (run this step, skip it with a
+reason, pass a gate, roll back) and listen to events; everything else lives here:
+confirmation rules, gates, facts between steps, the journal, the audit log, the lock,
+rollback in reverse, and resume from the journal.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from steps.actions import registry
+from steps.actions.base import ActionFailed, ActionSpec, Choice, Outcome, Preview, StepContext
+from steps.audit import AuditLog
+from steps.clock import human_duration, iso, parse_iso
+from steps.journal import Journal, SessionRow
+from steps.loader import load, render
+from steps.model import Runbook, Step
+from steps.secrets import Secret, redact
+
+# A step in one of these states is behind us.
+PASSED = ("done", "skipped", "would-run")
+UNDOABLE = ("done", "failed", "blocked")
+
+
+class EngineError(Exception):
+    """An intent the engine refuses (not the next step, wrong typed value, ...)."""
+
+
+class InputError(EngineError):
+    """A bad runbook input: the CLI exits 2."""
+
+
+class GateClosed(EngineError):
+    def __init__(self, gate: GateState) -> None:
+        self.gate = gate
+        super().__init__(gate.describe())
+
+
+@dataclass
+class StepState:
+    step: Step
+    status: str = "pending"
+    summary: str = ""
+    evidence: list[str] = field(default_factory=list)
+    started_at: str | None = None
+    ended_at: str | None = None
+    attempts: int = 0
+
+
+@dataclass
+class GateState:
+    step_id: str
+    after: str
+    at_least: float
+    why: str
+    since: datetime | None
+    opens_at: datetime | None
+    now: datetime
+    passed_by: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.passed_by is not None or (self.opens_at is not None and self.now >= self.opens_at)
+
+    @property
+    def remaining(self) -> float:
+        if self.open or self.opens_at is None:
+            return 0.0
+        return (self.opens_at - self.now).total_seconds()
+
+    def describe(self) -> str:
+        if self.passed_by:
+            return f"gate passed: {self.passed_by}"
+        if self.opens_at is None:
+            return f"gate: waits {human_duration(self.at_least)} after step {self.after!r}, which has not run"
+        if self.open:
+            return f"gate open since {iso(self.opens_at)}"
+        return (
+            f"observation gate: {human_duration(self.at_least)} after {self.after!r} "
+            f"(done {iso(self.since)}); opens {iso(self.opens_at)}, in {human_duration(self.remaining)}"
+        )
+
+
+@dataclass
+class Prompt:
+    """What the operator must see and answer before a step runs."""
+
+    step: Step
+    command: str
+    kind: str  # run | manual
+    confirm: str  # auto | yes | typed
+    expect: str | None
+    choices: list[Choice]
+    prompt: str | None
+    preview: list[str]
+    gate: GateState | None
+    manual: str | None
+    would_run: bool
+    nothing_to_do: bool
+    undo_command: str | None
+    mutates: bool
+
+
+@dataclass
+class UndoItem:
+    step: Step
+    kind: str  # run | manual
+    command: str
+    summary: str
+
+
+@dataclass
+class RollbackPlan:
+    possible: bool
+    reason: str
+    items: list[UndoItem]
+    notes: list[str]
+
+
+@dataclass
+class Event:
+    kind: str  # status | step | output | progress | rollback
+    step_id: str | None = None
+    data: Any = None
+
+
+Listener = Callable[[Event], None]
+
+
+def runbook_sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def validate_inputs(runbook: Runbook, given: dict[str, str | None]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name in given:
+        if name not in runbook.inputs and given[name] not in (None, ""):
+            raise InputError(f"input {name!r} is not defined by runbook {runbook.id!r} (it takes: {', '.join(runbook.inputs)})")
+    for name, spec in runbook.inputs.items():
+        value = given.get(name)
+        if value in (None, ""):
+            value = spec.default
+        if value in (None, ""):
+            if spec.required:
+                raise InputError(f"input {name!r} is required: {spec.prompt}")
+            continue
+        value = str(value)
+        if spec.choices and value not in spec.choices:
+            raise InputError(f"input {name!r}: {value!r} is not one of {', '.join(spec.choices)}")
+        if spec.pattern and not re.fullmatch(spec.pattern, value):
+            raise InputError(f"input {name!r}: {value!r} does not match {spec.pattern}")
+        values[name] = value
+    return values
+
+
+class Engine:
+    def __init__(self, journal: Journal, audit: AuditLog, os_user: str | None = None) -> None:
+        self.journal = journal
+        self.audit = audit
+        self.os_user = os_user or _os_user()
+
+    def start(
+        self,
+        runbook_ref: str | Path,
+        inputs: dict[str, str | None],
+        wiring,
+        *,
+        options: dict[str, Any] | None = None,
+    ) -> Session:
+        runbook = load(runbook_ref)
+        from steps.loader import resolve
+
+        path = resolve(str(runbook_ref)).resolve()
+        values = validate_inputs(runbook, inputs)
+        account, operator_arn = wiring.identity()
+        target = values.get("target_user", "")
+        row = self.journal.create_session(
+            runbook_id=runbook.id,
+            runbook_path=str(path),
+            runbook_sha=runbook_sha(path),
+            mode=wiring.mode,
+            target=target,
+            account=account,
+            actor=f"{self.os_user} as {operator_arn}",
+            reason=values.get("reason", ""),
+            inputs=values,
+            options=options or {},
+            sim_offset=getattr(wiring.clock, "offset", None),
+        )
+        if not wiring.dry_run and target:
+            try:
+                self.journal.acquire_lock(account, target, row.id)
+            except Exception:
+                self.journal.update_session(row.id, status="abandoned")
+                self.journal.add_event(row.id, "refused", summary="lock held by another session")
+                raise
+        session = Session(self, row, runbook, wiring)
+        self.audit.append(
+            "session.started",
+            session=row.id,
+            actor=operator_arn,
+            context={
+                "runbook": runbook.id,
+                "mode": wiring.mode,
+                "iam_user": target,
+                "account": account,
+                "reason": values.get("reason", ""),
+                "os_user": self.os_user,
+            },
+        )
+        session.checkpoint()
+        return session
+
+    def resume(self, ref: str, make_wiring: Callable[[SessionRow], Any]) -> Session:
+        row = self.journal.find_session(ref)
+        if row.finished:
+            raise EngineError(f"session {row.id} is {row.status}: nothing to resume")
+        path = Path(row.runbook_path)
+        if not path.exists():
+            raise EngineError(f"session {row.id}: its runbook {path} is gone")
+        runbook = load(path)
+        sha = runbook_sha(path)
+        wiring = make_wiring(row)
+        session = Session(self, row, runbook, wiring)
+        if sha != row.runbook_sha:
+            self.journal.add_event(row.id, "note", summary=f"runbook file changed since the session started ({path})")
+        if not wiring.dry_run and row.target:
+            self.journal.acquire_lock(row.account, row.target, row.id)
+        session.recover_secrets()
+        self.audit.append("session.resumed", session=row.id, actor=row.actor, context={"status": row.status})
+        return session
+
+
+class Session:
+    def __init__(self, engine: Engine, row: SessionRow, runbook: Runbook, wiring) -> None:
+        self.engine = engine
+        self.journal = engine.journal
+        self.audit = engine.audit
+        self.row = row
+        self.id = row.id
+        self.runbook = runbook
+        self.wiring = wiring
+        self.inputs: dict[str, str] = dict(row.inputs)
+        self.facts: dict[str, str] = self.journal.facts(row.id)
+        self.secrets: dict[str, Secret] = {}
+        self.states: dict[str, StepState] = {s.id: StepState(s) for s in runbook.steps}
+        self.status = row.status
+        self._listeners: list[Listener] = []
+        self._lock = threading.RLock()
+        self._replay()
+
+    # -- listening ----------------------------------------------------------------------
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, event: Event) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+    # -- state --------------------------------------------------------------------------
+
+    def _replay(self) -> None:
+        for event in self.journal.events(self.id):
+            state = self.states.get(event.step_id or "")
+            if state is None:
+                continue
+            when = event.ts_sim or event.ts_real
+            if event.kind == "started":
+                state.status, state.started_at = "running", when
+                state.attempts += 1
+            elif event.kind in ("step", "undone", "reopened"):
+                state.status = event.status or state.status
+                state.summary, state.evidence, state.ended_at = event.summary, event.evidence, when
+        for state in self.states.values():
+            if state.status == "running":  # the process died inside it: run it again
+                state.status = "pending"
+
+    @property
+    def mode(self) -> str:
+        return self.wiring.mode
+
+    @property
+    def target(self) -> str:
+        return self.inputs.get("target_user", "")
+
+    def values(self) -> dict[str, str]:
+        return {**self.facts, **self.inputs, "session": self.id}
+
+    def current(self) -> StepState | None:
+        if self.status in ("rolled-back", "abandoned", "rolling-back", "rollback-failed"):
+            return None
+        for state in self.states.values():
+            if state.status not in PASSED:
+                return state
+        return None
+
+    def step_states(self) -> list[StepState]:
+        return list(self.states.values())
+
+    def prerequisites(self) -> list[tuple[str, bool]]:
+        return [
+            (p.text, bool(p.checked_by and self.states[p.checked_by].status == "done"))
+            for p in self.runbook.prerequisites
+        ]
+
+    def _now(self) -> datetime:
+        return self.wiring.clock.now()
+
+    def _ts_sim(self) -> str | None:
+        return iso(self._now()) if self.wiring.clock.simulated else None
+
+    def _set_status(self, status: str) -> None:
+        if status != self.status:
+            self.status = status
+            self.journal.update_session(self.id, status=status)
+            self._emit(Event("status", data=status))
+
+    def _recompute_status(self) -> None:
+        if self.status in ("rolling-back", "rollback-failed", "rolled-back", "abandoned"):
+            return
+        current = self.current()
+        if current is None:
+            self._finish("done")
+        elif current.status in ("failed", "blocked"):
+            self._set_status(current.status)
+        else:
+            gate = self.gate_state(current.step)
+            self._set_status("waiting" if gate is not None and not gate.open else "active")
+
+    def _finish(self, status: str) -> None:
+        self._set_status(status)
+        self.journal.release_lock(self.id)
+        self.audit.append(f"session.{status.replace('-', '_')}", session=self.id, actor=self.row.actor, context={"iam_user": self.target})
+
+    def checkpoint(self) -> None:
+        """Save what the wiring needs to come back (the training world, the clock)."""
+        snapshot = self.wiring.checkpoint()
+        fields: dict[str, Any] = {}
+        if snapshot is not None:
+            fields["world"] = snapshot
+        if self.wiring.clock.simulated:
+            fields["sim_offset"] = self.wiring.clock.offset
+        if fields:
+            self.journal.update_session(self.id, **fields)
+
+    # -- gates --------------------------------------------------------------------------
+
+    def gate_state(self, step: Step) -> GateState | None:
+        if step.gate is None:
+            return None
+        after = self.states[step.gate.after]
+        now = self._now()
+        since = parse_iso(after.ended_at) if after.ended_at and after.status == "done" else None
+        opens = since + timedelta(seconds=step.gate.at_least) if since else None
+        passed = self.facts.get(f"gate_passed:{step.id}")
+        return GateState(step.id, step.gate.after, step.gate.at_least, step.gate.why, since, opens, now, passed)
+
+    def override_gate(self, step_id: str, reason: str) -> None:
+        reason = (reason or "").strip()
+        if len(reason) < 3:
+            raise EngineError("passing a gate early needs a typed reason")
+        with self._lock:
+            step = self.runbook.step(step_id)
+            gate = self.gate_state(step)
+            if gate is None:
+                raise EngineError(f"step {step_id} has no gate")
+            if gate.open:
+                return
+            passed = f"overridden by {self.engine.os_user}: {reason}"
+            self._set_facts({f"gate_passed:{step_id}": passed}, step_id)
+            self.journal.add_event(self.id, "gate", step_id=step_id, status="overridden", summary=redact(passed), ts_sim=self._ts_sim())
+            self.audit.append(
+                "gate.override",
+                session=self.id,
+                actor=self.row.actor,
+                context={"step": step_id, "reason": reason, "opens_at": iso(gate.opens_at) if gate.opens_at else None, "early_by": human_duration(gate.remaining)},
+            )
+            self._recompute_status()
+
+    def fast_forward(self, step_id: str | None = None, seconds: float | None = None) -> float:
+        """Training only: move the simulated clock to the gate's opening (or by `seconds`)."""
+        clock = self.wiring.clock
+        if not clock.simulated:
+            raise EngineError("fast-forward is for training only: live time cannot be skipped (override the gate with a reason)")
+        with self._lock:
+            if seconds is None:
+                step = self.runbook.step(step_id) if step_id else (self.current().step if self.current() else None)
+                gate = self.gate_state(step) if step else None
+                if gate is None or gate.opens_at is None:
+                    raise EngineError("nothing to fast-forward to")
+                skipped = clock.advance_to(gate.opens_at)
+            else:
+                clock.advance(seconds)
+                skipped = seconds
+            self.journal.add_event(self.id, "clock", step_id=step_id, status="fast-forward", summary=f"simulated clock +{human_duration(skipped)}", ts_sim=self._ts_sim())
+            self.audit.append("clock.fast_forward", session=self.id, actor=self.row.actor, context={"step": step_id, "seconds": round(skipped, 1), "simulated_now": iso(clock.now())})
+            self.checkpoint()
+            self._recompute_status()
+            return skipped
+
+    # -- prompting ----------------------------------------------------------------------
+
+    def _spec(self, step: Step) -> ActionSpec | None:
+        return registry()[step.run] if step.run else None
+
+    def _unavailable(self, step: Step, spec: ActionSpec | None) -> str | None:
+        if spec is None or spec.available is None:
+            return None
+        return spec.available(self.wiring, self.values())
+
+    def _missing(self, spec: ActionSpec | None) -> list[str]:
+        if spec is None:
+            return []
+        values = self.values()
+        return sorted(n for n in spec.needs if values.get(n) in (None, ""))
+
+    def prompt(self, step_id: str | None = None) -> Prompt:
+        with self._lock:
+            state = self.states[step_id] if step_id else self.current()
+            if state is None:
+                raise EngineError("no step left to run")
+            step = state.step
+            spec = self._spec(step)
+            values = self.values()
+            unavailable = self._unavailable(step, spec)
+            manual = step.is_manual or unavailable is not None
+            missing = self._missing(spec) if not manual else []
+            would_run = self.wiring.dry_run and (manual or bool(spec and spec.mutates) or bool(missing))
+            preview = Preview()
+            if not manual and spec and spec.preview and not missing:
+                try:
+                    preview = spec.preview(self._context(step, spec))
+                except ActionFailed as exc:
+                    preview = Preview([f"could not look ahead: {exc.summary}"])
+                except Exception as exc:  # a look-ahead must never take the session down
+                    preview = Preview([f"could not look ahead: {type(exc).__name__}: {redact(str(exc))}"])
+            manual_text = None
+            if manual:
+                manual_text = render(step.manual.instructions, values) if step.manual else ""
+                if unavailable:
+                    manual_text = f"({unavailable})\n{manual_text}"
+            confirm = preview.confirm or step.confirm
+            expect = values.get(step.typed) if step.typed else preview.expect
+            undo_command = None
+            if step.undo:
+                undo_spec = registry().get(step.undo.run) if step.undo.run else None
+                undo_command = render(step.undo.command or (undo_spec.command if undo_spec else None) or step.undo.manual, values)
+            return Prompt(
+                step=step,
+                command=render(step.command, values),
+                kind="manual" if manual else "run",
+                confirm=confirm,
+                expect=expect,
+                choices=preview.choices,
+                prompt=preview.prompt,
+                preview=preview.lines,
+                gate=self.gate_state(step),
+                manual=manual_text,
+                would_run=would_run,
+                nothing_to_do=preview.nothing_to_do,
+                undo_command=undo_command,
+                mutates=bool(spec and spec.mutates) or manual,
+            )
+
+    # -- running ------------------------------------------------------------------------
+
+    def _context(self, step: Step, spec: ActionSpec, answer: str | None = None, override: str | None = None, params: Any = None) -> StepContext:
+        if params is None:
+            params = spec.params.model_validate(step.with_ if step.run == spec.name else {}) if spec.params else None
+        return StepContext(
+            session_id=self.id,
+            runbook_id=self.runbook.id,
+            method=self.runbook.header.mode,
+            step_id=step.id,
+            inputs=self.inputs,
+            facts=self.values(),
+            secrets=self.secrets,
+            params=params,
+            wiring=self.wiring,
+            answer=answer,
+            override=override,
+            actor=self.row.actor,
+            audit=self.audit,
+            emit=lambda line, sid=step.id: self._emit(Event("output", sid, redact(line))),
+            progress=lambda what, done, total, sid=step.id: self._emit(Event("progress", sid, (what, done, total))),
+        )
+
+    def run(self, step_id: str, answer: str | None = None, override: str | None = None) -> Outcome:
+        """Run one step. The caller has had the operator confirm (see `prompt`)."""
+        with self._lock:
+            current = self.current()
+            if current is None:
+                raise EngineError(f"session {self.id} is {self.status}: no step left to run")
+            if current.step.id != step_id:
+                raise EngineError(f"step {step_id!r} is not next: step {current.step.number} ({current.step.id}) is")
+            step = current.step
+            gate = self.gate_state(step)
+            # A dry run changes nothing, so there is nothing for a gate to protect.
+            if gate is not None and not gate.open and not self.wiring.dry_run:
+                self._set_status("waiting")
+                raise GateClosed(gate)
+            if step.confirm == "typed" and not self.wiring.dry_run:
+                expected = self.values().get(step.typed or "")
+                if (answer or "").strip() != expected:
+                    raise EngineError(f"typed confirmation does not match: type the {step.typed.replace('_', ' ')} ({expected}) to run step {step.number}")
+            if override is not None and len(override.strip()) < 3:
+                raise EngineError("an override needs a typed reason")
+
+            spec = self._spec(step)
+            unavailable = self._unavailable(step, spec)
+            manual = step.is_manual or unavailable is not None
+            current.status, current.started_at = "running", iso(self._now())
+            current.attempts += 1
+            self.journal.add_event(self.id, "started", step_id=step.id, ts_sim=self._ts_sim())
+            self._emit(Event("step", step.id, current))
+
+            if self.wiring.dry_run and (manual or (spec and spec.mutates) or self._missing(spec)):
+                prompt = self.prompt(step.id)
+                lines = [f"would run: {prompt.command}"] + prompt.preview
+                if manual:
+                    lines.append("manual step: the operator would do this outside handrail")
+                outcome = Outcome("would-run", f"would run: {prompt.command.splitlines()[0] if prompt.command else step.title}", lines)
+            elif manual:
+                outcome = Outcome.done("done by the operator outside handrail (confirmed)", [render(step.manual.instructions, self.values()).splitlines()[0]] if step.manual else [])
+            else:
+                assert spec is not None
+                try:
+                    outcome = spec.fn(self._context(step, spec, answer, override))
+                except ActionFailed as exc:
+                    outcome = Outcome.failed(exc.summary, exc.evidence)
+                except Exception as exc:  # an unexpected failure is a state, not a crash
+                    outcome = Outcome.failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}")
+            if override and outcome.status == "done":
+                outcome.evidence.append(f"override by {self.engine.os_user}: {override}")
+                self.audit.append("block.override", session=self.id, actor=self.row.actor, context={"step": step.id, "reason": override})
+            self._apply(current, outcome)
+            return outcome
+
+    def _set_facts(self, facts: dict[str, str], step_id: str | None) -> None:
+        facts = {k: v for k, v in facts.items() if v not in (None, "")}
+        self.facts.update(facts)
+        self.journal.set_facts(self.id, facts, step_id)
+
+    def _apply(self, state: StepState, outcome: Outcome, kind: str = "step", status: str | None = None) -> None:
+        if kind == "step":
+            outcome.facts[f"changed:{state.step.id}"] = "yes" if outcome.changed else "no"
+        self._set_facts(outcome.facts, state.step.id)
+        self.secrets.update(outcome.secrets)
+        state.status = status or outcome.status
+        state.summary, state.evidence, state.ended_at = outcome.summary, outcome.evidence, iso(self._now())
+        self.journal.add_event(
+            self.id, kind, step_id=state.step.id, status=state.status, summary=outcome.summary, evidence=outcome.evidence, ts_sim=self._ts_sim()
+        )
+        self.audit.append(
+            "step.undone" if kind == "undone" else "step.result",
+            session=self.id,
+            actor=self.row.actor,
+            context={"step": state.step.id, "number": state.step.number, "status": state.status, "summary": outcome.summary, "evidence": outcome.evidence},
+            simulated_at=self._ts_sim(),
+        )
+        self.checkpoint()
+        self._emit(Event("step", state.step.id, state))
+        self._recompute_status()
+
+    def skip(self, step_id: str, reason: str) -> None:
+        reason = (reason or "").strip()
+        if not reason:
+            raise EngineError("skipping a step needs a reason")
+        with self._lock:
+            current = self.current()
+            if current is None or current.step.id != step_id:
+                raise EngineError(f"step {step_id!r} is not next")
+            self.audit.append("step.skipped", session=self.id, actor=self.row.actor, context={"step": step_id, "reason": reason})
+            self._apply(current, Outcome("skipped", reason))
+
+    def recover_secrets(self) -> None:
+        """After a restart, secrets held in memory are gone. Ask the wiring (the vault)
+        for them; where it cannot help, re-open the step that produced a secret a
+        pending step needs, and every done step after it."""
+        needed: dict[str, str] = {}
+        reg = registry()
+        for state in self.states.values():
+            if state.status in PASSED:
+                continue
+            spec = reg.get(state.step.run or "")
+            for name in spec.needs_secrets if spec else ():
+                needed.setdefault(name, state.step.id)
+        for name, first_needing in needed.items():
+            if name in self.secrets:
+                continue
+            recovered = self.wiring.recover_secret(name, self.values()) if hasattr(self.wiring, "recover_secret") else None
+            if recovered is not None:
+                self.secrets[name] = recovered
+                self.journal.add_event(self.id, "note", summary=f"{name} recovered from the vault after restart")
+                continue
+            producer = next(
+                (s for s in self.states.values() if s.step.run and name in reg[s.step.run].produces_secrets and s.status == "done"),
+                None,
+            )
+            if producer is None:
+                continue
+            reopen = False
+            for state in self.states.values():
+                if state is producer:
+                    reopen = True
+                if reopen and state.status in PASSED:
+                    state.status = "pending"
+                    self.journal.add_event(
+                        self.id,
+                        "reopened",
+                        step_id=state.step.id,
+                        status="pending",
+                        summary=f"re-opened: {name} was held in memory by the previous process and is gone",
+                        ts_sim=self._ts_sim(),
+                    )
+                if state.step.id == first_needing:
+                    break
+        self._recompute_status()
+
+    # -- rollback -----------------------------------------------------------------------
+
+    def rollback_plan(self) -> RollbackPlan:
+        values = self.values()
+        ponr = next((s for s in self.states.values() if s.step.point_of_no_return and s.status == "done"), None)
+        if ponr is not None:
+            return RollbackPlan(False, render(self.runbook.rollback.after_point_of_no_return, values), [], [])
+        items: list[UndoItem] = []
+        notes: list[str] = []
+        for state in reversed(list(self.states.values())):
+            step = state.step
+            if state.status not in UNDOABLE:
+                continue
+            if step.undo is None:
+                if step.irreversible and state.status == "done" and values.get(f"changed:{step.id}") != "no":
+                    notes.append(f"step {step.number} ({step.title}) cannot be undone: {state.summary}")
+                continue
+            if step.undo.run:
+                spec = registry()[step.undo.run]
+                missing = sorted(n for n in spec.needs if values.get(n) in (None, ""))
+                if missing:
+                    notes.append(f"step {step.number}: nothing to undo ({missing[0]} was never set)")
+                    continue
+                command = render(step.undo.command or spec.command, values)
+                items.append(UndoItem(step, "run", command, step.undo.summary or spec.title))
+            elif state.status == "done":
+                items.append(UndoItem(step, "manual", render(step.undo.manual, values), step.undo.summary or "manual undo"))
+        reason = "" if items else "nothing to undo"
+        return RollbackPlan(True, reason, items, notes)
+
+    def rollback(self, manual_done: Callable[[UndoItem], bool] | None = None) -> tuple[bool, list[tuple[UndoItem, Outcome]]]:
+        """Run the undo of every completed step in reverse; stop at the first failure."""
+        with self._lock:
+            plan = self.rollback_plan()
+            if not plan.possible:
+                raise EngineError(f"cannot roll back: {plan.reason}")
+            self.audit.append(
+                "rollback.started",
+                session=self.id,
+                actor=self.row.actor,
+                context={"plan": [f"{i.step.number} {i.command}" for i in plan.items], "notes": plan.notes},
+            )
+            self._set_status("rolling-back")
+            results: list[tuple[UndoItem, Outcome]] = []
+            for item in plan.items:
+                state = self.states[item.step.id]
+                self._emit(Event("rollback", item.step.id, "started"))
+                if item.kind == "manual":
+                    confirmed = manual_done(item) if manual_done else False
+                    outcome = Outcome.done("undone by the operator outside handrail") if confirmed else Outcome.failed("manual undo not confirmed: an operator must do it")
+                else:
+                    spec = registry()[item.step.undo.run]
+                    try:
+                        outcome = spec.fn(self._context(item.step, spec, params=spec.params.model_validate({}) if spec.params else None))
+                    except ActionFailed as exc:
+                        outcome = Outcome.failed(exc.summary, exc.evidence)
+                    except Exception as exc:
+                        outcome = Outcome.failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}")
+                results.append((item, outcome))
+                if outcome.status == "done":
+                    self._apply(state, Outcome("done", f"undone: {outcome.summary}", outcome.evidence, outcome.facts), kind="undone", status="undone")
+                else:
+                    self.journal.add_event(self.id, "undo-failed", step_id=item.step.id, status=state.status, summary=outcome.summary, evidence=outcome.evidence, ts_sim=self._ts_sim())
+                    self.audit.append("rollback.failed", session=self.id, actor=self.row.actor, context={"step": item.step.id, "summary": outcome.summary})
+                    self._set_status("rollback-failed")
+                    self.checkpoint()
+                    self._emit(Event("rollback", item.step.id, outcome))
+                    return False, results
+                self._emit(Event("rollback", item.step.id, outcome))
+            self.audit.append("rollback.completed", session=self.id, actor=self.row.actor, context={"undone": [i.step.id for i, _ in results]})
+            self.checkpoint()
+            self._finish("rolled-back")
+            return True, results
+
+    def abandon(self, reason: str) -> None:
+        if not reason or not reason.strip():
+            raise EngineError("abandoning a session needs a reason")
+        with self._lock:
+            self.audit.append("session.abandon", session=self.id, actor=self.row.actor, context={"reason": reason, "status": self.status})
+            self._finish("abandoned")
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "session": self.id,
+            "runbook": self.runbook.id,
+            "mode": self.mode,
+            "status": self.status,
+            "user": self.target,
+            "account": self.row.account,
+            "old_key_id": self.facts.get("old_key_id"),
+            "new_key_id": self.facts.get("new_key_id"),
+            "steps": [
+                {"id": s.step.id, "number": s.step.number, "title": s.step.title, "status": s.status, "summary": s.summary}
+                for s in self.states.values()
+            ],
+        }
+
+    def close(self) -> None:
+        self.checkpoint()
+        self.wiring.close()
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers)
+        return "unknown"

@@ -1,0 +1,313 @@
+"""The journal: where every rotation stands, in SQLite (stdlib), mode 0600.
+
+Sessions, step events, facts (key ids and timestamps: never secret values) and a lock
+per (AWS account, IAM user) so that two sessions never rotate the same user at once.
+Every text is passed through the redactor before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as _random
+import socket
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from steps.paths import private_file
+from steps.secrets import redact
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id            TEXT PRIMARY KEY,
+    runbook_id    TEXT NOT NULL,
+    runbook_path  TEXT NOT NULL,
+    runbook_sha   TEXT NOT NULL,
+    mode          TEXT NOT NULL,
+    target        TEXT NOT NULL DEFAULT '',
+    account       TEXT NOT NULL DEFAULT '',
+    actor         TEXT NOT NULL DEFAULT '',
+    reason        TEXT NOT NULL DEFAULT '',
+    inputs        TEXT NOT NULL DEFAULT '{}',
+    options       TEXT NOT NULL DEFAULT '{}',
+    status        TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    sim_offset    REAL,
+    world         TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id  TEXT NOT NULL REFERENCES sessions(id),
+    step_id     TEXT,
+    kind        TEXT NOT NULL,
+    status      TEXT,
+    summary     TEXT NOT NULL DEFAULT '',
+    evidence    TEXT NOT NULL DEFAULT '[]',
+    ts_real     TEXT NOT NULL,
+    ts_sim      TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id, id);
+CREATE TABLE IF NOT EXISTS facts (
+    session_id  TEXT NOT NULL REFERENCES sessions(id),
+    name        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    step_id     TEXT,
+    PRIMARY KEY (session_id, name)
+);
+CREATE TABLE IF NOT EXISTS locks (
+    account     TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    session_id  TEXT NOT NULL REFERENCES sessions(id),
+    acquired_at TEXT NOT NULL,
+    holder      TEXT NOT NULL,
+    PRIMARY KEY (account, target)
+);
+"""
+
+TERMINAL = ("done", "rolled-back", "abandoned")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_session_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + _random.token_hex(2)
+
+
+@dataclass
+class SessionRow:
+    id: str
+    runbook_id: str
+    runbook_path: str
+    runbook_sha: str
+    mode: str
+    target: str
+    account: str
+    actor: str
+    reason: str
+    inputs: dict[str, str]
+    options: dict[str, Any]
+    status: str
+    created_at: str
+    updated_at: str
+    sim_offset: float | None
+    world: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass
+class EventRow:
+    id: int
+    session_id: str
+    step_id: str | None
+    kind: str
+    status: str | None
+    summary: str
+    evidence: list[str]
+    ts_real: str
+    ts_sim: str | None
+
+
+class LockHeld(Exception):
+    def __init__(self, account: str, target: str, holder: SessionRow | None, since: str) -> None:
+        self.account, self.target, self.holder = account, target, holder
+        held = f"session {holder.id} ({holder.mode}, {holder.status}, started {holder.created_at} by {holder.actor or 'unknown'})" if holder else "an unknown session"
+        super().__init__(
+            f"IAM user {target} in account {account} is locked by {held} since {since}: "
+            f"resume it (handrail resume {holder.id if holder else '...'}) or roll it back before starting another"
+        )
+
+
+class SessionNotFound(Exception):
+    pass
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        private_file(self.path)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA busy_timeout = 10000")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._db.executescript(SCHEMA)
+        os.chmod(self.path, 0o600)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def create_session(self, **fields: Any) -> SessionRow:
+        fields.setdefault("id", new_session_id())
+        stamp = now_iso()
+        row = {
+            "id": fields["id"],
+            "runbook_id": fields["runbook_id"],
+            "runbook_path": fields["runbook_path"],
+            "runbook_sha": fields["runbook_sha"],
+            "mode": fields["mode"],
+            "target": fields.get("target", ""),
+            "account": fields.get("account", ""),
+            "actor": redact(fields.get("actor", "")),
+            "reason": redact(fields.get("reason", "")),
+            "inputs": redact(json.dumps(fields.get("inputs", {}))),
+            "options": redact(json.dumps(fields.get("options", {}))),
+            "status": fields.get("status", "active"),
+            "created_at": stamp,
+            "updated_at": stamp,
+            "sim_offset": fields.get("sim_offset"),
+            "world": None,
+        }
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO sessions ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+                list(row.values()),
+            )
+        return self.session(row["id"])
+
+    def update_session(self, session_id: str, **fields: Any) -> None:
+        if not fields:
+            return
+        fields["updated_at"] = now_iso()
+        for key in ("inputs", "options"):
+            if key in fields:
+                fields[key] = json.dumps(fields[key])
+        values = [redact(v) if isinstance(v, str) else v for v in fields.values()]
+        with self._tx() as db:
+            db.execute(f"UPDATE sessions SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?", [*values, session_id])
+
+    def session(self, session_id: str) -> SessionRow:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        if row is None:
+            raise SessionNotFound(f"no session {session_id!r} in {self.path}")
+        return _session_row(row)
+
+    def find_session(self, ref: str) -> SessionRow:
+        """An exact id, a unique prefix or suffix, or 'last'."""
+        with self._lock:
+            if ref == "last":
+                row = self._db.execute("SELECT * FROM sessions ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
+                if row is None:
+                    raise SessionNotFound(f"no sessions in {self.path}")
+                return _session_row(row)
+            rows = self._db.execute(
+                "SELECT * FROM sessions WHERE id = ? OR id LIKE ? OR id LIKE ?", (ref, f"{ref}%", f"%{ref}")
+            ).fetchall()
+        exact = [r for r in rows if r["id"] == ref]
+        if exact:
+            return _session_row(exact[0])
+        if not rows:
+            raise SessionNotFound(f"no session {ref!r} (handrail sessions lists them)")
+        if len(rows) > 1:
+            raise SessionNotFound(f"{ref!r} matches {len(rows)} sessions: {', '.join(r['id'] for r in rows[:5])}")
+        return _session_row(rows[0])
+
+    def sessions(self, limit: int = 200) -> list[SessionRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM sessions ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
+        return [_session_row(r) for r in rows]
+
+    def unfinished(self) -> list[SessionRow]:
+        return [s for s in self.sessions() if not s.finished]
+
+    # -- events and facts ---------------------------------------------------------------
+
+    def add_event(
+        self,
+        session_id: str,
+        kind: str,
+        *,
+        step_id: str | None = None,
+        status: str | None = None,
+        summary: str = "",
+        evidence: list[str] | None = None,
+        ts_sim: str | None = None,
+    ) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO events (session_id, step_id, kind, status, summary, evidence, ts_real, ts_sim) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, step_id, kind, status, redact(summary), redact(json.dumps(evidence or [])), now_iso(), ts_sim),
+            )
+            db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now_iso(), session_id))
+            return int(cur.lastrowid)
+
+    def events(self, session_id: str) -> list[EventRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM events WHERE session_id = ? ORDER BY id", (session_id,)).fetchall()
+        return [
+            EventRow(r["id"], r["session_id"], r["step_id"], r["kind"], r["status"], r["summary"], json.loads(r["evidence"]), r["ts_real"], r["ts_sim"])
+            for r in rows
+        ]
+
+    def set_facts(self, session_id: str, facts: dict[str, str], step_id: str | None = None) -> None:
+        if not facts:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO facts (session_id, name, value, step_id) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(session_id, name) DO UPDATE SET value = excluded.value, step_id = excluded.step_id",
+                [(session_id, k, redact(str(v)), step_id) for k, v in facts.items()],
+            )
+
+    def facts(self, session_id: str) -> dict[str, str]:
+        with self._lock:
+            rows = self._db.execute("SELECT name, value FROM facts WHERE session_id = ?", (session_id,)).fetchall()
+        return {r["name"]: r["value"] for r in rows}
+
+    # -- locks --------------------------------------------------------------------------
+
+    def acquire_lock(self, account: str, target: str, session_id: str) -> None:
+        holder = f"{socket.gethostname()}:{os.getpid()}"
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM locks WHERE account = ? AND target = ?", (account, target)).fetchone()
+            if row is not None and row["session_id"] != session_id:
+                other = db.execute("SELECT * FROM sessions WHERE id = ?", (row["session_id"],)).fetchone()
+                raise LockHeld(account, target, _session_row(other) if other else None, row["acquired_at"])
+            if row is None:
+                db.execute(
+                    "INSERT INTO locks (account, target, session_id, acquired_at, holder) VALUES (?, ?, ?, ?, ?)",
+                    (account, target, session_id, now_iso(), holder),
+                )
+
+    def release_lock(self, session_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM locks WHERE session_id = ?", (session_id,))
+
+    def lock_of(self, session_id: str) -> tuple[str, str] | None:
+        with self._lock:
+            row = self._db.execute("SELECT account, target FROM locks WHERE session_id = ?", (session_id,)).fetchone()
+        return (row["account"], row["target"]) if row else None
+
+
+def _session_row(row: sqlite3.Row) -> SessionRow:
+    data = dict(row)
+    data["inputs"] = json.loads(data["inputs"] or "{}")
+    data["options"] = json.loads(data["options"] or "{}")
+    return SessionRow(**data)

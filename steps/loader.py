@@ -1,0 +1,257 @@
+"""Load and check runbook files; every mistake becomes one line naming file and field.
+
+    runbooks/x.yaml: steps[3].undo: unknown action 'iam.delte_key'
+
+Types are pydantic's job; this module adds what only the whole file can tell: actions
+that exist, step ids that are unique, gates that point at earlier steps, placeholders
+that some input or earlier step defines, and action parameters that fit the action.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from steps.model import Runbook, placeholders
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Placeholders every runbook may use: the engine fills them in.
+BUILTIN = frozenset({"session"})
+
+
+class RunbookError(Exception):
+    """A bad runbook (or other input file): `str()` is the one line to print."""
+
+    def __init__(self, source: str, where: str, message: str) -> None:
+        self.source, self.where, self.message = source, where, message
+        super().__init__(f"{source}: {where}: {message}" if where else f"{source}: {message}")
+
+
+# -- YAML ----------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+            )
+        seen[key] = key_node
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: Path | str, source: str | None = None) -> dict[str, Any]:
+    """Parse a YAML mapping, or raise RunbookError with file, line and column."""
+    source = source or str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunbookError(source, "", "no such file") from None
+    except IsADirectoryError:
+        raise RunbookError(source, "", "is a directory, not a file") from None
+    except UnicodeDecodeError:
+        raise RunbookError(source, "", "not UTF-8 text") from None
+    except OSError as exc:
+        raise RunbookError(source, "", exc.strerror or str(exc)) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RunbookError(source, where, f"invalid YAML: {problem}") from None
+    if data is None:
+        raise RunbookError(source, "", "the file is empty")
+    if not isinstance(data, dict):
+        raise RunbookError(source, "", f"expected a mapping at the top, got {type(data).__name__}")
+    return data
+
+
+def loc_path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def first_validation_error(source: str, exc: ValidationError) -> RunbookError:
+    err = exc.errors(include_url=False)[0]
+    # Drop pydantic's internal validator names ("function-after[...]") from the path.
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
+    message = err["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        message = "unknown field"
+    elif kind == "missing":
+        message = "required field is missing"
+    elif kind not in ("value_error", "assertion_error") and "input" in err:
+        shown = repr(err["input"])
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        message = f"{message} (got {shown})"
+    return RunbookError(source, loc_path(loc), message)
+
+
+# -- runbooks ------------------------------------------------------------------------------
+
+
+def runbooks_dir() -> Path:
+    return Path(str(resources.files("runbooks")))
+
+
+def resolve(ref: str) -> Path:
+    """A runbook id (looked up in the shipped runbooks) or a path."""
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in ref:
+        return path
+    candidate = runbooks_dir() / f"{ref}.yaml"
+    if candidate.exists():
+        return candidate
+    known = ", ".join(sorted(p.stem for p in runbooks_dir().glob("*.yaml"))) or "none"
+    raise RunbookError(ref, "", f"no such runbook (known: {known})")
+
+
+def shipped() -> list[Path]:
+    return sorted(runbooks_dir().glob("*.yaml"))
+
+
+def load(ref: str | Path) -> Runbook:
+    path = resolve(str(ref))
+    source = str(ref)
+    data = read_yaml(path, source)
+    try:
+        runbook = Runbook.model_validate(data)
+    except ValidationError as exc:
+        raise first_validation_error(source, exc) from None
+    check(runbook, data, source)
+    return runbook
+
+
+def check(runbook: Runbook, raw: dict[str, Any], source: str) -> None:
+    """The checks that need the whole file and the action registry."""
+    from steps.actions import registry
+
+    actions = registry()
+    known: set[str] = set(runbook.inputs) | BUILTIN
+    seen_ids: dict[str, int] = {}
+    seen_numbers: dict[str, int] = {}
+    raw_steps = raw.get("steps", [])
+    ponr = [s.id for s in runbook.steps if s.point_of_no_return]
+    if len(ponr) > 1:
+        raise RunbookError(source, "steps", f"more than one point_of_no_return: {', '.join(ponr)}")
+
+    for i, step in enumerate(runbook.steps):
+        at = f"steps[{i}]"
+        if step.id in seen_ids:
+            raise RunbookError(source, f"{at}.id", f"duplicate step id {step.id!r} (also steps[{seen_ids[step.id]}])")
+        seen_ids[step.id] = i
+        if step.number in seen_numbers:
+            raise RunbookError(
+                source, f"{at}.number", f"duplicate step number {step.number!r} (also steps[{seen_numbers[step.number]}])"
+            )
+        seen_numbers[step.number] = i
+
+        spec = None
+        if step.run:
+            spec = actions.get(step.run)
+            if spec is None:
+                raise RunbookError(source, f"{at}.run", f"unknown action {step.run!r}")
+            missing = sorted(spec.needs - known)
+            if missing:
+                raise RunbookError(
+                    source, f"{at}.run",
+                    f"action {step.run!r} needs {missing[0]!r}, which no input or earlier step provides",
+                )
+            _check_params(source, f"{at}.with", spec, step.with_)
+        if step.gate:
+            if step.gate.after not in seen_ids or step.gate.after == step.id:
+                where = "is not an earlier step" if step.gate.after in (s.id for s in runbook.steps) else "is not a step"
+                raise RunbookError(source, f"{at}.gate.after", f"{step.gate.after!r} {where}")
+
+        _check_placeholders(source, f"{at}.command", step.command, known)
+        if step.manual:
+            _check_placeholders(source, f"{at}.manual.instructions", step.manual.instructions, known)
+        if step.typed and step.typed not in known:
+            raise RunbookError(source, f"{at}.typed", f"{step.typed!r} is not an input or a fact of an earlier step")
+
+        produced = set(spec.produces) if spec else set()
+        if step.undo:
+            raw_undo = raw_steps[i].get("undo") if i < len(raw_steps) and isinstance(raw_steps[i], dict) else None
+            where = f"{at}.undo" if isinstance(raw_undo, str) else f"{at}.undo.run"
+            if step.undo.run:
+                undo_spec = actions.get(step.undo.run)
+                if undo_spec is None:
+                    raise RunbookError(source, where, f"unknown action {step.undo.run!r}")
+                missing = sorted(undo_spec.needs - known - produced)
+                if missing:
+                    raise RunbookError(
+                        source, where, f"undo action {step.undo.run!r} needs {missing[0]!r}, which nothing before it provides"
+                    )
+            undo_known = known | produced
+            _check_placeholders(source, f"{at}.undo.command", step.undo.command, undo_known)
+            _check_placeholders(source, f"{at}.undo.manual", step.undo.manual, undo_known)
+        known |= produced
+
+    for i, item in enumerate(runbook.prerequisites):
+        if item.checked_by and item.checked_by not in seen_ids:
+            raise RunbookError(source, f"prerequisites[{i}].checked_by", f"{item.checked_by!r} is not a step")
+    for name, spec_input in runbook.inputs.items():
+        if spec_input.default is not None and spec_input.choices and spec_input.default not in spec_input.choices:
+            raise RunbookError(source, f"inputs.{name}.default", f"{spec_input.default!r} is not one of the choices")
+
+
+def _check_params(source: str, where: str, spec, given: dict[str, Any]) -> None:
+    if spec.params is None:
+        if given:
+            raise RunbookError(source, where, f"action {spec.name!r} takes no parameters")
+        return
+    try:
+        spec.params.model_validate(given)
+    except ValidationError as exc:
+        err = first_validation_error(source, exc)
+        raise RunbookError(source, f"{where}.{err.where}" if err.where else where, err.message) from None
+
+
+def _check_placeholders(source: str, where: str, text: str | None, known: set[str]) -> None:
+    try:
+        names = placeholders(text)
+    except ValueError as exc:
+        raise RunbookError(source, where, f"bad placeholder syntax: {exc} (write a literal brace as {{{{ or }}}})") from None
+    for name in names:
+        if not _NAME.match(name):
+            raise RunbookError(source, where, f"placeholder {{{name}}} is not a plain name")
+        if name not in known:
+            raise RunbookError(source, where, f"undefined placeholder {{{name}}}")
+
+
+def render(text: str | None, values: dict[str, Any]) -> str:
+    """Fill placeholders; unknown ones show as <name> (a plan made before the facts exist)."""
+    if not text:
+        return ""
+
+    class _Missing(dict):
+        def __missing__(self, key: str) -> str:
+            return f"<{key}>"
+
+    return text.format_map(_Missing({k: v for k, v in values.items() if v not in (None, "")}))

@@ -1,0 +1,198 @@
+"""The runbook file as typed models.
+
+Types are checked by pydantic; what pydantic cannot see (actions that exist, gates
+that point at real steps, placeholders that are defined) is checked by
+`steps.loader`, which also turns every error into one line naming file and field.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SLUG = r"^[a-z][a-z0-9-]*$"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """'60s', '24h', '3d', '1.5h' or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative: {value}")
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (write it as 60s, 15m, 24h or 3d)")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def placeholders(text: str | None) -> list[str]:
+    """The `{names}` a command or instruction text refers to."""
+    if not text:
+        return []
+    names = []
+    for _, field_name, _, _ in string.Formatter().parse(text):
+        if field_name is not None:
+            names.append(field_name)
+    return names
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Header(_Strict):
+    """The SOP's header line."""
+
+    mode: Literal["programmatic", "manual", "hybrid"]
+    last_validated: date | None = None
+    validation_method: str
+    average_duration: str
+    required_role: str
+    elevated_role: str | None = None
+
+
+class Input(_Strict):
+    prompt: str
+    choices: list[str] | None = None
+    default: str | None = None
+    required: bool = True
+    pattern: str | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
+class Item(_Strict):
+    id: str = Field(pattern=SLUG)
+    text: str
+
+
+class Prerequisite(_Strict):
+    id: str = Field(pattern=SLUG)
+    text: str
+    # The step whose action checks this prerequisite (ticked when that step is done).
+    checked_by: str | None = None
+
+
+class Undo(_Strict):
+    run: str | None = None
+    command: str | None = None
+    manual: str | None = None
+    summary: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Undo:
+        if not self.run and not self.manual:
+            raise ValueError("an undo needs 'run' (an action) or 'manual' (instructions)")
+        return self
+
+
+class Gate(_Strict):
+    after: str
+    at_least: float
+    why: str = ""
+
+    @field_validator("at_least", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class Manual(_Strict):
+    instructions: str
+    # Said when a headless run cannot do this step and records it as skipped.
+    headless: str = "manual step: nobody at the keyboard to do it"
+
+
+class Step(_Strict):
+    id: str = Field(pattern=SLUG)
+    number: str = Field(pattern=r"^\d+[a-z]?$")
+    title: str
+    why: str
+    command: str
+    run: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    manual: Manual | None = None
+    undo: Undo | None = None
+    confirm: Literal["auto", "yes", "typed"] = "yes"
+    typed: str | None = None
+    gate: Gate | None = None
+    irreversible: bool = False
+    point_of_no_return: bool = False
+
+    @field_validator("undo", mode="before")
+    @classmethod
+    def _undo_shorthand(cls, value: Any) -> Any:
+        # `undo: iam.deactivate_new_key` is short for `undo: {run: iam.deactivate_new_key}`.
+        return {"run": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _shape(self) -> Step:
+        if not self.run and not self.manual:
+            raise ValueError("a step needs 'run' (an action) or 'manual' (instructions)")
+        if self.confirm == "typed" and not self.typed:
+            raise ValueError("confirm: typed needs 'typed': the placeholder whose value the operator types")
+        if self.typed and self.confirm != "typed":
+            raise ValueError("'typed' is only meaningful with confirm: typed")
+        if self.point_of_no_return and not self.irreversible:
+            raise ValueError("a point_of_no_return step must also be irreversible")
+        if self.with_ and not self.run:
+            raise ValueError("'with' gives parameters to an action; this step has no 'run'")
+        return self
+
+    @property
+    def is_manual(self) -> bool:
+        return self.run is None
+
+
+class Rollback(_Strict):
+    summary: str
+    after_point_of_no_return: str
+
+
+class Reference(_Strict):
+    title: str
+    url: str = Field(pattern=r"^https?://")
+
+
+class Runbook(_Strict):
+    id: str = Field(pattern=SLUG)
+    title: str
+    version: int = 1
+    sop: str | None = None
+    header: Header
+    applies_to: str
+    when_to_run: list[Item]
+    inputs: dict[str, Input]
+    prerequisites: list[Prerequisite] = Field(default_factory=list)
+    steps: list[Step] = Field(min_length=1)
+    rollback: Rollback
+    gotchas: list[Item] = Field(default_factory=list)
+    references: list[Reference] = Field(default_factory=list)
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    def index(self, step_id: str) -> int:
+        for i, step in enumerate(self.steps):
+            if step.id == step_id:
+                return i
+        raise KeyError(step_id)

@@ -1,0 +1,442 @@
+"""The simulated AWS: moto served on loopback, behind a gate that does what moto does not.
+
+moto answers IAM, STS and S3 but accepts any credentials. The gate in front of it
+checks every request the way AWS would for this SOP:
+
+- the access key must exist and the SigV4 signature must verify with its secret;
+- an Inactive key is refused (InvalidClientTokenId), as in AWS;
+- a new key is refused until `propagation_delay` simulated seconds after its creation
+  (AWS's eventual consistency, which step 3 and step 6 wait out);
+- a status change takes `status_delay` simulated seconds to take effect (so a
+  consumer may still get through just after a deactivation, and its last use shows).
+
+Each `AwsWorld` is one simulated account with its own clock; many worlds share one
+moto server per process. moto stamps creation and last-use times from the world's
+clock, so ages and last uses are simulated time too.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs
+
+from steps.clock import Clock, iso, utc
+from steps.consumers.base import Pair
+from steps.secrets import Secret
+
+OPERATOR_USER = "handrail-operator"
+REGION = "us-east-1"
+
+_lock = threading.RLock()
+_server = None
+_worlds: dict[str, AwsWorld] = {}
+_local = threading.local()
+
+
+def _patch_moto_clock() -> None:
+    """moto stamps CreateDate and last use with utcnow(); make that the world's clock."""
+    import moto.iam.models as iam_models
+
+    if getattr(iam_models, "_handrail_patched", False):
+        return
+    real = iam_models.utcnow
+
+    def world_utcnow() -> datetime:
+        clock = getattr(_local, "clock", None)
+        return clock.now().replace(tzinfo=None) if clock is not None else real()
+
+    iam_models.utcnow = world_utcnow
+    iam_models._handrail_patched = True
+
+
+# -- the gate --------------------------------------------------------------------------------
+
+_QUERY_NS = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/", "iam": "https://iam.amazonaws.com/doc/2010-05-08/"}
+_MESSAGES = {
+    "InvalidClientTokenId": "The security token included in the request is invalid.",
+    "SignatureDoesNotMatch": "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
+    "MissingAuthenticationToken": "Request is missing Authentication Token",
+    "InvalidAccessKeyId": "The AWS Access Key Id you provided does not exist in our records.",
+}
+
+
+def _reject(start_response, service: str, code: str, key_id: str = "") -> list[bytes]:
+    if service == "s3":
+        if code == "InvalidClientTokenId":
+            code = "InvalidAccessKeyId"
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{_MESSAGES[code]}</Message>'
+            f"<AWSAccessKeyId>{key_id}</AWSAccessKeyId><RequestId>{uuid.uuid4()}</RequestId></Error>"
+        )
+    else:
+        ns = _QUERY_NS.get(service, _QUERY_NS["sts"])
+        body = (
+            f'<ErrorResponse xmlns="{ns}"><Error><Type>Sender</Type><Code>{code}</Code>'
+            f"<Message>{_MESSAGES[code]}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+        )
+    data = body.encode()
+    start_response("403 Forbidden", [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def _between(text: str, first: str, second: str) -> str:
+    return text.partition(first)[2].partition(second)[0]
+
+
+def _signature_matches(environ: dict[str, Any], body: bytes, auth: str, secret: str, key_id: str, region: str, service: str) -> bool:
+    from botocore.auth import S3SigV4Auth, SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    signed = _between(auth, "SignedHeaders=", ",").split(";")
+    headers = {}
+    for name in signed:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if name == "content-type":
+            value = environ.get("CONTENT_TYPE", "")
+        elif name == "content-length":
+            value = environ.get("CONTENT_LENGTH", "")
+        else:
+            value = environ.get(key, "")
+        headers[name] = value
+    uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")
+    url = f"http://{environ.get('HTTP_HOST', 'localhost')}{uri}"
+    request = AWSRequest(method=environ["REQUEST_METHOD"], url=url, data=body, headers=headers)
+    request.context["timestamp"] = headers.get("x-amz-date", "")
+    signer = (S3SigV4Auth if service == "s3" else SigV4Auth)(Credentials(key_id, secret), service, region)
+    canonical = signer.canonical_request(request)
+    expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    return expected == _between(auth, "Signature=", ",") or expected == auth.rpartition("Signature=")[2].strip()
+
+
+def _gate(app):
+    def gated(environ: dict[str, Any], start_response):
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        scope = _between(auth, "Credential=", ",").split("/")
+        service = scope[3] if len(scope) > 3 else "sts"
+        if not auth.startswith("AWS4-HMAC-SHA256") or len(scope) < 5:
+            return _reject(start_response, service, "MissingAuthenticationToken")
+        key_id, region = scope[0], scope[2]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        world = _world_for(key_id)
+        if world is None:
+            return _reject(start_response, service, "InvalidClientTokenId", key_id)
+        key = world.backend_key(key_id)
+        if key is None:
+            return _reject(start_response, service, "InvalidClientTokenId", key_id)
+        if not _signature_matches(environ, body, auth, key.secret_access_key, key_id, region, service):
+            return _reject(start_response, service, "SignatureDoesNotMatch", key_id)
+        if not world.key_usable(key):
+            world.refused[key_id] = world.refused.get(key_id, 0) + 1
+            return _reject(start_response, service, "InvalidClientTokenId", key_id)
+        world.count(service, body, environ)
+        _local.clock = world.clock
+        try:
+            return app(environ, start_response)
+        finally:
+            _local.clock = None
+
+    return gated
+
+
+def _world_for(key_id: str) -> AwsWorld | None:
+    with _lock:
+        worlds = list(_worlds.values())
+    for world in worlds:
+        if world.backend_key(key_id) is not None:
+            return world
+    return None
+
+
+class _MotoServer:
+    """One moto server per process, behind the gate."""
+
+    def __init__(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
+
+        from steps.sandbox.http import QuietRequestHandler
+
+        _patch_moto_clock()
+        app = _gate(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietRequestHandler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-aws", daemon=True)
+        self._thread.start()
+
+
+def _moto_server() -> _MotoServer:
+    global _server
+    with _lock:
+        if _server is None:
+            _server = _MotoServer()
+        return _server
+
+
+# -- one simulated account -------------------------------------------------------------------
+
+
+@dataclass
+class SeedKey:
+    status: str = "Active"
+    age: float = 90 * 86400  # seconds since creation
+    last_used: float | None = 3 * 3600  # seconds ago; None: never
+    service: str = "s3"
+
+
+class AwsWorld:
+    def __init__(self, clock: Clock, account_id: str | None = None, propagation_delay: float = 0.0, status_delay: float = 0.0) -> None:
+        self.clock = clock
+        self.account_id = account_id or str(random.randint(10**11, 10**12 - 1))
+        self.propagation_delay = propagation_delay
+        self.status_delay = status_delay
+        self.region = REGION
+        self.refused: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+        self._status_changes: dict[str, tuple[datetime, str]] = {}  # key -> (when, status before)
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._client_lock = threading.Lock()
+        self._botocore = None
+        self.operator: Pair | None = None
+        self.check_calls: dict[str, str] = {}
+        with _lock:
+            _worlds[self.account_id] = self
+        self.url = _moto_server().url
+
+    # -- moto backends ----------------------------------------------------------------------
+
+    @property
+    def iam(self):
+        from moto.iam.models import iam_backends
+
+        return iam_backends[self.account_id]["global"]
+
+    @property
+    def s3(self):
+        from moto.s3.models import s3_backends
+
+        return s3_backends[self.account_id]["aws"]
+
+    def backend_key(self, key_id: str):
+        from moto.iam.models import iam_backends
+
+        if self.account_id not in iam_backends:
+            return None
+        key = self.iam.access_keys.get(key_id)
+        return key if key is not None and key.user_name is not None else None
+
+    def key_usable(self, key) -> bool:
+        now = self.clock.now()
+        status = key.status
+        change = self._status_changes.get(key.access_key_id)
+        if change is not None and now < change[0] + timedelta(seconds=self.status_delay):
+            status = change[1]  # the change has not reached every endpoint yet
+        if status != "Active":
+            return False
+        return now >= utc(key.create_date) + timedelta(seconds=self.propagation_delay)
+
+    def count(self, service: str, body: bytes, environ: dict[str, Any]) -> None:
+        operation = "?"
+        if service in ("iam", "sts") and body:
+            params = parse_qs(body.decode(errors="replace"))
+            operation = params.get("Action", ["?"])[0]
+            if operation == "UpdateAccessKey":
+                key_id = params.get("AccessKeyId", [""])[0]
+                key = self.iam.access_keys.get(key_id)
+                if key is not None:
+                    self._status_changes[key_id] = (self.clock.now(), key.status)
+        elif service == "s3":
+            operation = environ.get("REQUEST_METHOD", "?")
+        name = f"{service}:{operation}"
+        with _lock:
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+    # -- seeding ----------------------------------------------------------------------------
+
+    def create_operator(self, user: str = OPERATOR_USER) -> Pair:
+        """The operator's own identity: a different IAM user with a key (the SOP's prerequisite)."""
+        if user not in self.iam.users:
+            self.iam.create_user(self.region, user_name=user, path="/")
+        key = self._new_key(user, SeedKey(age=86400, last_used=None))
+        self.operator = Pair(key.access_key_id, Secret(key.secret_access_key, "operator"))
+        return self.operator
+
+    def seed_user(self, name: str, keys: list[SeedKey], check_call: str | None = None) -> list[Pair]:
+        if name not in self.iam.users:
+            self.iam.create_user(self.region, user_name=name, path="/")
+        pairs = [self._new_key(name, k) for k in keys]
+        if check_call:
+            self.check_calls[name] = check_call
+        return [Pair(k.access_key_id, Secret(k.secret_access_key, f"{name} key")) for k in pairs]
+
+    def _new_key(self, user: str, seed: SeedKey):
+        from moto.iam.models import AccessKeyLastUsed
+
+        key = self.iam.create_access_key(user, status=seed.status)
+        now = self.clock.now().replace(tzinfo=None)
+        key.create_date = now - timedelta(seconds=seed.age)
+        if seed.last_used is not None:
+            key.last_used = AccessKeyLastUsed(now - timedelta(seconds=seed.last_used), seed.service, self.region)
+        return key
+
+    def seed_bucket(self, name: str, objects: dict[str, int] | None = None) -> None:
+        if name not in self.s3.buckets:
+            self.s3.create_bucket(name, self.region)
+        for obj, size in (objects or {}).items():
+            self.s3.put_object(name, obj, b"x" * int(size))
+
+    # -- clients and the probe --------------------------------------------------------------
+
+    def client(self, service: str, pair: Pair | None = None):
+        """A real boto3 client pointed at this world, signed with `pair` (operator by default)."""
+        pair = pair or self.operator
+        assert pair is not None, "create_operator() first"
+        cache_key = (service, f"{pair.key_id}:{pair.fingerprint()}")
+        with self._client_lock:
+            client = self._clients.get(cache_key)
+            if client is None:
+                import botocore.session
+                from botocore.config import Config
+
+                if self._botocore is None:
+                    self._botocore = botocore.session.get_session()
+                client = self._botocore.create_client(
+                    service,
+                    region_name=self.region,
+                    endpoint_url=self.url,
+                    aws_access_key_id=pair.key_id,
+                    aws_secret_access_key=pair.secret.reveal(),
+                    config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30, s3={"addressing_style": "path"}),
+                )
+                self._clients[cache_key] = client
+            return client
+
+    def probe(self, key_id: str, secret: Secret, call: str | None = None) -> tuple[bool, str]:
+        """Use a pair the way a consumer's workload would: identity, then the user's check call."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        pair = Pair(key_id, secret)
+        try:
+            arn = self.client("sts", pair).get_caller_identity()["Arn"]
+            user = arn.rpartition("/")[2]
+            call = call or self.check_calls.get(user)
+            if call:
+                from steps.actions.iam import parse_check_call
+                from botocore import xform_name
+
+                parsed = parse_check_call(call)
+                getattr(self.client(parsed.service, pair), xform_name(parsed.operation))(**parsed.params)
+                return True, f"{arn}: {parsed.cli()} ok"
+            return True, f"{arn}: ok"
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            return False, f"{err.get('Code')}: {err.get('Message')}"
+        except BotoCoreError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+
+    # -- the world as data ------------------------------------------------------------------
+
+    def users(self) -> dict[str, Any]:
+        out = {}
+        for name, user in sorted(self.iam.users.items()):
+            keys = []
+            for key in user.access_keys:
+                last = key.last_used
+                keys.append(
+                    {
+                        "id": key.access_key_id,
+                        "status": key.status,
+                        "created": iso(utc(key.create_date)),
+                        "last_used": iso(utc(last.timestamp)) if last is not None else None,
+                        "last_used_service": last.service if last is not None else None,
+                        "fingerprint": Secret(key.secret_access_key).fingerprint(),
+                    }
+                )
+            out[name] = {"arn": user.arn, "keys": keys}
+        return out
+
+    def secrets_by_key(self) -> dict[str, Secret]:
+        """In memory only: each key's secret (the sandbox hands them to seeded holders)."""
+        return {k: Secret(v.secret_access_key) for k, v in self.iam.access_keys.items() if v.user_name}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to rebuild this account, without a single secret value."""
+        users = {}
+        for name, user in self.iam.users.items():
+            users[name] = [
+                {
+                    "id": k.access_key_id,
+                    "status": k.status,
+                    "created": iso(utc(k.create_date)),
+                    "last_used": iso(utc(k.last_used.timestamp)) if k.last_used is not None else None,
+                    "service": k.last_used.service if k.last_used is not None else None,
+                }
+                for k in user.access_keys
+            ]
+        buckets = {name: {key: len(obj.value) for key, obj in bucket.keys.items()} for name, bucket in self.s3.buckets.items()}
+        return {
+            "account_id": self.account_id,
+            "propagation_delay": self.propagation_delay,
+            "status_delay": self.status_delay,
+            "users": users,
+            "buckets": buckets,
+            "check_calls": self.check_calls,
+            "operator": self.operator.key_id if self.operator else None,
+        }
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any], clock: Clock) -> tuple[AwsWorld, dict[str, Secret]]:
+        """Rebuild from a snapshot. Secrets were never saved: every key gets a fresh one,
+        returned by key id so the holders of a key can be given its new secret."""
+        from moto.iam.models import AccessKeyLastUsed
+        from moto.iam.models import iam_backends
+
+        if snapshot["account_id"] in iam_backends and snapshot["account_id"] in _worlds:
+            raise RuntimeError(f"simulated account {snapshot['account_id']} is already running in this process")
+        world = cls(clock, snapshot["account_id"], snapshot.get("propagation_delay", 0.0), snapshot.get("status_delay", 0.0))
+        world.check_calls = dict(snapshot.get("check_calls") or {})
+        secrets: dict[str, Secret] = {}
+        for name, keys in snapshot["users"].items():
+            if name not in world.iam.users:
+                world.iam.create_user(world.region, user_name=name, path="/")
+            for item in keys:
+                key = world.iam.create_access_key(name, status=item["status"])
+                # Give the key back its id: moto indexes keys by id in the backend.
+                del world.iam.access_keys[key.access_key_id]
+                key.access_key_id = item["id"]
+                world.iam.access_keys[item["id"]] = key
+                key.create_date = utc(datetime.fromisoformat(item["created"].replace("Z", "+00:00"))).replace(tzinfo=None)
+                if item.get("last_used"):
+                    when = utc(datetime.fromisoformat(item["last_used"].replace("Z", "+00:00"))).replace(tzinfo=None)
+                    key.last_used = AccessKeyLastUsed(when, item.get("service") or "sts", world.region)
+                secrets[item["id"]] = Secret(key.secret_access_key, f"{name} key")
+        for name, objects in snapshot.get("buckets", {}).items():
+            world.seed_bucket(name, objects)
+        if snapshot.get("operator"):
+            world.operator = Pair(snapshot["operator"], secrets[snapshot["operator"]])
+        return world, secrets
+
+    def close(self) -> None:
+        from moto.iam.models import iam_backends
+        from moto.s3.models import s3_backends
+        from moto.sts.models import sts_backends
+
+        with _lock:
+            _worlds.pop(self.account_id, None)
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        if self.account_id in s3_backends:
+            for name in list(self.s3.buckets):
+                s3_backends.bucket_accounts.pop(name, None)
+        for backends in (iam_backends, s3_backends, sts_backends):
+            if self.account_id in backends:
+                del backends[self.account_id]

@@ -1,0 +1,124 @@
+"""Training scenarios: YAML files that seed the simulated world and schedule its faults.
+
+Validated like runbooks: a bad scenario is one line naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from steps.loader import RunbookError, first_validation_error, read_yaml
+from steps.model import SLUG, parse_duration
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+class KeySeed(_Strict):
+    status: Literal["Active", "Inactive"] = "Active"
+    age: float = 90 * 86400
+    last_used: float | None = 3 * 3600
+    service: str = "s3"
+
+    @field_validator("age", "last_used", mode="before")
+    @classmethod
+    def _d(cls, value: Any) -> float | None:
+        return None if value is None else _duration(value)
+
+
+class UserSeed(_Strict):
+    keys: list[KeySeed] = Field(default_factory=list, max_length=2)
+    check_call: str | None = None
+
+    @field_validator("check_call")
+    @classmethod
+    def _call(cls, value: str | None) -> str | None:
+        if value is not None:
+            from steps.actions.iam import parse_check_call
+
+            parse_check_call(value)
+        return value
+
+
+class AwsSeed(_Strict):
+    propagation_delay: float = 0.0
+    status_delay: float = 0.0
+    users: dict[str, UserSeed]
+    buckets: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+    @field_validator("propagation_delay", "status_delay", mode="before")
+    @classmethod
+    def _d(cls, value: Any) -> float:
+        return _duration(value)
+
+
+class Operator(_Strict):
+    # The self-rotation trap: the operator's credentials are the target user's own key.
+    as_target: bool = False
+
+
+class Scenario(_Strict):
+    id: str = Field(pattern=SLUG)
+    title: str
+    teaches: str
+    difficulty: int = Field(ge=1, le=3)
+    briefing: str
+    goal: str
+    target_user: str
+    aws: AwsSeed
+    operator: Operator = Operator()
+    # Extra inputs the scenario gives the runbook (e.g. a reason).
+    inputs: dict[str, str] = Field(default_factory=dict)
+    gotchas: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _target_exists(self) -> Scenario:
+        if self.target_user not in self.aws.users:
+            raise ValueError(f"target_user {self.target_user!r} is not one of aws.users")
+        return self
+
+
+def scenarios_dir() -> Path:
+    return Path(str(resources.files("steps.sandbox") / "scenarios"))
+
+
+def shipped() -> list[Path]:
+    return sorted(scenarios_dir().glob("*.yaml"))
+
+
+DEFAULT = "happy-path"
+
+
+def resolve(ref: str) -> Path:
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml") or "/" in ref:
+        return path
+    candidate = scenarios_dir() / f"{ref}.yaml"
+    if candidate.exists():
+        return candidate
+    known = ", ".join(p.stem for p in shipped())
+    raise RunbookError(ref, "", f"no such scenario (known: {known})")
+
+
+def load(ref: str | None = None) -> Scenario:
+    ref = ref or DEFAULT
+    path = resolve(ref)
+    data = read_yaml(path, ref)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise first_validation_error(ref, exc) from None
+    return scenario
+
+
+def load_all() -> list[Scenario]:
+    return [load(str(p)) for p in shipped()]

@@ -1,0 +1,477 @@
+"""The `handrail` command line.
+
+Headless commands never import textual, and nothing heavy (boto3, moto, paramiko,
+PyGithub) loads before a command needs it, so `handrail --help` is instant.
+Exit codes: 0 done, 1 a step failed (session resumable), 2 bad input (nothing changed),
+3 stopped at a gate, a confirmation it may not answer, or a lock held by another session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from steps import __version__
+
+EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+MODES = ("training", "dry-run", "live")
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    from steps.secrets import redact
+
+    click.echo(f"handrail: {redact(str(message))}", err=True)
+    sys.exit(code)
+
+
+def _engine():
+    from steps.audit import AuditLog
+    from steps.engine import Engine
+    from steps.journal import Journal
+    from steps.paths import audit_path, journal_path
+
+    return Engine(Journal(journal_path()), AuditLog(audit_path()))
+
+
+def _install_log_redaction() -> None:
+    import logging
+
+    from steps.secrets import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+    logging.getLogger().addFilter(RedactingFilter())
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="handrail")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """handrail: an SOP as a live checklist. Each step shows the command it stands for,
+    runs when you confirm, shows what it validated, and can be rolled back.
+
+    With no command, opens the app (training sandbox by default: no credentials needed).
+    """
+    _install_log_redaction()
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(tui)
+
+
+# -- runbooks -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("file")
+def check(file: str) -> None:
+    """Validate a runbook file: exit 0, or 2 with a one-line error."""
+    from steps.loader import RunbookError, load
+
+    try:
+        runbook = load(file)
+    except RunbookError as exc:
+        fail(str(exc))
+    click.echo(f"{file}: ok ({runbook.id}: {len(runbook.steps)} steps)")
+
+
+@main.command()
+@click.argument("runbook", default="aws-iam-access-key")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True)
+def plan(runbook: str, fmt: str) -> None:
+    """The checklist: each step, the command it stands for, its undo."""
+    from steps.loader import RunbookError, load
+    from steps.plan import render_plan
+
+    try:
+        book = load(runbook)
+    except RunbookError as exc:
+        fail(str(exc))
+    click.echo(render_plan(book, fmt))
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+def _run_options(f):
+    options = [
+        click.option("--yes", "-y", is_flag=True, help="Answer yes-confirmations (only those)."),
+        click.option("--fast-forward", is_flag=True, help="Training: move the simulated clock through waits and the observation gate."),
+        click.option("--override-gate", metavar="REASON", help="Pass a time gate early; the reason goes to the audit log."),
+        click.option("--override-block", metavar="REASON", help="Go past an evidence block (e.g. a use after deactivation); audited."),
+        click.option("--retire-key", metavar="KEY_ID", help="With two Active keys: the one to retire (the typed choice)."),
+        click.option("--confirm-key", "confirm_keys", metavar="KEY_ID", multiple=True, help="Answer a typed confirmation by the key id you would type."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end (progress goes to stderr)."),
+        click.option("--world-out", type=click.Path(dir_okay=False, writable=True), help="Training: write the final simulated world (fingerprints, never values)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+class _TerminalAsker:
+    available = True
+
+    def confirm(self, text: str) -> bool:
+        return click.confirm(text, default=False, err=True)
+
+    def typed(self, text: str) -> str:
+        return click.prompt(text, default="", show_default=False, err=True)
+
+    def manual(self, text: str) -> str:
+        return click.prompt(text + " [done/skip/stop]", type=click.Choice(["done", "skip", "stop"]), default="stop", err=True)
+
+
+def _asker(as_json: bool):
+    from steps.driver import Asker
+
+    if sys.stdin.isatty() and sys.stderr.isatty() and not as_json and not os.environ.get("CI"):
+        return _TerminalAsker()
+    return Asker()
+
+
+def _make_wiring(mode: str, *, scenario: str | None = None, profile: str | None = None, region: str | None = None, headless: bool = True):
+    from steps.wiring import LiveWiring, TrainingWiring, training_clock
+
+    if mode == "training":
+        from steps.sandbox import scenario as scenarios
+        from steps.sandbox.world import World
+
+        world = World.create(scenarios.load(scenario), training_clock(headless))
+        return TrainingWiring(world)
+    return LiveWiring(profile=profile, region=region, dry_run=(mode == "dry-run"))
+
+
+def wiring_for_session(row, headless: bool = True):
+    """Rebuild the wiring a session started with (training: its saved world)."""
+    from steps.wiring import LiveWiring, TrainingWiring, training_clock
+
+    if row.mode == "training":
+        from steps.sandbox.world import World
+
+        if not row.world:
+            raise click.ClickException(f"session {row.id}: its simulated world was not saved")
+        clock = training_clock(headless, offset=row.sim_offset or 0.0)
+        return TrainingWiring(World.restore(json.loads(row.world), clock))
+    return LiveWiring(profile=row.options.get("profile"), region=row.options.get("region"), dry_run=(row.mode == "dry-run"))
+
+
+def _finish(session, code: int, message: str, as_json: bool, world_out: str | None) -> None:
+    from steps.secrets import redact
+
+    if world_out:
+        world = getattr(session.wiring, "world", None)
+        if world is None:
+            click.echo("handrail: --world-out is for training mode only; nothing written", err=True)
+        else:
+            Path(world_out).write_text(redact(json.dumps(world.export(), indent=2)) + "\n")
+    session.close()
+    if as_json:
+        summary = session.summary()
+        summary["exit_code"] = code
+        summary["message"] = message
+        click.echo(redact(json.dumps(summary, indent=2)))
+    else:
+        click.echo(redact(message), err=code != 0)
+    sys.exit(code)
+
+
+def _drive_session(session, opts, as_json: bool, world_out: str | None) -> None:
+    from steps.driver import Printer, drive
+
+    echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    printer = Printer(echo, progress=sys.stderr.isatty())
+    printer.header(session)
+    try:
+        code, message = drive(session, opts, printer, _asker(as_json))
+    except KeyboardInterrupt:
+        code, message = EXIT_STOPPED, f"interrupted: the journal has where the session stands; `handrail resume {session.id}`"
+    _finish(session, code, message, as_json, world_out)
+
+
+@main.command()
+@click.argument("runbook", default="aws-iam-access-key")
+@click.option("--user", "user", metavar="NAME", help="The IAM user to rotate (training: defaults to the scenario's).")
+@click.option("--mode", type=click.Choice(MODES), default="training", show_default=True)
+@click.option("--scenario", metavar="NAME", help="Training: the scenario to play (default: happy-path).")
+@click.option("--reason", type=click.Choice(["scheduled", "operator-initiated", "incident", "offboarding"]), help="Why this rotation runs.")
+@click.option("--check-call", metavar="CALL", help="A read-only call the user makes, e.g. 's3:ListObjectsV2 Bucket=raxx-backups'.")
+@click.option("--allow-self-rotation", is_flag=True, help="Allow rotating the key you are signed in with (warned, audited).")
+@click.option("--profile", metavar="PROFILE", help="Live/dry-run: the AWS profile to act as.")
+@click.option("--region", metavar="REGION", help="Live/dry-run: the AWS region for API calls.")
+@_run_options
+def run(runbook, user, mode, scenario, reason, check_call, allow_self_rotation, profile, region, yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, as_json, world_out) -> None:
+    """Run a runbook headless, from the first step to the end or the first stop."""
+    from steps.driver import DriveOptions
+    from steps.engine import InputError
+    from steps.journal import LockHeld
+    from steps.loader import RunbookError, load
+    from steps.wiring import WiringError
+
+    if fast_forward and mode != "training":
+        fail("--fast-forward is for training only: live time cannot be skipped (use --override-gate REASON)")
+    if world_out and mode != "training":
+        fail("--world-out is for training only")
+    if scenario and mode != "training":
+        fail("--scenario is for training only")
+    if check_call:
+        from steps.actions.iam import parse_check_call
+
+        try:
+            parse_check_call(check_call)
+        except ValueError as exc:
+            fail(f"--check-call: {exc}")
+    try:
+        load(runbook)
+    except RunbookError as exc:
+        fail(str(exc))
+
+    scenario_inputs: dict[str, str] = {}
+    if mode == "training":
+        from steps.sandbox import scenario as scenarios
+
+        try:
+            sc = scenarios.load(scenario)
+        except RunbookError as exc:
+            fail(str(exc))
+        user = user or sc.target_user
+        scenario_inputs = dict(sc.inputs)
+        if not check_call:
+            check_call = sc.aws.users[sc.target_user].check_call if sc.target_user == user else None
+    if not user:
+        fail("--user is required outside training (the IAM user to rotate)")
+
+    inputs = {
+        **scenario_inputs,
+        "target_user": user,
+        "check_call": check_call,
+        "allow_self_rotation": "yes" if allow_self_rotation else None,
+    }
+    if reason:
+        inputs["reason"] = reason
+    try:
+        wiring = _make_wiring(mode, scenario=scenario, profile=profile, region=region)
+    except RunbookError as exc:
+        fail(str(exc))
+    options = {"profile": profile, "region": region, "scenario": scenario}
+    try:
+        session = _engine().start(runbook, inputs, wiring, options=options)
+    except (InputError, WiringError) as exc:
+        wiring.close()
+        fail(str(exc))
+    except LockHeld as exc:
+        wiring.close()
+        fail(str(exc), EXIT_STOPPED)
+    opts = DriveOptions(yes, fast_forward, override_gate, override_block, retire_key, list(confirm_keys))
+    _drive_session(session, opts, as_json, world_out)
+
+
+@main.command()
+@click.argument("session_ref", metavar="SESSION")
+@_run_options
+def resume(session_ref, yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, as_json, world_out) -> None:
+    """Resume an interrupted session at its first unfinished step."""
+    from steps.driver import DriveOptions
+    from steps.engine import EngineError
+    from steps.journal import LockHeld, SessionNotFound
+
+    engine = _engine()
+    try:
+        session = engine.resume(session_ref, wiring_for_session)
+    except SessionNotFound as exc:
+        fail(str(exc))
+    except LockHeld as exc:
+        fail(str(exc), EXIT_STOPPED)
+    except EngineError as exc:
+        fail(str(exc))
+    if fast_forward and not session.wiring.clock.simulated:
+        session.close()
+        fail("--fast-forward is for training only")
+    opts = DriveOptions(yes, fast_forward, override_gate, override_block, retire_key, list(confirm_keys))
+    _drive_session(session, opts, as_json, world_out)
+
+
+@main.command()
+@click.argument("session_ref", metavar="SESSION")
+@click.option("--yes", "-y", is_flag=True, help="Run the plan without asking.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--world-out", type=click.Path(dir_okay=False, writable=True))
+def rollback(session_ref, yes, as_json, world_out) -> None:
+    """Show the rollback plan, then undo every completed step in reverse."""
+    from steps import driver
+    from steps.engine import EngineError
+    from steps.journal import SessionNotFound
+
+    engine = _engine()
+    try:
+        row = engine.journal.find_session(session_ref)
+    except SessionNotFound as exc:
+        fail(str(exc))
+    if row.status in ("rolled-back", "abandoned"):
+        fail(f"session {row.id} is {row.status}: nothing to roll back")
+    try:
+        from steps.engine import Session
+        from steps.loader import load
+
+        if row.status == "done":
+            session = Session(engine, row, load(row.runbook_path), wiring_for_session(row))
+        else:
+            session = engine.resume(row.id, wiring_for_session)
+    except EngineError as exc:
+        fail(str(exc))
+    echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    code, message = driver.rollback(session, yes, driver.Printer(echo), _asker(as_json))
+    _finish(session, code, message, as_json, world_out)
+
+
+@main.command()
+@click.argument("session_ref", metavar="SESSION")
+@click.option("--reason", required=True, help="Why the session is abandoned (audited).")
+def abandon(session_ref: str, reason: str) -> None:
+    """Give up a session without undoing it, releasing its lock (audited)."""
+    from steps.engine import Session
+    from steps.journal import SessionNotFound
+    from steps.loader import load
+    from steps.wiring import Wiring
+    from steps.clock import Clock
+
+    engine = _engine()
+    try:
+        row = engine.journal.find_session(session_ref)
+    except SessionNotFound as exc:
+        fail(str(exc))
+    if row.finished:
+        fail(f"session {row.id} is already {row.status}")
+    session = Session(engine, row, load(row.runbook_path), Wiring(Clock()))
+    session.abandon(reason)
+    click.echo(f"session {row.id}: abandoned; lock released")
+
+
+# -- sessions and audit -------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--all", "show_all", is_flag=True, help="Include finished sessions.")
+def sessions(as_json: bool, show_all: bool) -> None:
+    """List sessions from the journal (unfinished ones by default)."""
+    from steps.journal import Journal
+    from steps.paths import journal_path
+
+    journal = Journal(journal_path())
+    rows = journal.sessions() if show_all else journal.unfinished()
+    if as_json:
+        click.echo(json.dumps([_session_json(journal, r) for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no unfinished sessions" if not show_all else "no sessions")
+        return
+    for r in rows:
+        facts = journal.facts(r.id)
+        click.echo(f"{r.id}  {r.status:<15} {r.mode:<8} {r.runbook_id}  user {r.target or '-'}  old {facts.get('old_key_id', '-')}  new {facts.get('new_key_id', '-')}  updated {r.updated_at}")
+
+
+def _session_json(journal, row) -> dict[str, Any]:
+    facts = journal.facts(row.id)
+    return {
+        "session": row.id,
+        "runbook": row.runbook_id,
+        "mode": row.mode,
+        "status": row.status,
+        "user": row.target,
+        "account": row.account,
+        "actor": row.actor,
+        "reason": row.reason,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "old_key_id": facts.get("old_key_id"),
+        "new_key_id": facts.get("new_key_id"),
+    }
+
+
+@main.command()
+@click.argument("session_ref", metavar="SESSION")
+@click.option("--json", "as_json", is_flag=True)
+def show(session_ref: str, as_json: bool) -> None:
+    """One session's timeline from the journal."""
+    from steps.journal import Journal, SessionNotFound
+    from steps.paths import journal_path
+
+    journal = Journal(journal_path())
+    try:
+        row = journal.find_session(session_ref)
+    except SessionNotFound as exc:
+        fail(str(exc))
+    events = journal.events(row.id)
+    if as_json:
+        data = _session_json(journal, row)
+        data["facts"] = journal.facts(row.id)
+        data["events"] = [e.__dict__ for e in events]
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"session {row.id}: {row.runbook_id}, {row.mode}, {row.status}; user {row.target}; by {row.actor}")
+    for e in events:
+        when = e.ts_real + (f" (sim {e.ts_sim})" if e.ts_sim else "")
+        click.echo(f"  {when}  {e.step_id or '-':<20} {e.kind:<9} {e.status or '':<10} {e.summary}")
+
+
+@main.group()
+def audit() -> None:
+    """The append-only audit log."""
+
+
+@audit.command("verify")
+@click.argument("file", required=False)
+def audit_verify(file: str | None) -> None:
+    """Check the hash chain; exit 1 naming the first line that breaks it."""
+    from steps.audit import AuditLog
+    from steps.paths import audit_path
+
+    path = Path(file) if file else audit_path()
+    if not path.exists():
+        fail(f"{path}: no such file")
+    verdict = AuditLog(path).verify()
+    if verdict.ok:
+        click.echo(f"{path}: ok, {verdict.lines} lines, chain intact")
+        return
+    click.echo(f"{path}: line {verdict.bad_line}: {verdict.reason}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+@audit.command("show")
+@click.option("--session", "session_ref", help="Only this session's records.")
+@click.option("--file", "file", type=click.Path(dir_okay=False), help="Another audit file.")
+def audit_show(session_ref: str | None, file: str | None) -> None:
+    """Print audit records as JSON lines."""
+    from steps.audit import AuditLog
+    from steps.paths import audit_path
+
+    log = AuditLog(Path(file) if file else audit_path())
+    for record in log.records():
+        if session_ref and not str(record.get("session") or "").startswith(session_ref) and record.get("session") != session_ref:
+            continue
+        click.echo(json.dumps(record))
+
+
+# -- the app ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("runbook", required=False)
+@click.option("--user", metavar="NAME")
+@click.option("--mode", type=click.Choice(MODES), default=None)
+@click.option("--scenario", metavar="NAME")
+def tui(runbook: str | None, user: str | None, mode: str | None, scenario: str | None) -> None:
+    """Open the app (the default when no command is given)."""
+    try:
+        from tui.app import run_app
+    except ImportError as exc:  # the app arrives with its own issue
+        fail(f"the app is not available in this build: {exc}", EXIT_FAILED)
+    run_app(runbook=runbook, user=user, mode=mode, scenario=scenario)
+
+
+if __name__ == "__main__":
+    main()
