@@ -1,0 +1,345 @@
+"""A fake Infisical server for the training sandbox and the tests.
+
+It serves exactly the endpoints `infisicalsdk` (1.0.x) calls for the operations the
+vault adapter uses, with Infisical's request and response shapes:
+
+  POST  /api/v1/auth/universal-auth/login   route "login"
+  GET   /api/v3/secrets/raw                 route "list_secrets"
+  GET   /api/v3/secrets/raw/{name}          route "get_secret"     (?version= reads an old one)
+  POST  /api/v3/secrets/raw/{name}          route "create_secret"
+  PATCH /api/v3/secrets/raw/{name}          route "update_secret"
+
+State: projects (id) → environments (slug) → folders (path) → secrets (key → versions).
+Every secret call needs `Authorization: Bearer <token>` from a login or `issue_token()`;
+without one the answer is 401, as Infisical answers. Values live in memory only.
+"""
+
+from __future__ import annotations
+
+import secrets as _random
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from werkzeug.wrappers import Request
+
+from steps.consumers.infisical import normalize_path, place_name  # one naming for both sides
+from steps.sandbox.http import LoopbackServer, Reply
+from steps.secrets import Secret
+
+DEFAULT_KEY_ID_NAME = "AWS_ACCESS_KEY_ID"
+DEFAULT_SECRET_NAME = "AWS_SECRET_ACCESS_KEY"
+HIDDEN_VALUE = "<hidden-by-infisical>"  # what Infisical sends when viewSecretValue=false
+TOKEN_TTL = 7200
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class _Version:
+    version: int
+    value: str
+    comment: str
+    created_at: str
+
+
+@dataclass
+class _Secret:
+    id: str
+    key: str
+    versions: list[_Version] = field(default_factory=list)
+    skip_multiline_encoding: bool = False
+
+    @property
+    def latest(self) -> _Version:
+        return self.versions[-1]
+
+    def add_version(self, value: str, comment: str = "") -> _Version:
+        number = self.versions[-1].version + 1 if self.versions else 1
+        version = _Version(number, value, comment, _now())
+        self.versions.append(version)
+        return version
+
+
+@dataclass
+class _Token:
+    client_id: str
+    valid: bool = True
+
+
+def _error(status: int, error: str, message: str) -> Reply:
+    # Infisical's error body: {reqId, statusCode, message, error}.
+    return Reply(status, {"reqId": f"req-{uuid.uuid4().hex[:16]}", "statusCode": status, "message": message, "error": error})
+
+
+class InfisicalSandbox:
+    """The fake Infisical API on a loopback port.
+
+    Use: `sb = InfisicalSandbox().start()`; `cid, csecret = sb.add_identity()`;
+    `sb.seed("proj-1", "prod", "/aws", {"AWS_ACCESS_KEY_ID": ..., ...})`.
+    Set `sb.down = True` to answer 503 to everything (an outage), or `sb.fail(route, ...)`
+    for a one-off fault.
+    """
+
+    def __init__(self, key_id_name: str = DEFAULT_KEY_ID_NAME, secret_name: str = DEFAULT_SECRET_NAME) -> None:
+        self.key_id_name = key_id_name
+        self.secret_name = secret_name
+        self.server = LoopbackServer("infisical")
+        self.down = False
+        # project id → environment slug → folder path → secret key → _Secret
+        self._projects: dict[str, dict[str, dict[str, dict[str, _Secret]]]] = {}
+        self._identities: dict[str, str] = {}
+        self._tokens: dict[str, _Token] = {}
+        self._lock = threading.RLock()
+        self._register_routes()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> InfisicalSandbox:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> InfisicalSandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def calls(self) -> Counter[str]:
+        return self.server.calls
+
+    def fail(self, route_name: str, times: int = 1, status: int = 500, body: Any = None) -> None:
+        self.server.fail(route_name, times, status, body)
+
+    # -- identities and tokens ---------------------------------------------------------
+
+    def add_identity(self, client_id: str | None = None, client_secret: str | None = None) -> tuple[str, Secret]:
+        """A machine identity with universal auth; returns (client id, client secret)."""
+        client_id = client_id or str(uuid.uuid4())
+        client_secret = client_secret or _random.token_hex(32)
+        with self._lock:
+            self._identities[client_id] = client_secret
+        return client_id, Secret(client_secret, "infisical client secret")
+
+    def issue_token(self, client_id: str | None = None) -> Secret:
+        """An access token as a login would give (for INFISICAL_TOKEN)."""
+        token = "st." + _random.token_hex(24)
+        with self._lock:
+            self._tokens[token] = _Token(client_id or "token-auth")
+        return Secret(token, "infisical token")
+
+    def revoke_tokens(self) -> None:
+        """Every issued token stops working (simulates expiry); identities can log in again."""
+        with self._lock:
+            for token in self._tokens.values():
+                token.valid = False
+
+    # -- state -------------------------------------------------------------------------
+
+    def seed(self, project_id: str, environment: str, path: str, values: dict[str, str]) -> None:
+        """Create the project, environment and folder as needed; each value becomes a
+        new version of its secret."""
+        path = normalize_path(path)
+        with self._lock:
+            folder = self._projects.setdefault(project_id, {}).setdefault(environment, {}).setdefault(path, {})
+            for key, value in values.items():
+                if value and key != self.key_id_name:  # secrets get registered with the redactor; key ids are no secret
+                    Secret(value, key)
+                secret = folder.get(key)
+                if secret is None:
+                    secret = folder[key] = _Secret(str(uuid.uuid4()), key)
+                secret.add_version(value)
+
+    def versions(self, project_id: str, environment: str, path: str, key: str) -> list[int]:
+        """The version numbers a secret has (empty if it does not exist)."""
+        with self._lock:
+            secret = self._projects.get(project_id, {}).get(environment, {}).get(normalize_path(path), {}).get(key)
+            return [v.version for v in secret.versions] if secret else []
+
+    def holdings(self, key_id_name: str | None = None, secret_name: str | None = None) -> dict[str, tuple[str | None, Secret | None]]:
+        """{place name: (key id or None, Secret or None)} for the AWS pair in every folder."""
+        key_id_name = key_id_name or self.key_id_name
+        secret_name = secret_name or self.secret_name
+        out: dict[str, tuple[str | None, Secret | None]] = {}
+        with self._lock:
+            for project_id, envs in self._projects.items():
+                for env, folders in envs.items():
+                    for path, secrets in folders.items():
+                        key = secrets.get(key_id_name)
+                        sec = secrets.get(secret_name)
+                        key_id = (key.latest.value or None) if key else None
+                        value = sec.latest.value if sec else ""
+                        out[place_name(project_id, env, path)] = (key_id, Secret(value, secret_name) if value else None)
+        return out
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    def _authorized(self, request: Request) -> Reply | None:
+        """None if the bearer token is good, else the 401 Infisical would answer."""
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return _error(401, "UnauthorizedError", "Missing authorization header")
+        with self._lock:
+            token = self._tokens.get(header[len("Bearer "):].strip())
+        if token is None:
+            return _error(401, "UnauthorizedError", "Invalid token")
+        if not token.valid:
+            return _error(401, "UnauthorizedError", "Access token expired")
+        return None
+
+    def _folder(self, project_id: str | None, environment: str | None, path: str | None, create_missing: bool = False) -> dict[str, _Secret] | Reply | None:
+        """The folder's secrets; a 4xx Reply for a bad project/env; None if no folder."""
+        if not project_id:
+            return _error(400, "BadRequest", "Either workspaceId or workspaceSlug is required")
+        if not environment:
+            return _error(400, "BadRequest", "environment is required")
+        project = self._projects.get(project_id)
+        if project is None:
+            return _error(404, "NotFound", f"Project with ID '{project_id}' not found")
+        envs = project.get(environment)
+        if envs is None:
+            return _error(404, "NotFound", f"Environment with slug '{environment}' in project with ID '{project_id}' not found")
+        return envs.get(normalize_path(path or "/"))
+
+    def _secret_json(self, secret: _Secret, version: _Version, project_id: str, environment: str, path: str, view_value: bool = True) -> dict[str, Any]:
+        return {
+            "id": secret.id,
+            "_id": secret.id,
+            "workspace": project_id,
+            "environment": environment,
+            "version": version.version,
+            "type": "shared",
+            "secretKey": secret.key,
+            "secretValue": version.value if view_value else HIDDEN_VALUE,
+            "secretValueHidden": not view_value,
+            "secretComment": version.comment,
+            "secretReminderNote": None,
+            "secretReminderRepeatDays": None,
+            "skipMultilineEncoding": secret.skip_multiline_encoding,
+            "createdAt": secret.versions[0].created_at,
+            "updatedAt": version.created_at,
+            "secretPath": normalize_path(path),
+            "secretMetadata": [],
+            "tags": [],
+        }
+
+    def _register_routes(self) -> None:
+        server = self.server
+
+        def guard(handler):  # the outage switch and the auth check, before any handler
+            def wrapped(request: Request, **params: str) -> Reply:
+                if self.down:
+                    return _error(503, "ServiceUnavailable", "Infisical is unavailable (sandbox outage)")
+                denied = self._authorized(request)
+                return denied or handler(request, **params)
+
+            return wrapped
+
+        @server.route("POST", "/api/v1/auth/universal-auth/login", name="login")
+        def login(request: Request) -> Reply:
+            if self.down:
+                return _error(503, "ServiceUnavailable", "Infisical is unavailable (sandbox outage)")
+            body = request.get_json(silent=True) or {}
+            client_id, client_secret = body.get("clientId"), body.get("clientSecret")
+            if not client_id or not client_secret:
+                return _error(400, "ValidationFailure", "clientId and clientSecret are required")
+            with self._lock:
+                known = self._identities.get(client_id)
+            if known is None or not _random.compare_digest(known, client_secret):
+                return _error(401, "UnauthorizedError", "Invalid credentials")
+            token = self.issue_token(client_id).reveal()
+            return Reply(200, {"accessToken": token, "expiresIn": TOKEN_TTL, "accessTokenMaxTTL": TOKEN_TTL, "tokenType": "Bearer"})
+
+        @server.route("GET", "/api/v3/secrets/raw", name="list_secrets")
+        @guard
+        def list_secrets(request: Request) -> Reply:
+            q = request.args
+            project_id, env, path = q.get("workspaceId"), q.get("environment"), q.get("secretPath", "/")
+            view = q.get("viewSecretValue", "true") != "false"
+            with self._lock:
+                folder = self._folder(project_id, env, path)
+                if isinstance(folder, Reply):
+                    return folder
+                # Infisical lists a folder that does not exist as empty.
+                items = [self._secret_json(s, s.latest, project_id, env, path, view) for s in (folder or {}).values()]
+            return Reply(200, {"secrets": items, "imports": []})
+
+        @server.route("GET", "/api/v3/secrets/raw/{name}", name="get_secret")
+        @guard
+        def get_secret(request: Request, name: str) -> Reply:
+            q = request.args
+            project_id, env, path = q.get("workspaceId"), q.get("environment"), q.get("secretPath", "/")
+            view = q.get("viewSecretValue", "true") != "false"
+            with self._lock:
+                folder = self._folder(project_id, env, path)
+                if isinstance(folder, Reply):
+                    return folder
+                if folder is None:
+                    return _error(404, "NotFound", f"Folder with path '{normalize_path(path)}' in environment with slug '{env}' not found")
+                secret = folder.get(name)
+                if secret is None:
+                    return _error(404, "NotFound", f"Secret with name '{name}' not found")
+                version = secret.latest
+                if q.get("version"):
+                    try:
+                        wanted = int(q["version"])
+                    except ValueError:
+                        return _error(422, "ValidationFailure", "version must be a number")
+                    matching = [v for v in secret.versions if v.version == wanted]
+                    if not matching:
+                        return _error(404, "NotFound", f"Secret version {wanted} of '{name}' not found")
+                    version = matching[0]
+                return Reply(200, {"secret": self._secret_json(secret, version, project_id, env, path, view)})
+
+        def write(request: Request, name: str, create: bool) -> Reply:
+            body = request.get_json(silent=True) or {}
+            project_id, env, path = body.get("workspaceId"), body.get("environment"), body.get("secretPath", "/")
+            value = body.get("secretValue")
+            if create and not isinstance(value, str):
+                return _error(422, "ValidationFailure", "secretValue is required")
+            if value is not None and not isinstance(value, str):
+                return _error(422, "ValidationFailure", "secretValue must be a string")
+            with self._lock:
+                folder = self._folder(project_id, env, path)
+                if isinstance(folder, Reply):
+                    return folder
+                if folder is None:
+                    return _error(404, "NotFound", f"Folder with path '{normalize_path(path)}' in environment with slug '{env}' not found")
+                secret = folder.get(name)
+                if create:
+                    if secret is not None:
+                        return _error(400, "BadRequest", f"Secret with name '{name}' already exists")
+                    secret = folder[name] = _Secret(str(uuid.uuid4()), name)
+                elif secret is None:
+                    return _error(404, "NotFound", f"Secret with name '{name}' not found")
+                if "skipMultilineEncoding" in body:
+                    secret.skip_multiline_encoding = bool(body["skipMultilineEncoding"])
+                comment = body.get("secretComment")
+                version = secret.add_version(
+                    value if value is not None else secret.latest.value,
+                    comment if comment is not None else (secret.latest.comment if secret.versions else ""),
+                )
+                return Reply(200, {"secret": self._secret_json(secret, version, project_id, env, path)})
+
+        @server.route("POST", "/api/v3/secrets/raw/{name}", name="create_secret")
+        @guard
+        def create_secret(request: Request, name: str) -> Reply:
+            return write(request, name, create=True)
+
+        @server.route("PATCH", "/api/v3/secrets/raw/{name}", name="update_secret")
+        @guard
+        def update_secret(request: Request, name: str) -> Reply:
+            return write(request, name, create=False)
