@@ -39,6 +39,10 @@ class Wiring:
             raise WiringError(f"cannot tell who you are (sts get-caller-identity): {aws_error(exc)}") from None
         return ident["Account"], ident["Arn"]
 
+    def switch_operator(self, pair: Pair) -> None:
+        """Self-rotation: sign the operator's calls with `pair` from now on."""
+        raise NotImplementedError
+
     def checkpoint(self) -> str | None:
         return None
 
@@ -72,8 +76,13 @@ class LiveWiring(Wiring):
         self._session = None
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
+        self._operator: Pair | None = None
+
+    def switch_operator(self, pair: Pair) -> None:
+        self._operator = pair
 
     def aws_client(self, service: str, pair: Pair | None = None) -> Any:
+        pair = pair or self._operator
         key = (service, f"{pair.key_id}:{pair.fingerprint()}" if pair else "operator")
         with self._lock:
             if key not in self._clients:
@@ -109,6 +118,9 @@ class TrainingWiring(Wiring):
 
     def aws_client(self, service: str, pair: Pair | None = None) -> Any:
         return self.world.aws.client(service, pair)
+
+    def switch_operator(self, pair: Pair) -> None:
+        self.world.aws.operator = pair
 
     def checkpoint(self) -> str | None:
         return json.dumps(self.world.snapshot())

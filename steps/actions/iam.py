@@ -243,8 +243,9 @@ def pre_checks(ctx: StepContext) -> Outcome:
                 evidence,
             )
         evidence.append(
-            "WARNING: self-rotation: you are rotating the key you are signed in with; once it is "
-            "deactivated this session loses access. The SOP calls this less common, less recommended."
+            "WARNING: self-rotation: you are rotating the key you are signed in with. handrail signs with "
+            "the new key once it is validated; a session resumed later signs with whatever your environment "
+            "holds, which may be the deactivated key. The SOP calls this less common, less recommended."
         )
 
     now = ctx.now()
@@ -483,6 +484,11 @@ def validate_new_key(ctx: StepContext) -> Outcome:
         f"sts get-caller-identity with {pair.key_id} -> {ctx.fact('target_arn')}",
         f"valid after {human_duration(took)} ({attempts} attempt{'s' if attempts > 1 else ''}; deadline {human_duration(params.deadline)})",
     ]
+    if ctx.facts.get("operator_arn") == ctx.fact("target_arn"):
+        # Self-rotation: the old key is about to be deactivated, and this session signs
+        # with it. From here on it signs with the new one.
+        ctx.wiring.switch_operator(pair)
+        evidence.append("self-rotation: this session now signs its own calls with the new key")
     call_text = ctx.inputs.get("check_call")
     if call_text:
         call = parse_check_call(call_text)
