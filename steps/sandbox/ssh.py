@@ -909,7 +909,10 @@ class SshSandbox:
         except (OSError, EOFError, paramiko.SSHException):
             pass
         finally:
-            channel.close()
+            try:
+                channel.close()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass  # the client hung up first: nothing left to close politely
 
     def run_command(self, command: str, as_root: bool = False) -> ExecResult:
         """Interpret `command` as the sandbox's shell would: `;`, `&&`, `||` chains of
