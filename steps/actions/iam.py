@@ -6,6 +6,7 @@ The secret of a new key is captured once, into `ctx.secrets`, and never leaves m
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
 from datetime import datetime
@@ -215,7 +216,7 @@ def run_check_call(ctx: StepContext, pair: Pair, call: CheckCall) -> str:
     title="Check the operator, the target user and its keys",
     command="aws sts get-caller-identity && aws iam list-access-keys --user-name {target_user}",
     needs=("target_user",),
-    produces=("account_id", "operator_arn", "target_arn", "old_key_id", "keys_before"),
+    produces=("account_id", "operator_arn", "target_arn", "old_key_id", "keys_before", "vault_versions_before"),
     mutates=False,
 )
 def pre_checks(ctx: StepContext) -> Outcome:
@@ -264,18 +265,43 @@ def pre_checks(ctx: StepContext) -> Outcome:
         "target_arn": target_arn,
         "keys_before": ",".join(f"{k.key_id}:{k.status}" for k in keys),
     }
-    if len(active) == 1:
-        old = active[0]
+    from steps.actions.consumers import vault_old_pair
+
+    held, versions, vault_lines = vault_old_pair(ctx)
+    evidence += vault_lines
+    outcome_secrets = {}
+    if held is not None:
+        key = find(keys, held.key_id)
+        if key is None or key.status != "Active":
+            raise ActionFailed(
+                f"the vault holds {held.key_id}, which is not an Active key of {user} "
+                f"({'no such key' if key is None else key.status}): fix the vault or the inventory before rotating",
+                evidence,
+            )
+        try:
+            arn = caller_arn(ctx, held)
+        except Exception as exc:
+            raise ActionFailed(f"the old pair from the vault does not authenticate: {aws_error(exc)}", evidence) from None
+        if arn != target_arn:
+            raise ActionFailed(f"the old pair from the vault authenticates as {arn}, not {target_arn}", evidence)
+        evidence.append(f"old pair from the vault authenticates: sts get-caller-identity -> {arn}")
+        facts["vault_versions_before"] = json.dumps(versions)
+        outcome_secrets["old_secret"] = held.secret
+    if len(active) == 1 or held is not None:
+        old = find(keys, held.key_id) if held is not None else active[0]
         facts["old_key_id"] = old.key_id
         evidence.append(f"old key (to rotate): {old.key_id}")
-        evidence.append(
-            f"old key last used {old.last_used_text(now)}: this stands in for an authentication test, "
-            "as handrail does not hold the old secret until a vault is configured"
-        )
-    else:
+        if held is None:
+            evidence.append(
+                f"old key last used {old.last_used_text(now)}: this stands in for an authentication test, "
+                "as no vault is configured for this user (inventory) to read the old pair from"
+            )
+    if len(active) == 2:
         evidence.append("two Active keys: the next step makes you choose which one to retire")
     summary = f"{user}: {len(keys)} key(s), {len(active)} Active; operator is {'the target (self-rotation)' if operator_arn == target_arn else 'a different identity'}"
-    return Outcome.done(summary, evidence, **facts)
+    outcome = Outcome.done(summary, evidence, **facts)
+    outcome.secrets.update(outcome_secrets)
+    return outcome
 
 
 # -- step 1b: free a key slot ---------------------------------------------------------------
@@ -523,6 +549,8 @@ class SettleParams(BaseModel):
     params=SettleParams,
 )
 def deactivate_old_key(ctx: StepContext) -> Outcome:
+    from steps.actions.consumers import verify_all
+
     params: SettleParams = ctx.params
     user, old_id, new_id = ctx.value("target_user"), ctx.fact("old_key_id"), ctx.fact("new_key_id")
     keys = list_keys(ctx, user, with_last_used=False)
@@ -530,8 +558,22 @@ def deactivate_old_key(ctx: StepContext) -> Outcome:
     if new is None or new.status != "Active":
         raise ActionFailed(f"refusing to deactivate the old key: the new key {new_id} is {'gone' if new is None else new.status}")
     evidence: list[str] = []
+    consumers = ctx.wiring.consumers_for(user)
+    if old is not None and old.status == "Active" and consumers and not ctx.facts.get("downstream_verified_at"):
+        if not ctx.override:
+            return Outcome.blocked(
+                f"not every consumer was verified on the new key (step 6 has not passed): deactivating {old_id} "
+                "would cut off any consumer still on it. Verify them, or override with a reason",
+                [f"consumers: {', '.join(c.name for c in consumers)}"],
+            )
+        evidence.append(f"deactivating before every consumer verified, overridden: {ctx.override}")
+    if not consumers:
+        evidence.append(
+            "no consumer inventory for this user: handrail cannot tell who still uses the old key; "
+            "the observation gate and the last-used check before the delete are the safety net"
+        )
     if old is None:
-        return Outcome.done(f"old key {old_id} no longer exists", [f"{old_id} is already deleted"], deactivated_at=ctx.facts.get("deactivated_at") or iso(ctx.now()))
+        return Outcome.done(f"old key {old_id} no longer exists", evidence + [f"{old_id} is already deleted"], deactivated_at=ctx.facts.get("deactivated_at") or iso(ctx.now()))
     if old.status == "Active":
         set_status(ctx, user, old_id, "Inactive")
         deactivated_at = iso(ctx.now())
@@ -540,18 +582,46 @@ def deactivate_old_key(ctx: StepContext) -> Outcome:
         deactivated_at = ctx.facts.get("deactivated_at") or iso(ctx.now())
         evidence.append(f"{old_id} was already Inactive")
 
-    # Consumers may hold cached credentials for a while: wait, then check again.
+    # Consumers may hold cached credentials, and the deactivation itself takes time to
+    # reach every endpoint. With the old secret at hand, poll until AWS refuses it.
+    old_secret = ctx.secrets.get("old_secret")
     start = ctx.clock.monotonic()
-    while (elapsed := ctx.clock.monotonic() - start) < params.settle:
-        ctx.progress("settling: consumers may cache credentials", elapsed, params.settle)
-        ctx.clock.sleep(min(5.0, params.settle - elapsed))
-    evidence.append(f"waited {human_duration(params.settle)} for cached credentials to expire")
+    if old_secret is not None:
+        refused = False
+        while (elapsed := ctx.clock.monotonic() - start) < params.settle:
+            try:
+                caller_arn(ctx, Pair(old_id, old_secret))
+            except Exception as exc:
+                if error_code(exc) == "InvalidClientTokenId":
+                    refused = True
+                    break
+                raise ActionFailed(f"checking the old key after deactivation: {aws_error(exc)}", evidence) from None
+            ctx.progress("waiting for AWS to refuse the old key", elapsed, params.settle)
+            ctx.clock.sleep(min(2.0, params.settle - elapsed))
+        took = human_duration(ctx.clock.monotonic() - start)
+        evidence.append(f"AWS refuses the old key after {took}" if refused else f"AWS still accepted the old key after {took} (propagation is slow): continuing")
+    else:
+        while (elapsed := ctx.clock.monotonic() - start) < params.settle:
+            ctx.progress("settling: consumers may cache credentials", elapsed, params.settle)
+            ctx.clock.sleep(min(5.0, params.settle - elapsed))
+        evidence.append(f"waited {human_duration(params.settle)} for cached credentials to expire")
+
     pair = new_pair(ctx)
-    if pair is not None:
+    if pair is None:
+        evidence.append("the new secret is not in memory (resumed session): new-key check skipped")
+    else:
         arn = caller_arn(ctx, pair)
         evidence.append(f"new key still works after the deactivation: {arn}")
-    else:
-        evidence.append("the new secret is not in memory (resumed session): new-key check skipped")
+        if consumers:
+            results, lines = verify_all(ctx, pair, deadline=params.settle, interval=5.0)
+            evidence += lines
+            broken = [c.name for c, r in results if not r.ok]
+            if broken:
+                return Outcome.failed(
+                    f"{', '.join(broken)} stopped working after the old key was deactivated: roll back to reactivate it",
+                    evidence,
+                    deactivated_at=deactivated_at,
+                )
     return Outcome.done(f"old key {old_id} is Inactive (not deleted: it can be reactivated)", evidence, deactivated_at=deactivated_at)
 
 

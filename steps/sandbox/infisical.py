@@ -169,6 +169,12 @@ class InfisicalSandbox:
             secret = self._projects.get(project_id, {}).get(environment, {}).get(normalize_path(path), {}).get(key)
             return [v.version for v in secret.versions] if secret else []
 
+    def history(self, project_id: str, environment: str, path: str, key: str) -> list[str]:
+        """Every value a secret has had, oldest first (in memory only: for snapshots)."""
+        with self._lock:
+            secret = self._projects.get(project_id, {}).get(environment, {}).get(normalize_path(path), {}).get(key)
+            return [v.value for v in secret.versions] if secret else []
+
     def holdings(self, key_id_name: str | None = None, secret_name: str | None = None) -> dict[str, tuple[str | None, Secret | None]]:
         """{place name: (key id or None, Secret or None)} for the AWS pair in every folder."""
         key_id_name = key_id_name or self.key_id_name

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -61,6 +61,46 @@ class AwsSeed(_Strict):
         return _duration(value)
 
 
+Holds = str  # "active" (the target's first Active key), "none", or a key index "0" / "1"
+
+
+class VaultSeed(_Strict):
+    project_id: str = "raxx-prod"
+    environment: str = "prod"
+    path: str = Field("/", pattern=r"^/")
+    holds: Holds = "active"
+
+
+class HerokuSeed(_Strict):
+    type: Literal["heroku"]
+    app: str = Field(pattern=r"^[a-z][a-z0-9-]{1,29}$")
+    holds: Holds = "active"
+    health_check: bool = True
+
+
+class GitHubSeed(_Strict):
+    type: Literal["github"]
+    repository: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
+    environment: str | None = None
+    organization: str | None = None
+    visibility: Literal["all", "private", "selected"] = "all"
+    verify_workflow: str | None = None
+    holds: Holds = "active"
+
+
+class SshSeed(_Strict):
+    type: Literal["ssh"]
+    label: str = "vault-host"
+    env_file: str = Field("/etc/raxx/credentials.env", pattern=r"^/")
+    service: str = "raxx-vault"
+    verify: str | None = "raxx-vault healthcheck"
+    other_lines: list[str] = Field(default_factory=lambda: ["# written by ops; AWS pair rotated by handrail", "RAXX_VAULT_BUCKET=raxx-backups", "RAXX_LOG_LEVEL=info"])
+    holds: Holds = "active"
+
+
+ConsumerSeed = Annotated[HerokuSeed | GitHubSeed | SshSeed, Field(discriminator="type")]
+
+
 class Operator(_Strict):
     # The self-rotation trap: the operator's credentials are the target user's own key.
     as_target: bool = False
@@ -76,6 +116,8 @@ class Scenario(_Strict):
     target_user: str
     aws: AwsSeed
     operator: Operator = Operator()
+    vault: VaultSeed | None = None
+    consumers: list[ConsumerSeed] = Field(default_factory=list)
     # Extra inputs the scenario gives the runbook (e.g. a reason).
     inputs: dict[str, str] = Field(default_factory=dict)
     gotchas: list[str] = Field(default_factory=list)
@@ -84,6 +126,12 @@ class Scenario(_Strict):
     def _target_exists(self) -> Scenario:
         if self.target_user not in self.aws.users:
             raise ValueError(f"target_user {self.target_user!r} is not one of aws.users")
+        keys = self.aws.users[self.target_user].keys
+        for where, holds in [("vault", self.vault.holds if self.vault else "active")] + [
+            (f"consumers[{i}]", c.holds) for i, c in enumerate(self.consumers)
+        ]:
+            if holds not in ("active", "none") and not (holds.isdigit() and int(holds) < len(keys)):
+                raise ValueError(f"{where}.holds: {holds!r} is not 'active', 'none' or the index of one of the target's keys")
         return self
 
 

@@ -1,18 +1,33 @@
 """The simulated world a training session runs against, seeded from a scenario.
 
-It owns the simulated AWS account (and, as they are wired in, the vault and the
-consumers), can be saved without a single secret value and brought back, and can be
-exported for `--world-out` with fingerprints where the values would be.
+It owns the simulated AWS account, the vault (a fake Infisical) and the consumers (a
+fake Heroku, a fake GitHub, a paramiko SSH host), all on 127.0.0.1. Consumers really
+use the pair they hold against the simulated AWS (`AwsWorld.probe`), so a consumer
+left on a deactivated key fails its verification.
+
+The world can be saved without a single secret value and brought back (every key gets
+a fresh secret, handed to every place that held the old one), and exported for
+`--world-out` with fingerprints where the values would be.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from steps.clock import SimClock, iso
+from steps.consumers.base import Pair
+from steps.consumers.factory import Credentials
+from steps.inventory import GitHubEntry, HerokuEntry, InfisicalEntry, Inventory, SshEntry, UserEntry
 from steps.sandbox import scenario as scenarios
 from steps.sandbox.aws import AwsWorld, SeedKey
 from steps.sandbox.scenario import Scenario
+from steps.secrets import Secret
+
+KEY_ID, SECRET = "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
 
 
 class World:
@@ -20,6 +35,13 @@ class World:
         self.scenario = scenario
         self.clock = clock
         self.aws = aws
+        self.infisical = None
+        self.heroku = None
+        self.github = None
+        self.ssh = None
+        self.inventory: Inventory | None = None
+        self.creds = Credentials()
+        self._tmp = Path(tempfile.mkdtemp(prefix="handrail-world-"))
 
     # -- building ---------------------------------------------------------------------------
 
@@ -28,36 +50,177 @@ class World:
         aws = AwsWorld(clock, propagation_delay=scenario.aws.propagation_delay, status_delay=scenario.aws.status_delay)
         world = cls(scenario, clock, aws)
         try:
-            world._seed()
+            pairs = world._seed_aws()
+            world._start_places(lambda holds: world._initial_pair(pairs, holds))
         except BaseException:
-            aws.close()
+            world.close()
             raise
         return world
-
-    def _seed(self) -> None:
-        seed = self.scenario.aws
-        for name, objects in seed.buckets.items():
-            self.aws.seed_bucket(name, objects)
-        self.target_pairs = {}
-        for name, user in seed.users.items():
-            keys = [SeedKey(k.status, k.age, k.last_used, k.service) for k in user.keys]
-            self.target_pairs[name] = self.aws.seed_user(name, keys, user.check_call)
-        if self.scenario.operator.as_target:
-            active = [p for p in self.target_pairs[self.scenario.target_user] if self.aws.backend_key(p.key_id).status == "Active"]
-            self.aws.operator = active[0]
-        else:
-            self.aws.create_operator()
 
     @classmethod
     def restore(cls, snapshot: dict[str, Any], clock: SimClock) -> World:
         scenario = scenarios.load(snapshot["scenario"])
-        aws, _secrets = AwsWorld.restore(snapshot["aws"], clock)
-        return cls(scenario, clock, aws)
+        aws, secrets = AwsWorld.restore(snapshot["aws"], clock)
+        world = cls(scenario, clock, aws)
+        try:
+            places = snapshot.get("places", {})
+            world._start_places(None, places=places, secrets=secrets, vault_history=snapshot.get("vault_history", []))
+        except BaseException:
+            world.close()
+            raise
+        return world
+
+    def _seed_aws(self) -> dict[str, list[Pair]]:
+        seed = self.scenario.aws
+        for name, objects in seed.buckets.items():
+            self.aws.seed_bucket(name, objects)
+        pairs: dict[str, list[Pair]] = {}
+        for name, user in seed.users.items():
+            keys = [SeedKey(k.status, k.age, k.last_used, k.service) for k in user.keys]
+            pairs[name] = self.aws.seed_user(name, keys, user.check_call)
+        if self.scenario.operator.as_target:
+            self.aws.operator = self._initial_pair(pairs, "active")
+        else:
+            self.aws.create_operator()
+        return pairs
+
+    def _initial_pair(self, pairs: dict[str, list[Pair]], holds: str) -> Pair | None:
+        mine = pairs[self.scenario.target_user]
+        if holds == "none":
+            return None
+        if holds == "active":
+            keys = self.scenario.aws.users[self.scenario.target_user].keys
+            return next((p for p, k in zip(mine, keys) if k.status == "Active"), None)
+        return mine[int(holds)]
+
+    def _start_places(self, initial, places: dict[str, Any] | None = None, secrets: dict[str, Secret] | None = None, vault_history: list[dict[str, Any]] | None = None) -> None:
+        """Start the fake vault and consumers the scenario names, holding either the
+        scenario's initial pairs (`initial`) or what a snapshot says (`places`)."""
+        sc = self.scenario
+
+        def held(place: str, holds: str) -> dict[str, str]:
+            if initial is not None:
+                pair = initial(holds)
+            else:
+                pair = _pair_from(places.get(place), secrets or {})
+            return {KEY_ID: pair.key_id, SECRET: pair.secret.reveal()} if pair else {}
+
+        entries = []
+        probe = self.aws.probe
+        user = sc.target_user
+        vault_entry = None
+        if sc.vault is not None:
+            from steps.consumers.infisical import InfisicalAuth, place_name
+            from steps.sandbox.infisical import InfisicalSandbox
+
+            self.infisical = InfisicalSandbox().start()
+            client_id, client_secret = self.infisical.add_identity()
+            self.creds.infisical = InfisicalAuth.universal(client_id, client_secret, source="sandbox")
+            v = sc.vault
+            place = place_name(v.project_id, v.environment, v.path)
+            if initial is not None:
+                values = held(place, v.holds)
+                if values:
+                    self.infisical.seed(v.project_id, v.environment, v.path, values)
+            else:
+                for version in vault_history or []:
+                    pair = _pair_from(version, secrets or {})
+                    if pair is not None:
+                        self.infisical.seed(v.project_id, v.environment, v.path, {KEY_ID: pair.key_id, SECRET: pair.secret.reveal()})
+            vault_entry = InfisicalEntry(site_url=self.infisical.url, project_id=v.project_id, environment=v.environment, path=v.path)
+
+        for seed in sc.consumers:
+            if seed.type == "heroku":
+                if self.heroku is None:
+                    from steps.sandbox.heroku import HerokuSandbox
+
+                    self.heroku = HerokuSandbox(aws_probe=probe).start()
+                    self.creds.heroku_token = self.heroku.token
+                self.heroku.seed_app(seed.app, held(f"heroku:{seed.app}", seed.holds))
+                entries.append(HerokuEntry(type="heroku", app=seed.app, api_url=self.heroku.url, verify_url=self.heroku.health_url(seed.app) if seed.health_check else None))
+            elif seed.type == "github":
+                if self.github is None:
+                    from steps.sandbox.github import GitHubSandbox
+
+                    self.github = GitHubSandbox(aws_probe=probe, run_delay=0, now=self.clock.now).start()
+                    self.creds.github_token = self.github.token
+                    self.creds.github_now = self.clock.now
+                entry = GitHubEntry(
+                    type="github",
+                    base_url=self.github.url,
+                    repository=seed.repository,
+                    environment=seed.environment,
+                    organization=seed.organization,
+                    visibility=seed.visibility,
+                    verify_workflow=seed.verify_workflow,
+                )
+                values = held(entry.name, seed.holds)
+                if seed.organization:
+                    self.github.seed_org(seed.organization, secrets=values, visibility=seed.visibility)
+                else:
+                    self.github.seed_repo(
+                        seed.repository,
+                        secrets={} if seed.environment else values,
+                        environments={seed.environment: values} if seed.environment else None,
+                        workflows=[_workflow(seed)] if seed.verify_workflow else [],
+                    )
+                entries.append(entry)
+            elif seed.type == "ssh":
+                if self.ssh is None:
+                    from steps.sandbox.ssh import SshSandbox
+
+                    self.ssh = SshSandbox(aws_probe=probe, label=seed.label).start()
+                    self.creds.ssh_pkey = self.ssh.client_key
+                    self.ssh.write_known_hosts(self._tmp / "known_hosts")
+                values = held(f"ssh:{seed.label}", seed.holds)
+                lines = list(seed.other_lines) + [f"{k}={v}" for k, v in values.items()]
+                self.ssh.seed_file(seed.env_file, "\n".join(lines) + "\n", mode=0o640, uid=0, gid=0)
+                self.ssh.add_service(seed.service, seed.env_file, health_command=seed.verify, label=seed.label)
+                entries.append(
+                    SshEntry(
+                        type="ssh",
+                        label=seed.label,
+                        host=self.ssh.host,
+                        port=self.ssh.port,
+                        user=self.ssh.user,
+                        use_agent=False,
+                        known_hosts=str(self._tmp / "known_hosts"),
+                        env_file=seed.env_file,
+                        restart=f"sudo systemctl restart {seed.service}",
+                        verify=seed.verify,
+                    )
+                )
+        check_call = sc.aws.users[user].check_call
+        self.inventory = Inventory(users={user: UserEntry(check_call=check_call, vault=vault_entry, consumers=entries)})
 
     # -- the world as data ------------------------------------------------------------------
 
+    def holdings(self) -> dict[str, tuple[str | None, Secret | None]]:
+        """In memory only: every place outside AWS that holds a pair, and what it holds."""
+        out: dict[str, tuple[str | None, Secret | None]] = {}
+        for sandbox in (self.infisical, self.heroku, self.github, self.ssh):
+            if sandbox is not None:
+                out.update(sandbox.holdings())
+        return out
+
+    def _secret_owner(self) -> dict[str, str]:
+        """fingerprint -> the key id whose secret it is (so a snapshot can say who holds what)."""
+        return {secret.fingerprint(): key_id for key_id, secret in self.aws.secrets_by_key().items()}
+
     def snapshot(self) -> dict[str, Any]:
-        return {"scenario": self.scenario.id, "aws": self.aws.snapshot()}
+        owner = self._secret_owner()
+        places = {
+            place: {"key_id": key_id, "secret_of": owner.get(secret.fingerprint()) if secret else None}
+            for place, (key_id, secret) in self.holdings().items()
+        }
+        history: list[dict[str, Any]] = []
+        if self.infisical is not None and self.scenario.vault is not None:
+            v = self.scenario.vault
+            ids = self.infisical.history(v.project_id, v.environment, v.path, KEY_ID)
+            values = self.infisical.history(v.project_id, v.environment, v.path, SECRET)
+            for key_id, value in zip(ids, values):
+                history.append({"key_id": key_id, "secret_of": owner.get(Secret(value).fingerprint())})
+        return {"scenario": self.scenario.id, "aws": self.aws.snapshot(), "places": places, "vault_history": history}
 
     def export(self) -> dict[str, Any]:
         """The world for --world-out: who holds which key, as fingerprints only."""
@@ -66,14 +229,50 @@ class World:
         for name, user in users.items():
             for key in user["keys"]:
                 holders[f"aws:{name}:{key['id']}"] = {"key_id": key["id"], "fingerprint": key["fingerprint"], "status": key["status"]}
+        for place, (key_id, secret) in sorted(self.holdings().items()):
+            holders[place] = {"key_id": key_id, "fingerprint": secret.fingerprint() if secret else None}
+        if self.ssh is not None:
+            for place, (key_id, secret) in sorted(self.ssh.loaded().items()):
+                holders[f"{place} (running service)"] = {"key_id": key_id, "fingerprint": secret.fingerprint() if secret else None}
+        calls: dict[str, dict[str, int]] = {"aws": dict(sorted(self.aws.calls.items()))}
+        for name in ("infisical", "heroku", "github", "ssh"):
+            sandbox = getattr(self, name)
+            if sandbox is not None:
+                calls[name] = dict(sorted(Counter(sandbox.calls).items()))
         return {
             "scenario": self.scenario.id,
+            "target_user": self.scenario.target_user,
             "account": self.aws.account_id,
             "simulated_now": iso(self.clock.now()),
             "iam_users": users,
             "holders": holders,
-            "calls": {"aws": dict(sorted(self.aws.calls.items()))},
+            "calls": calls,
         }
 
     def close(self) -> None:
+        for sandbox in (self.infisical, self.heroku, self.github, self.ssh):
+            if sandbox is not None:
+                try:
+                    sandbox.stop()
+                except Exception:
+                    pass
         self.aws.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _pair_from(item: dict[str, Any] | None, secrets: dict[str, Secret]) -> Pair | None:
+    if not item or not item.get("key_id"):
+        return None
+    secret = secrets.get(item.get("secret_of") or "")
+    if secret is None:
+        # The place held a secret that matched no key: it holds garbage still.
+        import secrets as _random
+
+        secret = Secret(_random.token_urlsafe(30), "garbage")
+    return Pair(item["key_id"], secret)
+
+
+def _workflow(seed):
+    from steps.sandbox.github import SandboxWorkflow
+
+    return SandboxWorkflow(seed.verify_workflow, environment=seed.environment)

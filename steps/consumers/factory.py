@@ -1,0 +1,98 @@
+"""Build vault and consumer adapters from inventory entries.
+
+Credentials are not in the inventory: live, each adapter reads them where its vendor's
+own tools do; in training, `Credentials` carries the sandbox's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from steps.secrets import Secret
+
+
+@dataclass
+class Credentials:
+    """What the sandbox hands its clients. Live, every field stays None."""
+
+    infisical: Any = None  # an InfisicalAuth
+    heroku_token: Secret | None = None
+    github_token: Secret | None = None
+    ssh_pkey: Any = None  # a paramiko PKey
+    github_now: Callable[[], datetime] | None = None
+
+
+def build_vault(entry, creds: Credentials):
+    from steps.consumers.infisical import InfisicalVault
+
+    return InfisicalVault(
+        entry.site_url,
+        entry.project_id,
+        entry.environment,
+        entry.path,
+        key_id_name=entry.key_id_name,
+        secret_name=entry.secret_name,
+        auth=creds.infisical,
+    )
+
+
+def build_consumer(entry, creds: Credentials, sleep: Callable[[float], None] | None = None, monotonic: Callable[[], float] | None = None):
+    if entry.type == "heroku":
+        from steps.consumers.heroku import HerokuConsumer
+
+        return HerokuConsumer(
+            entry.app,
+            api_url=entry.api_url,
+            token=creds.heroku_token,
+            verify_url=entry.verify_url,
+            key_id_var=entry.key_id_var,
+            secret_var=entry.secret_var,
+        )
+    if entry.type == "github":
+        from steps.consumers.github import EnvironmentTarget, GitHubSecretsConsumer, OrgTarget, RepoTarget
+
+        if entry.organization:
+            target = OrgTarget(entry.organization, entry.visibility, tuple(entry.selected_repositories))
+        elif entry.environment:
+            target = EnvironmentTarget(entry.repository, entry.environment)
+        else:
+            target = RepoTarget(entry.repository)
+        extra: dict[str, Any] = {}
+        if sleep is not None:
+            extra["sleep"] = sleep
+        if monotonic is not None:
+            extra["monotonic"] = monotonic
+        if creds.github_now is not None:
+            extra["now"] = creds.github_now
+        return GitHubSecretsConsumer(
+            target,
+            token=creds.github_token,
+            base_url=entry.base_url,
+            key_id_name=entry.key_id_name,
+            secret_name=entry.secret_name,
+            verify_workflow=entry.verify_workflow,
+            verify_ref=entry.verify_ref,
+            **extra,
+        )
+    if entry.type == "ssh":
+        from steps.consumers.ssh import SshHostConsumer
+
+        return SshHostConsumer(
+            entry.label,
+            entry.host,
+            port=entry.port,
+            user=entry.user,
+            key_filename=entry.key_file,
+            pkey=creds.ssh_pkey,
+            use_agent=entry.use_agent and creds.ssh_pkey is None,
+            known_hosts=entry.known_hosts,
+            env_file=entry.env_file,
+            restart_command=entry.restart_command,
+            verify_command=entry.verify,
+            key_id_var=entry.key_id_var,
+            secret_var=entry.secret_var,
+        )
+    raise ValueError(f"unknown consumer type {entry.type!r}")

@@ -1,0 +1,160 @@
+"""The inventory: per IAM user, where its pair lives in the vault and who consumes it.
+
+A YAML file, validated like runbooks (one line naming file and field). It holds
+addresses and names only: credentials come from the environment, the way each vendor's
+own tools read them (INFISICAL_*, HEROKU_API_KEY or ~/.netrc, GH_TOKEN/GITHUB_TOKEN,
+the SSH agent and ~/.ssh/config), or, in training, from the sandbox.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from steps.loader import RunbookError, first_validation_error, read_yaml
+
+USER_NAME = r"^[\w+=,.@-]{1,64}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InfisicalEntry(_Strict):
+    type: Literal["infisical"] = "infisical"
+    site_url: str = Field("https://app.infisical.com", pattern=r"^https?://")
+    project_id: str = Field(min_length=1)
+    environment: str = Field(min_length=1)
+    path: str = Field("/", pattern=r"^/")
+    key_id_name: str = "AWS_ACCESS_KEY_ID"
+    secret_name: str = "AWS_SECRET_ACCESS_KEY"
+
+
+class HerokuEntry(_Strict):
+    type: Literal["heroku"]
+    app: str = Field(pattern=r"^[a-z][a-z0-9-]{1,29}$")
+    api_url: str = Field("https://api.heroku.com", pattern=r"^https?://")
+    verify_url: str | None = Field(None, pattern=r"^https?://")
+    key_id_var: str = "AWS_ACCESS_KEY_ID"
+    secret_var: str = "AWS_SECRET_ACCESS_KEY"
+
+    @property
+    def name(self) -> str:
+        return f"heroku:{self.app}"
+
+
+class GitHubEntry(_Strict):
+    type: Literal["github"]
+    base_url: str = Field("https://api.github.com", pattern=r"^https?://")
+    repository: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
+    environment: str | None = None
+    organization: str | None = None
+    visibility: Literal["all", "private", "selected"] = "private"
+    selected_repositories: list[str] = Field(default_factory=list)
+    key_id_name: str = "AWS_ACCESS_KEY_ID"
+    secret_name: str = "AWS_SECRET_ACCESS_KEY"
+    verify_workflow: str | None = None
+    verify_ref: str = "main"
+
+    @model_validator(mode="after")
+    def _one_target(self) -> GitHubEntry:
+        if bool(self.repository) == bool(self.organization):
+            raise ValueError("give either 'repository' (with an optional 'environment') or 'organization'")
+        if self.environment and not self.repository:
+            raise ValueError("'environment' belongs to a repository")
+        if self.selected_repositories and self.visibility != "selected":
+            raise ValueError("'selected_repositories' needs visibility: selected")
+        return self
+
+    @property
+    def name(self) -> str:
+        if self.organization:
+            return f"github-org:{self.organization}"
+        return f"github:{self.repository}" + (f"@{self.environment}" if self.environment else "")
+
+
+class SshEntry(_Strict):
+    type: Literal["ssh"]
+    label: str = Field(pattern=r"^[\w.-]+$")
+    host: str = Field(min_length=1)
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = None
+    key_file: str | None = None
+    use_agent: bool = True
+    known_hosts: str | None = None
+    env_file: str = Field("/etc/raxx/credentials.env", pattern=r"^/")
+    service: str | None = None
+    restart: str | None = None
+    verify: str | None = None
+    key_id_var: str = "AWS_ACCESS_KEY_ID"
+    secret_var: str = "AWS_SECRET_ACCESS_KEY"
+
+    @property
+    def name(self) -> str:
+        return f"ssh:{self.label}"
+
+    @property
+    def restart_command(self) -> str | None:
+        if self.restart:
+            return self.restart
+        return f"sudo systemctl restart {self.service}" if self.service else None
+
+
+Consumer = Annotated[HerokuEntry | GitHubEntry | SshEntry, Field(discriminator="type")]
+
+
+class UserEntry(_Strict):
+    check_call: str | None = None
+    vault: InfisicalEntry | None = None
+    consumers: list[Consumer] = Field(default_factory=list)
+
+    @field_validator("check_call")
+    @classmethod
+    def _call(cls, value: str | None) -> str | None:
+        if value is not None:
+            from steps.actions.iam import parse_check_call
+
+            parse_check_call(value)
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> UserEntry:
+        seen: set[str] = set()
+        for consumer in self.consumers:
+            if consumer.name in seen:
+                raise ValueError(f"consumer {consumer.name} is listed twice")
+            seen.add(consumer.name)
+        return self
+
+
+class Inventory(_Strict):
+    version: Literal[1] = 1
+    users: dict[Annotated[str, Field(pattern=USER_NAME)], UserEntry]
+
+    def user(self, name: str) -> UserEntry | None:
+        return self.users.get(name)
+
+
+def load(path: str | Path) -> Inventory:
+    source = str(path)
+    data = read_yaml(Path(path).expanduser(), source)
+    try:
+        return Inventory.model_validate(data)
+    except ValidationError as exc:
+        raise first_validation_error(source, exc) from None
+
+
+def parse(data: dict[str, Any], source: str = "<inventory>") -> Inventory:
+    try:
+        return Inventory.model_validate(data)
+    except ValidationError as exc:
+        raise first_validation_error(source, exc) from None
+
+
+def dump(inventory: Inventory) -> dict[str, Any]:
+    return inventory.model_dump(mode="json", exclude_defaults=True)
+
+
+__all__ = ["Inventory", "UserEntry", "InfisicalEntry", "HerokuEntry", "GitHubEntry", "SshEntry", "load", "parse", "RunbookError"]
