@@ -133,7 +133,28 @@ def _asker(as_json: bool):
     return Asker()
 
 
-def _make_wiring(mode: str, *, scenario: str | None = None, profile: str | None = None, region: str | None = None, headless: bool = True):
+def inventory_file(given: str | None) -> Path | None:
+    """--inventory, else $HANDRAIL_INVENTORY, else the config dir's inventory.yaml if there is one."""
+    from steps.paths import inventory_path
+
+    if given:
+        return Path(given).expanduser()
+    if os.environ.get("HANDRAIL_INVENTORY"):
+        return Path(os.environ["HANDRAIL_INVENTORY"]).expanduser()
+    default = inventory_path()
+    return default if default.exists() else None
+
+
+def load_inventory(path: Path | None):
+    """The inventory, or None; a bad file raises RunbookError (one line)."""
+    if path is None:
+        return None
+    from steps import inventory
+
+    return inventory.load(path)
+
+
+def _make_wiring(mode: str, *, scenario: str | None = None, profile: str | None = None, region: str | None = None, inventory=None, headless: bool = True):
     from steps.wiring import LiveWiring, TrainingWiring, training_clock
 
     if mode == "training":
@@ -142,7 +163,7 @@ def _make_wiring(mode: str, *, scenario: str | None = None, profile: str | None 
 
         world = World.create(scenarios.load(scenario), training_clock(headless))
         return TrainingWiring(world)
-    return LiveWiring(profile=profile, region=region, dry_run=(mode == "dry-run"))
+    return LiveWiring(profile=profile, region=region, dry_run=(mode == "dry-run"), inventory=inventory)
 
 
 def wiring_for_session(row, headless: bool = True):
@@ -156,7 +177,13 @@ def wiring_for_session(row, headless: bool = True):
             raise click.ClickException(f"session {row.id}: its simulated world was not saved")
         clock = training_clock(headless, offset=row.sim_offset or 0.0)
         return TrainingWiring(World.restore(json.loads(row.world), clock))
-    return LiveWiring(profile=row.options.get("profile"), region=row.options.get("region"), dry_run=(row.mode == "dry-run"))
+    path = row.options.get("inventory")
+    return LiveWiring(
+        profile=row.options.get("profile"),
+        region=row.options.get("region"),
+        dry_run=(row.mode == "dry-run"),
+        inventory=load_inventory(Path(path)) if path else None,
+    )
 
 
 def _finish(session, code: int, message: str, as_json: bool, world_out: str | None) -> None:
@@ -202,8 +229,9 @@ def _drive_session(session, opts, as_json: bool, world_out: str | None) -> None:
 @click.option("--allow-self-rotation", is_flag=True, help="Allow rotating the key you are signed in with (warned, audited).")
 @click.option("--profile", metavar="PROFILE", help="Live/dry-run: the AWS profile to act as.")
 @click.option("--region", metavar="REGION", help="Live/dry-run: the AWS region for API calls.")
+@click.option("--inventory", "inventory_path", metavar="FILE", help="Live/dry-run: where each user's pair lives and who consumes it (default: $HANDRAIL_INVENTORY, then the config dir's inventory.yaml).")
 @_run_options
-def run(runbook, user, mode, scenario, reason, check_call, allow_self_rotation, profile, region, yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, as_json, world_out) -> None:
+def run(runbook, user, mode, scenario, reason, check_call, allow_self_rotation, profile, region, inventory_path, yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, as_json, world_out) -> None:
     """Run a runbook headless, from the first step to the end or the first stop."""
     from steps.driver import DriveOptions
     from steps.engine import InputError
@@ -217,6 +245,18 @@ def run(runbook, user, mode, scenario, reason, check_call, allow_self_rotation, 
         fail("--world-out is for training only")
     if scenario and mode != "training":
         fail("--scenario is for training only")
+    if inventory_path and mode == "training":
+        fail("--inventory is for live and dry-run: training builds its own from the scenario")
+    inventory = None
+    inv_file = None
+    if mode != "training":
+        inv_file = inventory_file(inventory_path)
+        if inv_file is not None and not inv_file.exists():
+            fail(f"{inv_file}: no such file (--inventory)")
+        try:
+            inventory = load_inventory(inv_file)
+        except RunbookError as exc:
+            fail(str(exc))
     if check_call:
         from steps.actions.iam import parse_check_call
 
@@ -243,6 +283,8 @@ def run(runbook, user, mode, scenario, reason, check_call, allow_self_rotation, 
             check_call = sc.aws.users[sc.target_user].check_call if sc.target_user == user else None
     if not user:
         fail("--user is required outside training (the IAM user to rotate)")
+    if inventory is not None and not check_call and inventory.user(user) is not None:
+        check_call = inventory.user(user).check_call
 
     inputs = {
         **scenario_inputs,
@@ -253,10 +295,10 @@ def run(runbook, user, mode, scenario, reason, check_call, allow_self_rotation, 
     if reason:
         inputs["reason"] = reason
     try:
-        wiring = _make_wiring(mode, scenario=scenario, profile=profile, region=region)
+        wiring = _make_wiring(mode, scenario=scenario, profile=profile, region=region, inventory=inventory)
     except RunbookError as exc:
         fail(str(exc))
-    options = {"profile": profile, "region": region, "scenario": scenario}
+    options = {"profile": profile, "region": region, "scenario": scenario, "inventory": str(inv_file.resolve()) if inv_file else None}
     try:
         session = _engine().start(runbook, inputs, wiring, options=options)
     except (InputError, WiringError) as exc:
@@ -454,6 +496,50 @@ def audit_show(session_ref: str | None, file: str | None) -> None:
         if session_ref and not str(record.get("session") or "").startswith(session_ref) and record.get("session") != session_ref:
             continue
         click.echo(json.dumps(record))
+
+
+@main.group()
+def inventory() -> None:
+    """Where each IAM user's pair lives, and who consumes it."""
+
+
+@inventory.command("check")
+@click.argument("file", required=False)
+def inventory_check(file: str | None) -> None:
+    """Validate an inventory file: exit 0, or 2 with a one-line error."""
+    from steps.loader import RunbookError
+
+    path = inventory_file(file)
+    if path is None:
+        fail("no inventory: give a FILE, set HANDRAIL_INVENTORY, or create the config dir's inventory.yaml")
+    try:
+        inv = load_inventory(path)
+    except RunbookError as exc:
+        fail(str(exc))
+    for name, entry in inv.users.items():
+        where = entry.vault.type if entry.vault else "no vault"
+        click.echo(f"{name}: {where}; {len(entry.consumers)} consumer(s): {', '.join(c.name for c in entry.consumers) or '-'}")
+    click.echo(f"{path}: ok ({len(inv.users)} user(s))")
+
+
+@main.group()
+def sandbox() -> None:
+    """The training sandbox as a long-running process, for live-mode rehearsals."""
+
+
+@sandbox.command("serve")
+@click.option("--scenario", metavar="NAME", help="The scenario to seed (default: happy-path).")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Where to write the inventory, env file and SSH files (default: a new temp dir).")
+def sandbox_serve(scenario: str | None, directory: str | None) -> None:
+    """Serve the whole sandbox until interrupted, and print the environment a
+    `handrail run --mode live` needs to point at it."""
+    from steps.loader import RunbookError
+    from steps.sandbox.serve import serve
+
+    try:
+        serve(scenario, directory, click.echo)
+    except RunbookError as exc:
+        fail(str(exc))
 
 
 # -- the app ------------------------------------------------------------------------------------
