@@ -535,6 +535,7 @@ class Session:
                 outcome = Outcome.done("done by the operator outside handrail (confirmed)", [render(step.manual.instructions, self.values()).splitlines()[0]] if step.manual else [])
             else:
                 assert spec is not None
+                self.wiring.before_step(step.id, current.attempts)
                 try:
                     outcome = spec.fn(self._context(step, spec, answer, override))
                 except ActionFailed as exc:

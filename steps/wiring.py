@@ -107,6 +107,9 @@ class Wiring:
         """Self-rotation: sign the operator's calls with `pair` from now on."""
         raise NotImplementedError
 
+    def before_step(self, step_id: str, attempt: int) -> None:
+        """Called before each attempt of a step runs (training schedules its faults on it)."""
+
     def checkpoint(self) -> str | None:
         return None
 
@@ -182,6 +185,9 @@ class TrainingWiring(Wiring):
 
     def switch_operator(self, pair: Pair) -> None:
         self.world.aws.operator = pair
+
+    def before_step(self, step_id: str, attempt: int) -> None:
+        self.world.before_step(step_id, attempt)
 
     def checkpoint(self) -> str | None:
         return json.dumps(self.world.snapshot())

@@ -189,6 +189,12 @@ def wiring_for_session(row, headless: bool = True):
 def _finish(session, code: int, message: str, as_json: bool, world_out: str | None) -> None:
     from steps.secrets import redact
 
+    debrief = None
+    if session.mode == "training" and getattr(session.wiring, "world", None) is not None:
+        from steps import debrief as debriefs
+
+        session.checkpoint()
+        debrief = debriefs.build(session.journal, session.audit, session.id)
     if world_out:
         world = getattr(session.wiring, "world", None)
         if world is None:
@@ -200,9 +206,16 @@ def _finish(session, code: int, message: str, as_json: bool, world_out: str | No
         summary = session.summary()
         summary["exit_code"] = code
         summary["message"] = message
+        if debrief is not None:
+            summary["debrief"] = {k: v for k, v in debrief.as_dict().items() if k != "timeline"}
         click.echo(redact(json.dumps(summary, indent=2)))
     else:
         click.echo(redact(message), err=code != 0)
+        if debrief is not None:
+            from steps.debrief import to_text
+
+            click.echo("")
+            click.echo(redact(to_text(debrief)))
     sys.exit(code)
 
 
@@ -458,6 +471,61 @@ def show(session_ref: str, as_json: bool) -> None:
     for e in events:
         when = e.ts_real + (f" (sim {e.ts_sim})" if e.ts_sim else "")
         click.echo(f"  {when}  {e.step_id or '-':<20} {e.kind:<9} {e.status or '':<10} {e.summary}")
+
+
+@main.command()
+@click.argument("session_ref", metavar="SESSION", default="last")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="Write it to a file (e.g. debrief.md).")
+def debrief(session_ref: str, fmt: str, out: str | None) -> None:
+    """A training session's debrief: timeline, gotchas and whether each was handled, end state."""
+    from steps import debrief as debriefs
+    from steps.audit import AuditLog
+    from steps.journal import Journal, SessionNotFound
+    from steps.paths import audit_path, journal_path
+    from steps.secrets import redact
+
+    try:
+        d = debriefs.build(Journal(journal_path()), AuditLog(audit_path()), session_ref)
+    except SessionNotFound as exc:
+        fail(str(exc))
+    text = {"text": debriefs.to_text, "markdown": debriefs.to_markdown}.get(fmt, lambda x: json.dumps(x.as_dict(), indent=2))(d)
+    text = redact(text)
+    if out:
+        Path(out).write_text(text if text.endswith("\n") else text + "\n")
+        click.echo(f"debrief written to {out}")
+    else:
+        click.echo(text)
+
+
+@main.command()
+@click.argument("scenario", required=False)
+@click.option("--list", "list_only", is_flag=True, help="Print the scenarios and exit (no app).")
+def train(scenario: str | None, list_only: bool) -> None:
+    """Training: practise the SOP's gotchas on a simulated cloud, no credentials needed.
+
+    Without --list, opens the app on SCENARIO (or lets you pick one)."""
+    from steps.loader import RunbookError
+    from steps.sandbox import scenario as scenarios
+
+    try:
+        found = scenarios.load_all()
+    except RunbookError as exc:
+        fail(str(exc))
+    if list_only:
+        width = max(len(s.id) for s in found)
+        for s in sorted(found, key=lambda s: (s.difficulty, s.id)):
+            click.echo(f"{s.id:<{width}}  {'*' * s.difficulty:<3}  {s.title}: {s.teaches}")
+        click.echo("")
+        click.echo("play one: handrail train SCENARIO   (headless: handrail run --scenario SCENARIO --yes --fast-forward)")
+        return
+    if scenario:
+        try:
+            scenarios.load(scenario)
+        except RunbookError as exc:
+            fail(str(exc))
+    ctx = click.get_current_context()
+    ctx.invoke(tui, runbook=None, user=None, mode="training", scenario=scenario)
 
 
 @main.group()

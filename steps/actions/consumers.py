@@ -101,7 +101,7 @@ def store_pair(ctx: StepContext) -> Outcome:
     try:
         current, versions = vault.read_pair()
     except AdapterError as exc:
-        raise ActionFailed(f"{vault.name}: {exc}") from None
+        raise ActionFailed(str(exc)) from None
     before = ctx.facts.get("vault_versions_before") or json.dumps(versions)
     if current is not None and current.key_id == pair.key_id and current.secret == pair.secret:
         return Outcome.done(f"{vault.name} already holds the new pair", [f"{vault.name}: {pair.key_id} ({pair.fingerprint()})"], vault_versions_before=before, vault_versions_after=json.dumps(versions))
@@ -111,7 +111,7 @@ def store_pair(ctx: StepContext) -> Outcome:
     try:
         after, lines = vault.write_pair(pair)
     except AdapterError as exc:
-        raise ActionFailed(f"{vault.name}: {exc}", evidence) from None
+        raise ActionFailed(str(exc), evidence) from None
     evidence += lines
     return Outcome.done(f"{vault.name} holds {pair.key_id} (versions {after})", evidence, vault_versions_before=before, vault_versions_after=json.dumps(after))
 
@@ -129,7 +129,7 @@ def restore_pair(ctx: StepContext) -> Outcome:
     try:
         current, _ = vault.read_pair()
     except AdapterError as exc:
-        raise ActionFailed(f"{vault.name}: {exc}") from None
+        raise ActionFailed(str(exc)) from None
     old_id = ctx.fact("old_key_id")
     if current is not None and current.key_id == old_id:
         return Outcome.done(f"{vault.name} already holds the old pair ({old_id})")
@@ -143,7 +143,7 @@ def restore_pair(ctx: StepContext) -> Outcome:
     try:
         versions, lines = vault.write_pair(pair)
     except AdapterError as exc:
-        raise ActionFailed(f"{vault.name}: {exc}") from None
+        raise ActionFailed(str(exc)) from None
     return Outcome.done(f"{vault.name} holds the old pair {old_id} again (versions {versions})", lines)
 
 
@@ -277,7 +277,7 @@ def vault_old_pair(ctx: StepContext) -> tuple[Pair | None, dict[str, int], list[
     try:
         pair, versions = vault.read_pair()
     except AdapterError as exc:
-        raise ActionFailed(f"{vault.name}: {exc}") from None
+        raise ActionFailed(str(exc)) from None
     if pair is None:
         return None, versions, [f"{vault.name} holds no pair for this user yet"]
     return pair, versions, [f"{vault.name} holds {pair.key_id} ({pair.fingerprint()}), versions {versions}"]

@@ -334,14 +334,19 @@ def _slot_preview(ctx: StepContext) -> Preview:
                 f"will delete Inactive key {k.key_id}, last used {k.last_used_text(now)}",
             ]
         )
+    in_vault = ctx.facts.get("old_key_id") if ctx.facts.get("vault_versions_before") else None
+
+    def label(k: KeyInfo) -> str:
+        return k.describe(now) + ("  <- held by the vault: in use" if k.key_id == in_vault else "")
+
     return Preview(
         [
             f"{user} has two Active keys (the maximum). One must be retired (deactivated, then deleted) before a new key can exist.",
             "Check each key's last use; the one you retire stops working at once and cannot be restored.",
         ]
-        + ["  " + k.describe(now) for k in keys],
+        + ["  " + label(k) for k in keys],
         confirm="typed",
-        choices=[Choice(k.key_id, k.describe(now)) for k in keys],
+        choices=[Choice(k.key_id, label(k)) for k in keys],
         prompt="type the id of the Active key to retire",
     )
 
@@ -392,6 +397,12 @@ def free_key_slot(ctx: StepContext) -> Outcome:
     if chosen is None:
         raise ActionFailed(
             f"two Active keys: type the id of the one to retire ({' or '.join(k.key_id for k in keys)}); got {ctx.answer!r}",
+            evidence,
+        )
+    if chosen.key_id == ctx.facts.get("old_key_id") and ctx.facts.get("vault_versions_before"):
+        raise ActionFailed(
+            f"{chosen.key_id} is the key the vault holds, so every consumer uses it: retiring it would cut them off. "
+            "Retire the other one (check its last use)",
             evidence,
         )
     keep = next(k for k in keys if k is not chosen)

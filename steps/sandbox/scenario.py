@@ -101,6 +101,44 @@ class SshSeed(_Strict):
 ConsumerSeed = Annotated[HerokuSeed | GitHubSeed | SshSeed, Field(discriminator="type")]
 
 
+class FaultSeed(_Strict):
+    """Something that goes wrong when a step runs (its first `times` attempts)."""
+
+    at: str = Field(pattern=SLUG)  # the step id
+    system: Literal["infisical", "heroku", "github", "ssh"]
+    route: str | None = None  # fail this route of a fake HTTP API with `status`
+    status: int = Field(500, ge=400, le=599)
+    down: bool = False  # the whole system is unreachable
+    restart_fails: str | None = None  # ssh: this service's restart fails
+    refuse_connections: bool = False  # ssh: the host refuses connections
+    times: int = Field(1, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FaultSeed:
+        kinds = [bool(self.route), self.down, bool(self.restart_fails), self.refuse_connections]
+        if sum(kinds) != 1:
+            raise ValueError("a fault is one of: route, down, restart_fails, refuse_connections")
+        if (self.restart_fails or self.refuse_connections) and self.system != "ssh":
+            raise ValueError("restart_fails and refuse_connections are ssh faults")
+        if self.route and self.system == "ssh":
+            raise ValueError("route faults are for the HTTP systems (infisical, heroku, github)")
+        return self
+
+
+class ForgottenSeed(_Strict):
+    """A consumer of the pair that no inventory lists: it keeps using its key."""
+
+    name: str
+    holds: Holds = "active"
+    every: float = 10.0
+    call: str | None = None
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _d(cls, value: Any) -> float:
+        return _duration(value)
+
+
 class Operator(_Strict):
     # The self-rotation trap: the operator's credentials are the target user's own key.
     as_target: bool = False
@@ -108,6 +146,7 @@ class Operator(_Strict):
 
 class Scenario(_Strict):
     id: str = Field(pattern=SLUG)
+    runbook: str = "aws-iam-access-key"
     title: str
     teaches: str
     difficulty: int = Field(ge=1, le=3)
@@ -118,6 +157,8 @@ class Scenario(_Strict):
     operator: Operator = Operator()
     vault: VaultSeed | None = None
     consumers: list[ConsumerSeed] = Field(default_factory=list)
+    forgotten: list[ForgottenSeed] = Field(default_factory=list)
+    faults: list[FaultSeed] = Field(default_factory=list)
     # Extra inputs the scenario gives the runbook (e.g. a reason).
     inputs: dict[str, str] = Field(default_factory=dict)
     gotchas: list[str] = Field(default_factory=list)
@@ -129,9 +170,13 @@ class Scenario(_Strict):
         keys = self.aws.users[self.target_user].keys
         for where, holds in [("vault", self.vault.holds if self.vault else "active")] + [
             (f"consumers[{i}]", c.holds) for i, c in enumerate(self.consumers)
-        ]:
+        ] + [(f"forgotten[{i}]", c.holds) for i, c in enumerate(self.forgotten)]:
             if holds not in ("active", "none") and not (holds.isdigit() and int(holds) < len(keys)):
                 raise ValueError(f"{where}.holds: {holds!r} is not 'active', 'none' or the index of one of the target's keys")
+        systems = {"infisical": self.vault is not None} | {t: any(c.type == t for c in self.consumers) for t in ("heroku", "github", "ssh")}
+        for i, fault in enumerate(self.faults):
+            if not systems.get(fault.system):
+                raise ValueError(f"faults[{i}].system: the scenario has no {fault.system}")
         return self
 
 
@@ -165,6 +210,12 @@ def load(ref: str | None = None) -> Scenario:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise first_validation_error(ref, exc) from None
+    from steps.loader import load as load_runbook
+
+    steps = {s.id for s in load_runbook(scenario.runbook).steps}
+    for i, fault in enumerate(scenario.faults):
+        if fault.at not in steps:
+            raise RunbookError(ref, f"faults[{i}].at", f"{fault.at!r} is not a step of runbook {scenario.runbook}")
     return scenario
 
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,11 @@ class World:
         self.inventory: Inventory | None = None
         self.creds = Credentials()
         self._tmp = Path(tempfile.mkdtemp(prefix="handrail-world-"))
+        self.forgotten: list[_Forgotten] = []
+        self.fault_log: list[str] = []
+        self._down: dict[str, int] = {}  # system -> attempts of the faulted step it stays down
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     # -- building ---------------------------------------------------------------------------
 
@@ -52,6 +60,7 @@ class World:
         try:
             pairs = world._seed_aws()
             world._start_places(lambda holds: world._initial_pair(pairs, holds))
+            world._start_forgotten({f.name: world._initial_pair(pairs, f.holds) for f in scenario.forgotten})
         except BaseException:
             world.close()
             raise
@@ -65,6 +74,7 @@ class World:
         try:
             places = snapshot.get("places", {})
             world._start_places(None, places=places, secrets=secrets, vault_history=snapshot.get("vault_history", []))
+            world._start_forgotten({f.name: _pair_from(places.get(f"forgotten:{f.name}"), secrets) for f in scenario.forgotten})
         except BaseException:
             world.close()
             raise
@@ -193,6 +203,65 @@ class World:
         check_call = sc.aws.users[user].check_call
         self.inventory = Inventory(users={user: UserEntry(check_call=check_call, vault=vault_entry, consumers=entries)})
 
+    # -- forgotten consumers and faults -----------------------------------------------------
+
+    def _start_forgotten(self, pairs: dict[str, Pair | None]) -> None:
+        """Consumers nobody listed keep using their key on the simulated clock: on every
+        advance, and every real second (time passes in the app too)."""
+        for seed in self.scenario.forgotten:
+            pair = pairs.get(seed.name)
+            if pair is not None:
+                self.forgotten.append(_Forgotten(seed.name, pair, seed.every, seed.call, self.clock.now()))
+        if self.forgotten:
+            self.clock.on_advance(lambda before, after: self.tick())
+            self._ticker = threading.Thread(target=self._tick_forever, name="sandbox-forgotten", daemon=True)
+            self._ticker.start()
+
+    def _tick_forever(self) -> None:
+        while not self._stop.wait(1.0):
+            self.tick()
+
+    def tick(self) -> None:
+        now = self.clock.now()
+        for workload in self.forgotten:
+            if now >= workload.next_run and workload.lock.acquire(blocking=False):
+                try:
+                    workload.next_run = now + timedelta(seconds=workload.every)
+                    ok, message = self.aws.probe(workload.pair.key_id, workload.pair.secret, workload.call)
+                    workload.runs.append((iso(now), ok, message))
+                finally:
+                    workload.lock.release()
+
+    def before_step(self, step_id: str, attempt: int) -> None:
+        """Arm the scenario's faults for the step about to run; lift the ones that ended."""
+        for system, _ in list(self._down.items()):
+            self._set_down(system, False)
+        self._down.clear()
+        if self.ssh is not None:
+            self.ssh.refuse_connections = False
+        for fault in self.scenario.faults:
+            if fault.at != step_id or attempt > fault.times:
+                continue
+            sandbox = getattr(self, fault.system)
+            if fault.down:
+                self._set_down(fault.system, True)
+                self._down[fault.system] = attempt
+                self.fault_log.append(f"{fault.system} unreachable during attempt {attempt} of {step_id}")
+            elif fault.refuse_connections:
+                sandbox.refuse_connections = True
+                self.fault_log.append(f"ssh host refused connections during attempt {attempt} of {step_id}")
+            elif attempt == 1 and fault.route:
+                sandbox.fail(fault.route, times=fault.times, status=fault.status)
+                self.fault_log.append(f"{fault.system} {fault.route} answers {fault.status} {fault.times}x from {step_id}")
+            elif attempt == 1 and fault.restart_fails:
+                self.ssh.fail_restart(fault.restart_fails, fault.times)
+                self.fault_log.append(f"ssh restart of {fault.restart_fails} fails {fault.times}x from {step_id}")
+
+    def _set_down(self, system: str, down: bool) -> None:
+        sandbox = getattr(self, system, None)
+        if sandbox is not None:
+            sandbox.down = down
+
     # -- the world as data ------------------------------------------------------------------
 
     def holdings(self) -> dict[str, tuple[str | None, Secret | None]]:
@@ -209,9 +278,11 @@ class World:
 
     def snapshot(self) -> dict[str, Any]:
         owner = self._secret_owner()
+        held = dict(self.holdings())
+        held.update({f"forgotten:{w.name}": (w.pair.key_id, w.pair.secret) for w in self.forgotten})
         places = {
             place: {"key_id": key_id, "secret_of": owner.get(secret.fingerprint()) if secret else None}
-            for place, (key_id, secret) in self.holdings().items()
+            for place, (key_id, secret) in held.items()
         }
         history: list[dict[str, Any]] = []
         if self.infisical is not None and self.scenario.vault is not None:
@@ -234,6 +305,14 @@ class World:
         if self.ssh is not None:
             for place, (key_id, secret) in sorted(self.ssh.loaded().items()):
                 holders[f"{place} (running service)"] = {"key_id": key_id, "fingerprint": secret.fingerprint() if secret else None}
+        for w in self.forgotten:
+            last = w.runs[-1] if w.runs else None
+            holders[f"forgotten:{w.name}"] = {
+                "key_id": w.pair.key_id,
+                "fingerprint": w.pair.fingerprint(),
+                "in_inventory": False,
+                "last_run": {"at": last[0], "ok": last[1], "result": last[2]} if last else None,
+            }
         calls: dict[str, dict[str, int]] = {"aws": dict(sorted(self.aws.calls.items()))}
         for name in ("infisical", "heroku", "github", "ssh"):
             sandbox = getattr(self, name)
@@ -246,10 +325,12 @@ class World:
             "simulated_now": iso(self.clock.now()),
             "iam_users": users,
             "holders": holders,
+            "faults": list(self.fault_log),
             "calls": calls,
         }
 
     def close(self) -> None:
+        self._stop.set()
         for sandbox in (self.infisical, self.heroku, self.github, self.ssh):
             if sandbox is not None:
                 try:
@@ -258,6 +339,17 @@ class World:
                     pass
         self.aws.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+@dataclass
+class _Forgotten:
+    name: str
+    pair: Pair
+    every: float
+    call: str | None
+    next_run: datetime
+    runs: list[tuple[str, bool, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _pair_from(item: dict[str, Any] | None, secrets: dict[str, Secret]) -> Pair | None:

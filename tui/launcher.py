@@ -1,0 +1,200 @@
+"""Opening sessions for the app: what the start screen offers, and starting or
+resuming a session the way `handrail run` and `handrail resume` do.
+
+Plain Python, no textual: the app calls these from thread workers, because the first
+training world imports moto and boto3 (about a second).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tui.frozen import Frozen
+
+if TYPE_CHECKING:
+    from steps.engine import Engine, Session
+    from steps.journal import SessionRow
+
+MODES = ("training", "dry-run", "live")
+
+
+@dataclass(frozen=True)
+class RunbookChoice:
+    ref: str  # what Engine.start takes: the shipped runbook's id
+    title: str
+    reasons: tuple[str, ...]
+    default_reason: str | None
+
+
+@dataclass(frozen=True)
+class ScenarioChoice:
+    id: str
+    title: str
+    teaches: str
+    briefing: str
+    goal: str
+    difficulty: int
+    target_user: str
+    reason: str | None
+
+
+@dataclass
+class Catalog:
+    runbooks: list[RunbookChoice] = field(default_factory=list)
+    scenarios: list[ScenarioChoice] = field(default_factory=list)
+    unfinished: list[SessionRow] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def runbook(self, ref: str | None) -> RunbookChoice | None:
+        return next((r for r in self.runbooks if r.ref == ref), self.runbooks[0] if self.runbooks else None)
+
+    def scenario(self, scenario_id: str | None) -> ScenarioChoice | None:
+        return next((s for s in self.scenarios if s.id == scenario_id), None)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the operator picked on the start screen."""
+
+    runbook: str
+    mode: str = "training"
+    user: str | None = None
+    scenario: str | None = None
+    reason: str | None = None
+
+
+class LaunchError(Exception):
+    """Why a session could not be opened, as one line for the operator."""
+
+
+def load_catalog(journal_factory: Callable[[], Any] | None = None) -> Catalog:
+    from steps.loader import RunbookError, load, shipped
+    from steps.sandbox import scenario as scenarios
+
+    catalog = Catalog()
+    for path in shipped():
+        try:
+            book = load(path)
+        except RunbookError as exc:
+            catalog.problems.append(str(exc))
+            continue
+        reason = book.inputs.get("reason")
+        catalog.runbooks.append(
+            RunbookChoice(path.stem, book.title, tuple(reason.choices or ()) if reason else (), reason.default if reason else None)
+        )
+    for path in scenarios.shipped():
+        try:
+            sc = scenarios.load(str(path))
+        except RunbookError as exc:
+            catalog.problems.append(str(exc))
+            continue
+        catalog.scenarios.append(
+            ScenarioChoice(sc.id, sc.title, sc.teaches, sc.briefing.strip(), sc.goal, sc.difficulty, sc.target_user, sc.inputs.get("reason"))
+        )
+    catalog.scenarios.sort(key=lambda s: (s.difficulty, s.id != scenarios.DEFAULT, s.id))
+    try:
+        catalog.unfinished = (journal_factory or _journal)().unfinished()
+    except Exception as exc:  # an unreadable journal must not keep the app from opening
+        catalog.problems.append(f"journal: {exc}")
+    return catalog
+
+
+def _journal():
+    from steps.journal import Journal
+    from steps.paths import journal_path
+
+    return Journal(journal_path())
+
+
+class Launcher:
+    """Builds the engine once and opens sessions on it."""
+
+    def __init__(self, frozen: Frozen | None = None) -> None:
+        self.frozen = frozen
+        self._engine: Engine | None = None
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from steps.audit import AuditLog
+            from steps.engine import Engine
+            from steps.paths import audit_path, journal_path
+
+            journal = self.frozen.journal(journal_path()) if self.frozen else _journal()
+            self._engine = Engine(journal, AuditLog(audit_path()), os_user=self.frozen.os_user if self.frozen else None)
+        return self._engine
+
+    def journal(self):
+        return self.engine().journal
+
+    def start(self, request: Request) -> Session:
+        """Start a session as `handrail run` does (training builds its simulated world)."""
+        from steps.engine import EngineError
+        from steps.journal import LockHeld
+        from steps.loader import RunbookError
+        from steps.wiring import WiringError
+
+        if request.mode not in MODES:
+            raise LaunchError(f"unknown mode {request.mode!r} (one of {', '.join(MODES)})")
+        inputs: dict[str, str | None] = {}
+        try:
+            if request.mode == "training":
+                wiring, inputs = self._training(request)
+            else:
+                if not request.user:
+                    raise LaunchError("outside training, name the IAM user to rotate")
+                from steps.wiring import LiveWiring
+
+                wiring = LiveWiring(dry_run=request.mode == "dry-run")
+        except RunbookError as exc:
+            raise LaunchError(str(exc)) from None
+        inputs["target_user"] = request.user or inputs.get("target_user")
+        if request.reason:
+            inputs["reason"] = request.reason
+        try:
+            return self.engine().start(request.runbook, inputs, wiring, options={"scenario": request.scenario, "opened_by": "tui"})
+        except (EngineError, WiringError, LockHeld, RunbookError) as exc:
+            wiring.close()
+            raise LaunchError(str(exc)) from None
+        except BaseException:
+            wiring.close()
+            raise
+
+    def _training(self, request: Request):
+        from steps.sandbox import scenario as scenarios
+        from steps.sandbox.world import World
+        from steps.wiring import TrainingWiring, training_clock
+
+        sc = scenarios.load(request.scenario)
+        user = request.user or sc.target_user
+        inputs: dict[str, str | None] = {**sc.inputs, "target_user": user}
+        if user in sc.aws.users and sc.aws.users[user].check_call:
+            inputs["check_call"] = sc.aws.users[user].check_call
+        if self.frozen:
+            self.frozen.seed_randomness("world")
+            clock = self.frozen.clock()
+        else:
+            clock = training_clock(headless=False)
+        return TrainingWiring(World.create(sc, clock)), inputs
+
+    def resume(self, session_ref: str) -> Session:
+        """Resume an unfinished session from the journal (training: its saved world)."""
+        from steps.engine import EngineError
+        from steps.journal import LockHeld, SessionNotFound
+
+        from tui.cli import wiring_for_session
+
+        try:
+            return self.engine().resume(session_ref, lambda row: wiring_for_session(row, headless=False))
+        except (EngineError, LockHeld, SessionNotFound) as exc:
+            raise LaunchError(str(exc)) from None
+        except Exception as exc:  # click.ClickException from wiring_for_session, a broken world...
+            raise LaunchError(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}") from None
+
+    def close(self) -> None:
+        if self._engine is not None:
+            try:
+                self._engine.journal.close()
+            except Exception:
+                pass

@@ -1,0 +1,1 @@
+"""The app's screens: start, checklist, and the modals they open."""

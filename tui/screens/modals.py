@@ -1,0 +1,249 @@
+"""The small questions the checklist asks: confirm, type, give a reason, done outside?
+
+Each is a modal that dismisses with the answer (None when cancelled); the checklist
+decides what to do with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Static
+
+from tui.widgets.secret import SecretReveal
+
+T = TypeVar("T")
+
+
+def _block(text: str, prefix: str = "") -> Content:
+    return Content("\n").join(Content(prefix + line) for line in text.splitlines())
+
+
+class Dialog(ModalScreen[T]):
+    """A framed question. Escape always cancels (dismisses with None)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    TITLE_TEXT = ""
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def button(self, label: str, action: str, variant: str = "default") -> Button:
+        """A button that runs `action` (e.g. "screen.yes") when clicked."""
+        return Button(label, variant=variant, compact=True, action=action)
+
+    def quiet_cursor(self, widget: Input) -> Input:
+        widget.cursor_blink = getattr(self.app, "cursor_blink", True)
+        return widget
+
+
+class ConfirmRunScreen(Dialog[bool]):
+    """A `yes` step: the command and what it will do, then y to run it."""
+
+    BINDINGS = [Binding("y", "yes", "Run it"), Binding("n,escape", "cancel", "Cancel")]
+
+    def __init__(self, prompt: Any) -> None:
+        super().__init__()
+        self.prompt = prompt
+
+    def compose(self) -> ComposeResult:
+        step = self.prompt.step
+        with Vertical(id="dialog") as box:
+            box.border_title = f"Run step {step.number}?"
+            yield Static(Content.from_markup("[b]$title[/b]", title=step.title))
+            with VerticalScroll(classes="dialog-body"):
+                yield Static(_block(self.prompt.command, "$ "), classes="block", id="confirm-command")
+                if self.prompt.preview:
+                    yield Static(_block("\n".join(self.prompt.preview)), classes="block", id="confirm-preview")
+                if self.prompt.undo_command:
+                    yield Static(Content.from_markup("[b]Undo:[/b] $undo", undo=self.prompt.undo_command), classes="prose")
+                elif step.irreversible:
+                    yield Static(Content.from_markup("[b $error]Irreversible:[/] no undo once it has run"), classes="prose")
+            with Horizontal(classes="buttons"):
+                yield self.button("y Run it", "screen.yes", "primary")
+                yield self.button("n Cancel", "screen.cancel")
+
+    def action_yes(self) -> None:
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class TypedConfirmScreen(Dialog[str]):
+    """A `typed` step: type the value shown (or one of the key ids offered) to run it."""
+
+    def __init__(self, prompt: Any) -> None:
+        super().__init__()
+        self.prompt = prompt
+
+    @property
+    def accepted(self) -> list[str]:
+        if self.prompt.choices:
+            return [c.value for c in self.prompt.choices]
+        return [self.prompt.expect] if self.prompt.expect else []
+
+    def compose(self) -> ComposeResult:
+        step, prompt = self.prompt.step, self.prompt
+        with Vertical(id="dialog") as box:
+            box.border_title = f"Step {step.number} needs a typed confirmation"
+            yield Static(Content.from_markup("[b]$title[/b]", title=step.title))
+            with VerticalScroll(classes="dialog-body"):
+                yield Static(_block(prompt.command, "$ "), classes="block")
+                preview = [line for line in prompt.preview if not any(c.value in line for c in prompt.choices)]
+                if preview:
+                    yield Static(_block("\n".join(preview)), classes="prose")
+                if prompt.choices:
+                    lines = [Content.from_markup("[b]$value[/b]  $label", value=c.value, label=c.label.replace(c.value, "", 1).strip()) for c in prompt.choices]
+                    yield Static(Content("\n").join(lines), classes="block", id="typed-choices")
+            ask = prompt.prompt or f"type {prompt.expect} to run this step"
+            yield Static(Content.from_markup("[b]$ask[/b]", ask=ask[0].upper() + ask[1:]))
+            yield self.quiet_cursor(Input(placeholder=self.accepted[0] if len(self.accepted) == 1 else "key id", id="typed-answer"))
+            yield Static(id="typed-error")
+            with Horizontal(classes="buttons"):
+                yield self.button("enter Run it", "screen.submit", "primary")
+                yield self.button("esc Cancel", "screen.cancel")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_submit()
+
+    def action_submit(self) -> None:
+        answer = self.query_one("#typed-answer", Input).value.strip()
+        if answer in self.accepted:
+            self.dismiss(answer)
+            return
+        error = self.query_one("#typed-error", Static)
+        error.update(Content(f"{answer!r} is not " + (f"one of {', '.join(self.accepted)}" if len(self.accepted) > 1 else repr(self.accepted[0]) if self.accepted else "expected")))
+        error.add_class("-error")
+
+
+class ReasonScreen(Dialog[str]):
+    """Ask for a reason (skip, override): at least three characters; it is audited."""
+
+    def __init__(self, title: str, explanation: str, placeholder: str = "the reason, for the audit log") -> None:
+        super().__init__()
+        self.title_text = title
+        self.explanation = explanation
+        self.placeholder = placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog") as box:
+            box.border_title = self.title_text
+            yield Static(Content(self.explanation), classes="prose")
+            yield self.quiet_cursor(Input(placeholder=self.placeholder, id="reason"))
+            yield Static(id="reason-error")
+            with Horizontal(classes="buttons"):
+                yield self.button("enter OK", "screen.submit", "primary")
+                yield self.button("esc Cancel", "screen.cancel")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_submit()
+
+    def action_submit(self) -> None:
+        reason = self.query_one("#reason", Input).value.strip()
+        if len(reason) >= 3:
+            self.dismiss(reason)
+            return
+        error = self.query_one("#reason-error", Static)
+        error.update("a reason of at least three characters, please: it goes to the audit log")
+        error.add_class("-error")
+
+
+class ManualStepScreen(Dialog[str]):
+    """A manual step: the instructions, then 'done outside handrail?' (or skip with a reason)."""
+
+    BINDINGS = [
+        Binding("d", "done", "Done outside"),
+        Binding("s", "skip", "Skip…"),
+        Binding("v", "reveal", "Reveal secret"),
+        Binding("escape", "cancel", "Not yet"),
+    ]
+
+    def __init__(self, prompt: Any, session: Any, reveal_seconds: float = 10.0) -> None:
+        super().__init__()
+        self.prompt = prompt
+        self.session = session
+        self.reveal_seconds = reveal_seconds
+
+    def compose(self) -> ComposeResult:
+        step = self.prompt.step
+        with Vertical(id="dialog") as box:
+            box.border_title = f"Step {step.number} is manual"
+            yield Static(Content.from_markup("[b]$title[/b]: you do it outside handrail", title=step.title))
+            with VerticalScroll(classes="dialog-body"):
+                yield Static(_block(self.prompt.manual or ""), classes="prose", id="manual-instructions")
+                yield Static(_block(self.prompt.command, "$ "), classes="block")
+            yield SecretReveal(self.session, self.reveal_seconds, id="manual-secret")
+            yield Static(Content.from_markup("[b]Done outside handrail?[/b]"))
+            with Horizontal(classes="buttons"):
+                yield self.button("d Done", "screen.done", "primary")
+                yield self.button("s Skip…", "screen.skip")
+                yield self.button("esc Not yet", "screen.cancel")
+
+    def action_done(self) -> None:
+        self.dismiss("done")
+
+    def action_skip(self) -> None:
+        self.dismiss("skip")
+
+    def action_reveal(self) -> None:
+        if not self.query_one(SecretReveal).reveal(self.prompt.step.id):
+            self.notify("there is no new secret in memory to reveal", severity="warning")
+
+
+class ManualUndoScreen(Dialog[bool]):
+    """During a rollback: a manual undo the operator must do, then confirm."""
+
+    BINDINGS = [Binding("d", "done", "Done"), Binding("n,escape", "cancel", "Not done")]
+
+    def __init__(self, item: Any) -> None:
+        super().__init__()
+        self.item = item
+
+    def compose(self) -> ComposeResult:
+        step = self.item.step
+        with Vertical(id="dialog") as box:
+            box.border_title = f"Undo step {step.number} by hand"
+            yield Static(Content.from_markup("[b]$title[/b]", title=step.title))
+            yield Static(_block(self.item.command), classes="prose")
+            yield Static(Content("Not done stops the rollback here; it can be run again later."), classes="prose")
+            with Horizontal(classes="buttons"):
+                yield self.button("d Done", "screen.done", "primary")
+                yield self.button("n Not done", "screen.cancel")
+
+    def action_done(self) -> None:
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class QuitScreen(Dialog[bool]):
+    """Quit while a step runs: say what happens to it."""
+
+    BINDINGS = [Binding("y", "yes", "Quit"), Binding("n,escape", "cancel", "Stay")]
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog") as box:
+            box.border_title = "Quit now?"
+            yield Static(Content(self.text), classes="prose")
+            with Horizontal(classes="buttons"):
+                yield self.button("y Quit", "screen.yes", "warning")
+                yield self.button("n Stay", "screen.cancel")
+
+    def action_yes(self) -> None:
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)

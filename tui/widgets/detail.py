@@ -1,0 +1,148 @@
+"""The checklist's right side: one step, in full.
+
+Why it exists, the command it stands for, its undo, what it will do (the preview),
+the gate or manual instructions, the wait in progress, the live output, and the
+evidence it validated, then the keys that apply now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.widgets import ProgressBar, Static
+
+from steps.clock import human_duration
+from tui.states import look
+from tui.widgets.secret import SecretReveal
+
+
+@dataclass
+class Wait:
+    """A wait in progress: the engine's `progress` event (what, done, total)."""
+
+    what: str
+    done: float
+    total: float
+
+    @property
+    def left(self) -> float:
+        return max(0.0, self.total - self.done)
+
+
+@dataclass
+class StepView:
+    state: Any  # steps.engine.StepState
+    status: str  # as shown: the engine's, or next / waiting
+    command: str
+    undo: str
+    prompt: Any = None  # steps.engine.Prompt, for the current step
+    gate: Any = None  # steps.engine.GateState
+    output: list[str] = field(default_factory=list)
+    wait: Wait | None = None
+    hints: list[tuple[str, str]] = field(default_factory=list)
+    note: str = ""
+
+
+def _lines(text: str, prefix: str = "") -> Content:
+    return Content("\n").join(Content(prefix + line) for line in text.splitlines())
+
+
+class StepDetail(VerticalScroll):
+    def __init__(self, session, reveal_seconds: float = 10.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.session = session
+        self.reveal_seconds = reveal_seconds
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="d-status")
+        yield Static(id="d-why", classes="prose")
+        yield Static(id="d-command", classes="block")
+        yield Static(id="d-undo", classes="prose")
+        yield Static(id="d-gate", classes="callout")
+        yield Static(id="d-preview", classes="block")
+        yield Static(id="d-manual", classes="callout")
+        with Vertical(id="d-wait"):
+            yield Static(id="d-wait-what")
+            yield ProgressBar(id="d-wait-bar", show_eta=False)
+        yield SecretReveal(self.session, self.reveal_seconds, id="d-secret")
+        yield Static(id="d-output", classes="block")
+        yield Static(id="d-evidence", classes="block")
+        yield Static(id="d-note", classes="callout")
+        yield Static(id="d-hints")
+
+    def _set(self, widget_id: str, content: Content | str | None, title: str | None = None) -> None:
+        widget = self.query_one(f"#{widget_id}", Static)
+        widget.display = bool(content)
+        if content:
+            widget.update(content)
+        if title is not None:
+            widget.border_title = title
+
+    def show(self, view: StepView) -> None:
+        state, step = view.state, view.state.step
+        style = look(view.status)
+        self.border_title = f"Step {step.number} · {step.title}"
+        status = Content.from_markup(f"[{style.color} b]$glyph $word[/]", glyph=style.glyph, word=style.word)
+        if state.summary and view.status not in ("next", "waiting", "pending"):
+            status = status + Content(": ") + Content(state.summary)
+        if view.status == "running" and state.attempts > 1:
+            status = status + Content(f" (attempt {state.attempts})")
+        self._set("d-status", status)
+        self._set("d-why", Content(step.why))
+        self._set("d-command", _lines(view.command, "$ "), "Command · c copies it")
+        self._set("d-undo", Content.from_markup("[b]Undo:[/b] $undo", undo=view.undo))
+        self._show_gate(view)
+        self._show_preview(view)
+        self._show_manual(view)
+        self._show_wait(view.wait)
+        self.query_one(SecretReveal).refresh_secret()
+        self._set("d-output", _lines("\n".join(view.output)) if view.output else None, "Output")
+        evidence = state.evidence if view.status not in ("next", "pending", "waiting") else []
+        self._set("d-evidence", _lines("\n".join(evidence)) if evidence else None, "Evidence")
+        self._set("d-note", Content(view.note) if view.note else None)
+        hints = Content("  ").join(Content.from_markup("[b $accent]$key[/] $text", key=key, text=text) for key, text in view.hints)
+        self._set("d-hints", hints if view.hints else None)
+
+    def _show_gate(self, view: StepView) -> None:
+        gate = view.gate
+        if gate is None or view.status not in ("next", "waiting"):
+            self._set("d-gate", None)
+            return
+        text = Content(gate.describe())
+        if gate.why:
+            text = text + Content("\n" + gate.why)
+        self._set("d-gate", text, "Observation gate")
+
+    def _show_preview(self, view: StepView) -> None:
+        prompt = view.prompt
+        if prompt is None or view.status not in ("next", "waiting") or prompt.kind == "manual":
+            self._set("d-preview", None)
+            return
+        lines = list(prompt.preview)
+        if prompt.would_run:
+            lines.insert(0, "dry run: this step changes things, so it will only be shown, not run")
+        if prompt.confirm == "typed" and not prompt.nothing_to_do and not prompt.would_run:
+            lines.append(prompt.prompt or f"to run it, type {prompt.expect}")
+        self._set("d-preview", _lines("\n".join(lines)) if lines else None, "What it will do")
+
+    def _show_manual(self, view: StepView) -> None:
+        prompt = view.prompt
+        if prompt is None or prompt.kind != "manual" or view.status not in ("next", "waiting"):
+            self._set("d-manual", None)
+            return
+        self._set("d-manual", _lines(prompt.manual or ""), "Manual step: you do this outside handrail")
+
+    def _show_wait(self, wait: Wait | None) -> None:
+        box = self.query_one("#d-wait")
+        box.display = wait is not None
+        if wait is None:
+            return
+        box.border_title = "Waiting"
+        self.query_one("#d-wait-what", Static).update(
+            Content.from_markup("$what · [b]$left left[/b] of $total", what=wait.what, left=human_duration(wait.left), total=human_duration(wait.total))
+        )
+        self.query_one("#d-wait-bar", ProgressBar).update(total=max(wait.total, 0.001), progress=min(wait.done, wait.total))
