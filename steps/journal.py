@@ -61,6 +61,17 @@ CREATE TABLE IF NOT EXISTS facts (
     step_id     TEXT,
     PRIMARY KEY (session_id, name)
 );
+CREATE TABLE IF NOT EXISTS validations (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    runbook_id  TEXT NOT NULL,
+    mode        TEXT NOT NULL,
+    account     TEXT NOT NULL DEFAULT '',
+    session_id  TEXT,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    detail      TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS locks (
     account     TEXT NOT NULL,
     target      TEXT NOT NULL,
@@ -280,6 +291,21 @@ class Journal:
         with self._lock:
             rows = self._db.execute("SELECT name, value FROM facts WHERE session_id = ?", (session_id,)).fetchall()
         return {r["name"]: r["value"] for r in rows}
+
+    # -- validations of runbooks (the SOP's sandbox-rotation method) ----------------------
+
+    def record_validation(self, runbook_id: str, mode: str, account: str, session_id: str | None, started_at: str, outcome: str, detail: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO validations (runbook_id, mode, account, session_id, started_at, finished_at, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (runbook_id, mode, account, session_id, started_at, now_iso(), outcome, redact(detail)),
+            )
+
+    def last_validation(self, runbook_id: str, mode: str | None = None) -> dict[str, Any] | None:
+        query = "SELECT * FROM validations WHERE runbook_id = ?" + (" AND mode = ?" if mode else "") + " ORDER BY id DESC LIMIT 1"
+        with self._lock:
+            row = self._db.execute(query, (runbook_id, mode) if mode else (runbook_id,)).fetchone()
+        return dict(row) if row else None
 
     # -- locks --------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ def step_kind(step: Step) -> str:
     return f"{step.run} ({'changes things' if spec.mutates else 'read-only'})"
 
 
-def render_plan(book: Runbook, fmt: str = "text") -> str:
+def render_plan(book: Runbook, fmt: str = "text", last_validated: str | None = None) -> str:
     h = book.header
     out: list[str] = []
     if fmt == "markdown":
@@ -37,6 +37,8 @@ def render_plan(book: Runbook, fmt: str = "text") -> str:
             f"**Average duration:** {h.average_duration} · **Required role:** {h.required_role}"
             + (f" ({h.elevated_role})" if h.elevated_role else "")
         )
+        if last_validated:
+            out += ["", f"**Last validated:** {last_validated}"]
         out += ["", book.applies_to, "", "## When to run", ""]
         out += [f"- **{w.id}**: {w.text}" for w in book.when_to_run]
         out += ["", "## Prerequisites", ""]
@@ -62,6 +64,8 @@ def render_plan(book: Runbook, fmt: str = "text") -> str:
         f"mode {h.mode} · last validated {h.last_validated or 'never'} ({h.validation_method}) · "
         f"average {h.average_duration} · role {h.required_role}" + (f", {h.elevated_role}" if h.elevated_role else "")
     )
+    if last_validated:
+        out.append(f"last validated: {last_validated}")
     out += ["", "When to run:"] + [f"  - {w.id}: {w.text}" for w in book.when_to_run]
     out += ["", "Prerequisites:"] + [f"  [ ] {p.text}" for p in book.prerequisites]
     out += ["", "Steps:"]

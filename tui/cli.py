@@ -90,7 +90,11 @@ def plan(runbook: str, fmt: str) -> None:
         book = load(runbook)
     except RunbookError as exc:
         fail(str(exc))
-    click.echo(render_plan(book, fmt))
+    from steps.journal import Journal
+    from steps.paths import journal_path
+    from steps.validate import describe_last
+
+    click.echo(render_plan(book, fmt, last_validated=describe_last(Journal(journal_path()), book)))
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -471,6 +475,44 @@ def show(session_ref: str, as_json: bool) -> None:
     for e in events:
         when = e.ts_real + (f" (sim {e.ts_sim})" if e.ts_sim else "")
         click.echo(f"  {when}  {e.step_id or '-':<20} {e.kind:<9} {e.status or '':<10} {e.summary}")
+
+
+@main.command()
+@click.argument("runbook", default="aws-iam-access-key")
+@click.option("--mode", type=click.Choice(["training", "live"]), default="training", show_default=True)
+@click.option("--yes", "-y", is_flag=True, help="Live: create the throwaway user without asking.")
+@click.option("--profile", metavar="PROFILE")
+@click.option("--region", metavar="REGION")
+def validate(runbook: str, mode: str, yes: bool, profile: str | None, region: str | None) -> None:
+    """The SOP's validation method: create a throwaway IAM user, rotate its key with
+    RUNBOOK, delete the user (even on failure); records the date and outcome."""
+    from steps.driver import Printer
+    from steps.loader import RunbookError, load
+    from steps.validate import throwaway_user, validate as run_validation
+    from steps.wiring import WiringError
+
+    try:
+        load(runbook)
+    except RunbookError as exc:
+        fail(str(exc))
+    wiring = _make_wiring(mode, profile=profile, region=region)
+    try:
+        account, arn = wiring.identity()
+    except WiringError as exc:
+        wiring.close()
+        fail(str(exc))
+    user = throwaway_user()
+    click.echo(f"validate {runbook} ({mode}) in account {account} as {arn}:")
+    click.echo(f"  will create IAM user {user} with one access key, rotate it with the runbook, then delete the user and its keys")
+    if mode == "live" and not yes:
+        asker = _asker(False)
+        if not (getattr(asker, "available", False) and asker.confirm("create it?")):
+            wiring.close()
+            fail("not confirmed: nothing was created (pass --yes to skip the question)", EXIT_STOPPED)
+    result = run_validation(_engine(), runbook, wiring, Printer(click.echo), user=user)
+    wiring.close()
+    click.echo(f"validation {'passed' if result.ok else 'FAILED'}: {result.detail}")
+    sys.exit(EXIT_DONE if result.ok else EXIT_FAILED)
 
 
 @main.command()

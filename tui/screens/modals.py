@@ -225,22 +225,26 @@ class ManualUndoScreen(Dialog[bool]):
         self.dismiss(False)
 
 
-class QuitScreen(Dialog[bool]):
-    """Quit while a step runs: say what happens to it."""
+class AskScreen(Dialog[bool]):
+    """A yes/no question with consequences spelled out (quit mid-step, start live)."""
 
-    BINDINGS = [Binding("y", "yes", "Quit"), Binding("n,escape", "cancel", "Stay")]
+    BINDINGS = [Binding("y", "yes", "Yes"), Binding("n,escape", "cancel", "No")]
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, title: str, text: str, yes: str = "Yes", no: str = "No", variant: str = "warning") -> None:
         super().__init__()
+        self.title_text = title
         self.text = text
+        self.yes_label = yes
+        self.no_label = no
+        self.variant = variant
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog") as box:
-            box.border_title = "Quit now?"
+            box.border_title = self.title_text
             yield Static(Content(self.text), classes="prose")
             with Horizontal(classes="buttons"):
-                yield self.button("y Quit", "screen.yes", "warning")
-                yield self.button("n Stay", "screen.cancel")
+                yield self.button(f"y {self.yes_label}", "screen.yes", self.variant)
+                yield self.button(f"n {self.no_label}", "screen.cancel")
 
     def action_yes(self) -> None:
         self.dismiss(True)
