@@ -388,6 +388,36 @@ def rollback(session_ref, yes, as_json, world_out) -> None:
 
 @main.command()
 @click.argument("session_ref", metavar="SESSION")
+@click.option("--reason", required=True, help="Why the step is skipped (audited).")
+def skip(session_ref: str, reason: str) -> None:
+    """Skip the session's next step with a reason (audited); resume carries on after it."""
+    from steps.engine import EngineError
+    from steps.journal import LockHeld, SessionNotFound
+
+    engine = _engine()
+    try:
+        session = engine.resume(session_ref, wiring_for_session)
+    except SessionNotFound as exc:
+        fail(str(exc))
+    except LockHeld as exc:
+        fail(str(exc), EXIT_STOPPED)
+    except EngineError as exc:
+        fail(str(exc))
+    current = session.current()
+    if current is None:
+        session.close()
+        fail(f"session {session.id} has no step left to skip")
+    try:
+        session.skip(current.step.id, reason)
+    except EngineError as exc:
+        session.close()
+        fail(str(exc))
+    session.close()
+    click.echo(f"session {session.id}: step {current.step.number} ({current.step.id}) skipped: {reason}")
+
+
+@main.command()
+@click.argument("session_ref", metavar="SESSION")
 @click.option("--reason", required=True, help="Why the session is abandoned (audited).")
 def abandon(session_ref: str, reason: str) -> None:
     """Give up a session without undoing it, releasing its lock (audited)."""

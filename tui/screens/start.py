@@ -1,0 +1,265 @@
+"""The start screen: pick runbook, mode, scenario, user and reason, or resume a session."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static
+from textual.widgets.option_list import Option
+
+from tui.launcher import Catalog, Request, load_catalog
+from tui.messages import CatalogLoaded, LaunchFailed
+from tui.screens.modals import AskScreen
+
+MODE_OPTIONS = [
+    ("training (simulated AWS)", "training"),
+    ("dry-run (reads live AWS)", "dry-run"),
+    ("live (changes real AWS)", "live"),
+]
+MODE_NOTES = {
+    "training": "Training: a simulated AWS account seeded by the scenario. No credentials needed, nothing real changes.",
+    "dry-run": "Dry run: reads your real AWS account with your credentials; every change is shown, none is made.",
+    "live": "LIVE: changes real IAM keys in the AWS account your credentials point at.",
+}
+
+
+class StartScreen(Screen):
+    BINDINGS = [
+        Binding("ctrl+s", "start", "Start", priority=True),
+        Binding("ctrl+r", "resume", "Resume selected"),
+    ]
+    AUTO_FOCUS = "#start"
+
+    def __init__(self, runbook: str | None = None, user: str | None = None, mode: str | None = None, scenario: str | None = None) -> None:
+        super().__init__()
+        self.initial = Request(runbook or "aws-iam-access-key", mode or "training", user, scenario, None)
+        self.catalog: Catalog | None = None
+        self.opening = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(Content.from_markup("[b]handrail[/b] · an SOP as a live checklist: each step shows its command, runs when you confirm, and can be rolled back"), id="start-title")
+        with Horizontal(id="start-body"):
+            with Vertical(id="start-form") as form:
+                form.border_title = "New session"
+                with Grid(id="start-grid"):
+                    yield Label("Runbook")
+                    yield Select([], prompt="loading…", id="runbook", compact=True)
+                    yield Label("Mode")
+                    yield Select(MODE_OPTIONS, value=self.initial.mode, allow_blank=False, id="mode", compact=True)
+                    yield Label("Scenario")
+                    yield Select([], prompt="loading…", id="scenario", compact=True)
+                    yield Label("IAM user")
+                    yield Input(value=self.initial.user or "", placeholder="the IAM user to rotate", id="user", compact=True)
+                    yield Label("Reason")
+                    yield Select([], prompt="loading…", id="reason", compact=True)
+                yield Static(id="mode-note")
+                yield Button("Start  ctrl+s", id="start", variant="primary", compact=True)
+                yield Static(id="start-status")
+            with Vertical(id="start-side"):
+                briefing = Static(id="briefing")
+                briefing.border_title = "Scenario"
+                yield briefing
+                unfinished = OptionList(id="unfinished")
+                unfinished.border_title = "Resume an unfinished session · enter"
+                yield unfinished
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#user", Input).cursor_blink = getattr(self.app, "cursor_blink", True)
+        self._show_mode(self.initial.mode)
+        self.load_catalog()
+
+    # -- the catalog (runbooks, scenarios, unfinished sessions) -------------------------
+
+    @work(thread=True, exclusive=True, group="catalog", exit_on_error=False)
+    def load_catalog(self) -> None:
+        try:
+            catalog = load_catalog(self.app.launcher.journal)
+        except Exception as exc:
+            self.post_message(LaunchFailed(f"cannot list runbooks and scenarios: {exc}"))
+            return
+        self.post_message(CatalogLoaded(catalog))
+
+    def on_catalog_loaded(self, message: CatalogLoaded) -> None:
+        catalog = self.catalog = message.catalog
+        runbook = self.query_one("#runbook", Select)
+        runbook.set_options([(r.title, r.ref) for r in catalog.runbooks])
+        chosen = catalog.runbook(self.initial.runbook)
+        if chosen is not None:
+            runbook.value = chosen.ref
+        scenario = self.query_one("#scenario", Select)
+        scenario.set_options([(s.title, s.id) for s in catalog.scenarios])
+        wanted = catalog.scenario(self.initial.scenario) or catalog.scenario("happy-path") or (catalog.scenarios[0] if catalog.scenarios else None)
+        if wanted is not None:
+            scenario.value = wanted.id
+        self._fill_reasons()
+        self._fill_unfinished()
+        self._show_mode(self.query_one("#mode", Select).value)
+        if catalog.problems:
+            self.set_status("; ".join(catalog.problems), error=True)
+
+    def refresh_catalog(self) -> None:
+        self.load_catalog()
+
+    def _fill_reasons(self) -> None:
+        if self.catalog is None:
+            return
+        book = self.catalog.runbook(self.query_one("#runbook", Select).value)
+        reason = self.query_one("#reason", Select)
+        if book is None:
+            return
+        reason.set_options([(r, r) for r in book.reasons])
+        default = book.default_reason
+        if self.query_one("#mode", Select).value == "training":
+            sc = self.catalog.scenario(self.query_one("#scenario", Select).value)
+            default = (sc.reason if sc else None) or default
+        if default in book.reasons:
+            reason.value = default
+
+    def _fill_unfinished(self) -> None:
+        listing = self.query_one("#unfinished", OptionList)
+        listing.clear_options()
+        rows = self.catalog.unfinished if self.catalog else []
+        if not rows:
+            listing.add_option(Option(Content.from_markup("[dim]none: every session in the journal is finished[/dim]"), disabled=True))
+            return
+        for row in rows:
+            listing.add_option(
+                Option(
+                    Content.from_markup(
+                        "[b]$id[/b] $status\n  $mode · user $user · updated $updated",
+                        id=row.id,
+                        status=row.status,
+                        mode=row.mode,
+                        user=row.target or "-",
+                        updated=row.updated_at,
+                    ),
+                    id=row.id,
+                )
+            )
+
+    # -- the form -----------------------------------------------------------------------
+
+    @on(Select.Changed, "#mode")
+    def _mode_changed(self, event: Select.Changed) -> None:
+        self._show_mode(event.value)
+        self._fill_reasons()
+
+    @on(Select.Changed, "#scenario")
+    def _scenario_changed(self, event: Select.Changed) -> None:
+        self._show_mode(self.query_one("#mode", Select).value)
+        self._fill_reasons()
+
+    @on(Select.Changed, "#runbook")
+    def _runbook_changed(self, event: Select.Changed) -> None:
+        self._fill_reasons()
+
+    def _show_mode(self, mode) -> None:
+        training = mode == "training"
+        self.set_class(mode == "live", "-live")
+        scenario = self.query_one("#scenario", Select)
+        scenario.disabled = not training
+        user = self.query_one("#user", Input)
+        user.disabled = training
+        sc = self.catalog.scenario(scenario.value) if self.catalog and training else None
+        if training and sc is not None:
+            user.value = sc.target_user
+        elif training:
+            user.value = ""
+        briefing = self.query_one("#briefing", Static)
+        if sc is not None:
+            briefing.update(
+                Content.from_markup(
+                    "[b]$title[/b] · difficulty $difficulty\n$teaches\n\n$briefing\n\n[b]Goal:[/b] $goal",
+                    title=sc.title,
+                    difficulty=str(sc.difficulty),
+                    teaches=sc.teaches,
+                    briefing=sc.briefing,
+                    goal=sc.goal,
+                )
+            )
+        else:
+            briefing.update(Content(MODE_NOTES.get(str(mode), "")))
+        note = self.query_one("#mode-note", Static)
+        note.update(Content(MODE_NOTES.get(str(mode), "")))
+        note.set_class(mode == "live", "-live")
+
+    def request(self) -> Request | None:
+        runbook = self.query_one("#runbook", Select).value
+        if runbook is Select.BLANK:
+            self.set_status("no runbook to run (still loading?)", error=True)
+            return None
+        mode = str(self.query_one("#mode", Select).value)
+        scenario = self.query_one("#scenario", Select).value
+        reason = self.query_one("#reason", Select).value
+        user = self.query_one("#user", Input).value.strip() or None
+        if mode != "training" and not user:
+            self.set_status("name the IAM user to rotate", error=True)
+            self.query_one("#user", Input).focus()
+            return None
+        return Request(
+            runbook=str(runbook),
+            mode=mode,
+            user=user,
+            scenario=str(scenario) if mode == "training" and scenario is not Select.BLANK else None,
+            reason=str(reason) if reason is not Select.BLANK else None,
+        )
+
+    @on(Button.Pressed, "#start")
+    def _start_pressed(self) -> None:
+        self.action_start()
+
+    def action_start(self) -> None:
+        if self.opening:
+            return
+        request = self.request()
+        if request is None:
+            return
+        if request.mode == "live":
+            text = (
+                f"This session changes real IAM access keys of {request.user} in the AWS account your "
+                "credentials point at. Every step still waits for your confirmation."
+            )
+            self.app.push_screen(AskScreen("Start a LIVE session?", text, yes="Start live", no="Back", variant="error"), lambda ok: ok and self._open(request))
+            return
+        self._open(request)
+
+    def _open(self, request: Request) -> None:
+        self.opening = True
+        what = "building the simulated AWS account…" if request.mode == "training" else "asking AWS who you are…"
+        self.set_status(f"opening a {request.mode} session: {what}")
+        self.app.launch(request)
+
+    @on(OptionList.OptionSelected, "#unfinished")
+    def _resume_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id:
+            self._resume(event.option.id)
+
+    def action_resume(self) -> None:
+        listing = self.query_one("#unfinished", OptionList)
+        if listing.highlighted is not None:
+            option = listing.get_option_at_index(listing.highlighted)
+            if option.id:
+                self._resume(option.id)
+                return
+        self.set_status("highlight a session in the list first", error=True)
+
+    def _resume(self, session_id: str) -> None:
+        if self.opening:
+            return
+        self.opening = True
+        self.set_status(f"resuming session {session_id}…")
+        self.app.resume(session_id)
+
+    def on_launch_failed(self, message: LaunchFailed) -> None:
+        self.opening = False
+        self.set_status(message.error, error=True)
+
+    def set_status(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#start-status", Static)
+        status.update(Content(text))
+        status.set_class(error, "-error")
