@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from steps.clock import human_duration
 from steps.engine import EngineError, Event, GateClosed, Prompt, Session
+from steps.secrets import redact
 
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -44,7 +45,8 @@ class Asker:
 
 class Printer:
     def __init__(self, echo: Callable[[str], None], progress: bool = False) -> None:
-        self.echo = echo
+        # Every line is scrubbed here too: evidence can quote a vendor's error verbatim.
+        self.echo = lambda line: echo(redact(line))
         self.progress = progress
         self._last_progress: dict[str, int] = {}
 

@@ -542,6 +542,8 @@ class Session:
                     outcome = Outcome.failed(exc.summary, exc.evidence)
                 except Exception as exc:  # an unexpected failure is a state, not a crash
                     outcome = Outcome.failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}")
+                finally:
+                    self.wiring.after_step(step.id)
             if override and outcome.status == "done":
                 outcome.evidence.append(f"override by {self.engine.os_user}: {override}")
                 self.audit.append("block.override", session=self.id, actor=self.row.actor, context={"step": step.id, "reason": override})

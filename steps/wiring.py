@@ -110,6 +110,9 @@ class Wiring:
     def before_step(self, step_id: str, attempt: int) -> None:
         """Called before each attempt of a step runs (training schedules its faults on it)."""
 
+    def after_step(self, step_id: str) -> None:
+        """Called after each attempt of a step, however it ended."""
+
     def checkpoint(self) -> str | None:
         return None
 
@@ -188,6 +191,9 @@ class TrainingWiring(Wiring):
 
     def before_step(self, step_id: str, attempt: int) -> None:
         self.world.before_step(step_id, attempt)
+
+    def after_step(self, step_id: str) -> None:
+        self.world.after_step(step_id)
 
     def checkpoint(self) -> str | None:
         return json.dumps(self.world.snapshot())

@@ -167,12 +167,15 @@ def propagate(ctx: StepContext) -> Outcome:
     def write(consumer: Any) -> Result:
         held = consumer.read_key_id()
         facts[f"consumer_before:{consumer.name}"] = held or "unknown"
-        if held == pair.key_id:
+        # Skip only a consumer this session finished writing (restart included): holding
+        # the new key id is not enough, e.g. after a restart that failed.
+        if held == pair.key_id and ctx.facts.get(f"propagated:{consumer.name}") == pair.key_id:
             return Result(True, f"already holds {pair.key_id}")
         result = consumer.write_pair(pair)
         if result.ok:
             written_at = getattr(consumer, "written_at", None)
             facts[f"written_at:{consumer.name}"] = iso(written_at) if written_at else iso(ctx.now())
+            facts[f"propagated:{consumer.name}"] = pair.key_id
         return result
 
     ctx.emit(f"writing {pair.key_id} to {len(consumers)} consumer(s) at once")

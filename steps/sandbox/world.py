@@ -47,7 +47,7 @@ class World:
         self._tmp = Path(tempfile.mkdtemp(prefix="handrail-world-"))
         self.forgotten: list[_Forgotten] = []
         self.fault_log: list[str] = []
-        self._down: dict[str, int] = {}  # system -> attempts of the faulted step it stays down
+        self._lift: list[Any] = []  # how to end the outages armed for the current attempt
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
@@ -233,22 +233,18 @@ class World:
                     workload.lock.release()
 
     def before_step(self, step_id: str, attempt: int) -> None:
-        """Arm the scenario's faults for the step about to run; lift the ones that ended."""
-        for system, _ in list(self._down.items()):
-            self._set_down(system, False)
-        self._down.clear()
-        if self.ssh is not None:
-            self.ssh.refuse_connections = False
+        """Arm the scenario's faults for this attempt of the step about to run."""
         for fault in self.scenario.faults:
             if fault.at != step_id or attempt > fault.times:
                 continue
             sandbox = getattr(self, fault.system)
             if fault.down:
-                self._set_down(fault.system, True)
-                self._down[fault.system] = attempt
+                sandbox.down = True
+                self._lift.append(lambda sb=sandbox: setattr(sb, "down", False))
                 self.fault_log.append(f"{fault.system} unreachable during attempt {attempt} of {step_id}")
             elif fault.refuse_connections:
                 sandbox.refuse_connections = True
+                self._lift.append(lambda sb=sandbox: setattr(sb, "refuse_connections", False))
                 self.fault_log.append(f"ssh host refused connections during attempt {attempt} of {step_id}")
             elif attempt == 1 and fault.route:
                 sandbox.fail(fault.route, times=fault.times, status=fault.status)
@@ -257,10 +253,10 @@ class World:
                 self.ssh.fail_restart(fault.restart_fails, fault.times)
                 self.fault_log.append(f"ssh restart of {fault.restart_fails} fails {fault.times}x from {step_id}")
 
-    def _set_down(self, system: str, down: bool) -> None:
-        sandbox = getattr(self, system, None)
-        if sandbox is not None:
-            sandbox.down = down
+    def after_step(self, step_id: str) -> None:
+        """An outage or a refusal lasts for the attempt it was armed for, no longer."""
+        while self._lift:
+            self._lift.pop()()
 
     # -- the world as data ------------------------------------------------------------------
 
