@@ -1,8 +1,11 @@
 """The audit log: append-only JSON lines, each carrying the hash of the line before.
 
 Changing, removing or reordering any line breaks the chain at that line, which
-`verify` reports. Appends take an exclusive file lock, so two processes never write
-the same sequence number. Every line passes through the redactor.
+`verify` reports. The last line has no successor to vouch for it, so a head file beside
+the log (`audit.jsonl.head`: the last sequence number and hash) anchors it: an edited or
+removed last line no longer matches the head. Appends take an exclusive file lock, so
+two processes never write the same sequence number. Every line passes through the
+redactor.
 """
 
 from __future__ import annotations
@@ -33,12 +36,33 @@ class Verdict:
     lines: int
     bad_line: int | None = None
     reason: str = ""
+    note: str = ""
 
 
 class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         private_file(self.path)
+
+    @property
+    def head_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".head")
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        tmp = self.head_path.with_name(self.head_path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{seq} {digest}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.head_path)
+
+    def _read_head(self) -> tuple[int, str] | None:
+        try:
+            seq, digest = self.head_path.read_text().split()
+            return int(seq), digest
+        except (OSError, ValueError):
+            return None
 
     def append(self, action: str, *, session: str | None = None, actor: str | None = None, context: dict[str, Any] | None = None, **fields: Any) -> int:
         """Append one record; returns its line number (1-based)."""
@@ -66,6 +90,7 @@ class AuditLog:
                 fh.write(line + b"\n")
                 fh.flush()
                 os.fsync(fh.fileno())
+                self._write_head(seq, line_hash(line))
                 return seq
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
@@ -105,6 +130,17 @@ class AuditLog:
                     return Verdict(False, n, n, f"sequence number {record.get('seq')!r}, expected {expected_seq}")
                 prev = line_hash(raw)
                 expected_seq += 1
+        head = self._read_head()
+        if head is None:
+            if n == 0:
+                return Verdict(True, 0)
+            return Verdict(True, n, note=f"no head file ({self.head_path.name}): the last line is not anchored")
+        seq, digest = head
+        if seq != n:
+            where = n + 1 if seq > n else seq + 1
+            return Verdict(False, n, where, f"the head file records {seq} lines, the log has {n}: lines were removed or appended outside handrail")
+        if digest != prev:
+            return Verdict(False, n, n, "the last line does not match the head file: it was changed")
         return Verdict(True, n)
 
 

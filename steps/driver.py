@@ -159,11 +159,11 @@ def drive(session: Session, opts: DriveOptions, printer: Printer, asker: Asker |
             if reason is None and asker.available:
                 reason = asker.typed("blocked: type a reason to override (empty to stop)") or None
             if not reason:
-                return EXIT_FAILED, f"step {step.number} ({step.id}) blocked: {outcome.summary}. Override with --override-block REASON, or roll back"
+                return EXIT_FAILED, f"step {step.number} ({step.id}) blocked: {outcome.summary.rstrip('.')}. Override with --override-block REASON, or roll back"
             outcome = session.run(step.id, answer=answer, override=reason)
         printer.outcome(session, step.id)
         if outcome.status in ("failed", "blocked"):
-            return EXIT_FAILED, f"step {step.number} ({step.id}) failed: {outcome.summary}. The session is resumable: `handrail resume {session.id}` or `handrail rollback {session.id}`"
+            return EXIT_FAILED, f"step {step.number} ({step.id}) failed: {outcome.summary.rstrip('.')}. The session is resumable: `handrail resume {session.id}` or `handrail rollback {session.id}`"
 
 
 def _typed_answer(prompt: Prompt, opts: DriveOptions, asker: Asker) -> str | None:

@@ -55,6 +55,8 @@ class StepState:
     started_at: str | None = None
     ended_at: str | None = None
     attempts: int = 0
+    # Re-opened after a restart: it ran once, so its effects (and its undo) still count.
+    reopened: bool = False
 
 
 @dataclass
@@ -221,7 +223,9 @@ class Engine:
         session.checkpoint()
         return session
 
-    def resume(self, ref: str, make_wiring: Callable[[SessionRow], Any]) -> Session:
+    def resume(self, ref: str, make_wiring: Callable[[SessionRow], Any], recover: bool = True) -> Session:
+        """Rebuild a session from the journal. `recover=False` (for a rollback) leaves
+        lost secrets lost instead of re-opening the steps that produced them."""
         row = self.journal.find_session(ref)
         if row.finished:
             raise EngineError(f"session {row.id} is {row.status}: nothing to resume")
@@ -236,7 +240,8 @@ class Engine:
             self.journal.add_event(row.id, "note", summary=f"runbook file changed since the session started ({path})")
         if not wiring.dry_run and row.target:
             self.journal.acquire_lock(row.account, row.target, row.id)
-        session.recover_secrets()
+        if recover:
+            session.recover_secrets()
         self.audit.append("session.resumed", session=row.id, actor=row.actor, context={"status": row.status})
         return session
 
@@ -282,6 +287,7 @@ class Session:
             elif event.kind in ("step", "undone", "reopened"):
                 state.status = event.status or state.status
                 state.summary, state.evidence, state.ended_at = event.summary, event.evidence, when
+                state.reopened = event.kind == "reopened" or (state.reopened and event.kind != "undone")
         for state in self.states.values():
             if state.status == "running":  # the process died inside it: run it again
                 state.status = "pending"
@@ -619,6 +625,7 @@ class Session:
                     reopen = True
                 if reopen and state.status in PASSED:
                     state.status = "pending"
+                    state.reopened = True
                     self.journal.add_event(
                         self.id,
                         "reopened",
@@ -642,7 +649,7 @@ class Session:
         notes: list[str] = []
         for state in reversed(list(self.states.values())):
             step = state.step
-            if state.status not in UNDOABLE:
+            if state.status not in UNDOABLE and not (state.reopened and state.status == "pending"):
                 continue
             if step.undo is None:
                 if step.irreversible and state.status == "done" and values.get(f"changed:{step.id}") != "no":

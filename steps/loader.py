@@ -71,6 +71,12 @@ def read_yaml(path: Path | str, source: str | None = None) -> dict[str, Any]:
         raise RunbookError(source, "", exc.strerror or str(exc)) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.reader.ReaderError as exc:
+        # A character YAML refuses (NUL, other control characters): say where it is.
+        before = text[: exc.position]
+        where = f"line {before.count(chr(10)) + 1}, column {len(before) - (before.rfind(chr(10)) + 1) + 1}"
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise RunbookError(source, where, f"invalid YAML: character {code:#06x} is not allowed") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]

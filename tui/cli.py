@@ -22,6 +22,11 @@ EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 MODES = ("training", "dry-run", "live")
 
 
+def _one_line(exc: BaseException) -> str:
+    text = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     from steps.secrets import redact
 
@@ -336,16 +341,15 @@ def resume(session_ref, yes, fast_forward, override_gate, override_block, retire
     from steps.driver import DriveOptions
     from steps.engine import EngineError
     from steps.journal import LockHeld, SessionNotFound
+    from steps.loader import RunbookError
 
     engine = _engine()
     try:
         session = engine.resume(session_ref, wiring_for_session)
-    except SessionNotFound as exc:
-        fail(str(exc))
     except LockHeld as exc:
         fail(str(exc), EXIT_STOPPED)
-    except EngineError as exc:
-        fail(str(exc))
+    except (SessionNotFound, EngineError, RunbookError, click.ClickException) as exc:
+        fail(_one_line(exc))
     if fast_forward and not session.wiring.clock.simulated:
         session.close()
         fail("--fast-forward is for training only")
@@ -373,14 +377,14 @@ def rollback(session_ref, yes, as_json, world_out) -> None:
         fail(f"session {row.id} is {row.status}: nothing to roll back")
     try:
         from steps.engine import Session
-        from steps.loader import load
+        from steps.loader import RunbookError, load
 
         if row.status == "done":
             session = Session(engine, row, load(row.runbook_path), wiring_for_session(row))
         else:
-            session = engine.resume(row.id, wiring_for_session)
-    except EngineError as exc:
-        fail(str(exc))
+            session = engine.resume(row.id, wiring_for_session, recover=False)
+    except (EngineError, RunbookError, click.ClickException) as exc:
+        fail(_one_line(exc))
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     code, message = driver.rollback(session, yes, driver.Printer(echo), _asker(as_json))
     _finish(session, code, message, as_json, world_out)
@@ -617,7 +621,7 @@ def audit_verify(file: str | None) -> None:
         fail(f"{path}: no such file")
     verdict = AuditLog(path).verify()
     if verdict.ok:
-        click.echo(f"{path}: ok, {verdict.lines} lines, chain intact")
+        click.echo(f"{path}: ok, {verdict.lines} lines, chain intact" + (f" ({verdict.note})" if verdict.note else ""))
         return
     click.echo(f"{path}: line {verdict.bad_line}: {verdict.reason}", err=True)
     sys.exit(EXIT_FAILED)

@@ -451,6 +451,17 @@ def create_key(ctx: StepContext) -> Outcome:
             "before anything stored it; deleted it so a fresh key can take the slot"
         )
         keys = [k for k in keys if k.key_id != previous.key_id]
+    # A key that appeared after step 1 and that no fact names: the previous process died
+    # inside create-key after AWS made it. Nobody ever held its secret.
+    before = {item.split(":")[0] for item in ctx.facts.get("keys_before", "").split(",") if item}
+    if before:
+        for orphan in [k for k in keys if k.key_id not in before and k.key_id != ctx.facts.get("old_key_id")]:
+            delete_key(ctx, user, orphan.key_id)
+            evidence.append(
+                f"{orphan.key_id} appeared after step 1 (created {iso(orphan.created)}) and nothing holds its secret: "
+                "the previous process died inside this step after AWS created it; deleted it"
+            )
+            keys = [k for k in keys if k.key_id != orphan.key_id]
     if len(keys) >= 2:
         raise ActionFailed(f"{user} already has 2 keys (the maximum): free a slot first (step 1b)", evidence)
     try:

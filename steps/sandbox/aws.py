@@ -289,7 +289,14 @@ class AwsWorld:
 
     def seed_bucket(self, name: str, objects: dict[str, int] | None = None) -> None:
         if name not in self.s3.buckets:
-            self.s3.create_bucket(name, self.region)
+            from moto.s3.models import FakeBucket, s3_backends
+
+            if name in s3_backends.bucket_accounts:
+                # moto's bucket names are global across accounts; each world is its own
+                # AWS, so another world's bucket of that name must not stand in the way.
+                self.s3.buckets[name] = FakeBucket(name=name, account_id=self.account_id, region_name=self.region)
+            else:
+                self.s3.create_bucket(name, self.region)
         for obj, size in (objects or {}).items():
             self.s3.put_object(name, obj, b"x" * int(size))
 
@@ -436,7 +443,8 @@ class AwsWorld:
         self._clients.clear()
         if self.account_id in s3_backends:
             for name in list(self.s3.buckets):
-                s3_backends.bucket_accounts.pop(name, None)
+                if s3_backends.bucket_accounts.get(name, (None, None))[1] == self.account_id:
+                    s3_backends.bucket_accounts.pop(name, None)
         for backends in (iam_backends, s3_backends, sts_backends):
             if self.account_id in backends:
                 del backends[self.account_id]

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from steps.loader import RunbookError, first_validation_error, read_yaml
 from steps.model import SLUG, parse_duration
@@ -162,6 +162,12 @@ class Scenario(_Strict):
     # Extra inputs the scenario gives the runbook (e.g. a reason).
     inputs: dict[str, str] = Field(default_factory=dict)
     gotchas: list[str] = Field(default_factory=list)
+    # The file it was loaded from, when that was not a shipped scenario (resume needs it).
+    _source: str | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str | None:
+        return self._source
 
     @model_validator(mode="after")
     def _target_exists(self) -> Scenario:
@@ -216,6 +222,8 @@ def load(ref: str | None = None) -> Scenario:
     for i, fault in enumerate(scenario.faults):
         if fault.at not in steps:
             raise RunbookError(ref, f"faults[{i}].at", f"{fault.at!r} is not a step of runbook {scenario.runbook}")
+    if path.resolve().parent != scenarios_dir().resolve():
+        scenario._source = str(path.resolve())
     return scenario
 
 

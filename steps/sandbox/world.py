@@ -68,7 +68,8 @@ class World:
 
     @classmethod
     def restore(cls, snapshot: dict[str, Any], clock: SimClock) -> World:
-        scenario = scenarios.load(snapshot["scenario"])
+        source = snapshot.get("scenario_source")
+        scenario = scenarios.load(source if source and Path(source).exists() else snapshot["scenario"])
         aws, secrets = AwsWorld.restore(snapshot["aws"], clock)
         world = cls(scenario, clock, aws)
         try:
@@ -165,14 +166,17 @@ class World:
                     verify_workflow=seed.verify_workflow,
                 )
                 values = held(entry.name, seed.holds)
+                # Restored secrets were last written before the snapshot, not 30 days ago.
+                seeded_at = None if initial is not None else self.clock.now()
                 if seed.organization:
-                    self.github.seed_org(seed.organization, secrets=values, visibility=seed.visibility)
+                    self.github.seed_org(seed.organization, secrets=values, visibility=seed.visibility, seeded_at=seeded_at)
                 else:
                     self.github.seed_repo(
                         seed.repository,
                         secrets={} if seed.environment else values,
                         environments={seed.environment: values} if seed.environment else None,
                         workflows=[_workflow(seed)] if seed.verify_workflow else [],
+                        seeded_at=seeded_at,
                     )
                 entries.append(entry)
             elif seed.type == "ssh":
@@ -287,7 +291,13 @@ class World:
             values = self.infisical.history(v.project_id, v.environment, v.path, SECRET)
             for key_id, value in zip(ids, values):
                 history.append({"key_id": key_id, "secret_of": owner.get(Secret(value).fingerprint())})
-        return {"scenario": self.scenario.id, "aws": self.aws.snapshot(), "places": places, "vault_history": history}
+        return {
+            "scenario": self.scenario.id,
+            "scenario_source": self.scenario.source,
+            "aws": self.aws.snapshot(),
+            "places": places,
+            "vault_history": history,
+        }
 
     def export(self) -> dict[str, Any]:
         """The world for --world-out: who holds which key, as fingerprints only."""
