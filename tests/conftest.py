@@ -1,0 +1,382 @@
+"""Shared fixtures for the handrail tests.
+
+- every test gets its own HANDRAIL_HOME (journal and audit log live there);
+- `make_engine()` builds an Engine on that home's journal and audit log (call it again to
+  get a second Engine on the same files: that is what a new process would see);
+- `make_world(scenario)` builds a training world (simulated AWS) and closes it after the
+  test; `rig` puts the two together with the moves the headless driver makes;
+- `cli(...)` runs the `handrail` command in-process (click's CliRunner), `cli_subprocess(...)`
+  runs it in a new Python process.
+
+Nothing here talks to a real AWS account: the AWS_* variables of the environment are
+removed for every test, and the tests that want boto3's environment chain point it at a
+simulated world themselves.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+# The product is imported inside the fixtures, so a broken module fails the tests that
+# use it, not the collection of every test in the folder.
+if TYPE_CHECKING:
+    from steps.actions.base import Outcome
+    from steps.engine import Engine, Session
+    from steps.journal import SessionRow
+
+RUNBOOK = "aws-iam-access-key"
+
+# Nothing from the machine running the tests may steer a run: no AWS identity, no inventory.
+ENV_TO_CLEAR = (
+    "HANDRAIL_INVENTORY",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_IAM",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
+
+
+# -- isolation ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def handrail_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh HANDRAIL_HOME for every test, and no AWS credentials or inventory from the environment."""
+    home = tmp_path_factory.mktemp("handrail-home")
+    monkeypatch.setenv("HANDRAIL_HOME", str(home))
+    for name in ENV_TO_CLEAR:
+        monkeypatch.delenv(name, raising=False)
+    # boto3 must never find a real profile on the machine running the tests.
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return home
+
+
+# -- engine and worlds --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_engine(handrail_home: Path) -> Iterator[Callable[..., Engine]]:
+    """Engine(Journal, AuditLog) on HANDRAIL_HOME's files; each call is a new 'process'."""
+    from steps import paths
+    from steps.audit import AuditLog
+    from steps.engine import Engine
+    from steps.journal import Journal
+
+    journals: list[Journal] = []
+
+    def make(home: Path | None = None) -> Engine:
+        base = home or paths.state_dir()
+        journal = Journal(base / paths.journal_path().name)
+        journals.append(journal)
+        return Engine(journal, AuditLog(base / paths.audit_path().name), os_user="tester")
+
+    yield make
+    for journal in journals:
+        try:
+            journal.close()
+        except Exception:
+            pass
+
+
+class Worlds:
+    """Training worlds made for one test, closed (newest first) when it ends."""
+
+    def __init__(self) -> None:
+        self._made: list[Any] = []
+        self._closed: set[int] = set()
+
+    def create(self, scenario: str | Path = "happy-path", headless: bool = True):
+        from steps.sandbox import scenario as scenarios
+        from steps.sandbox.world import World
+        from steps.wiring import training_clock
+
+        world = World.create(scenarios.load(str(scenario)), training_clock(headless))
+        self._made.append(world)
+        return world
+
+    def restore(self, row: SessionRow, headless: bool = True):
+        """What `tui.cli.wiring_for_session` does for a training session, tracked here."""
+        from steps.sandbox.world import World
+        from steps.wiring import TrainingWiring, training_clock
+
+        assert row.world, f"session {row.id} saved no world"
+        world = World.restore(json.loads(row.world), training_clock(headless, offset=row.sim_offset or 0.0))
+        self._made.append(world)
+        return TrainingWiring(world)
+
+    def kill(self, world) -> None:
+        """The process holding `world` died: its simulated account is gone."""
+        if id(world) not in self._closed:
+            self._closed.add(id(world))
+            world.close()
+
+    def close_all(self) -> None:
+        # Newest first: a restored world reuses the account id of the one it replaced.
+        for world in reversed(self._made):
+            self.kill(world)
+
+
+@pytest.fixture
+def worlds() -> Iterator[Worlds]:
+    made = Worlds()
+    yield made
+    made.close_all()
+
+
+@pytest.fixture
+def make_world(worlds: Worlds) -> Callable[..., Any]:
+    """make_world('happy-path' | a scenario path) -> a seeded training World, closed after the test."""
+    return worlds.create
+
+
+# -- the rig: an engine, a world, and the driver's moves -----------------------------------------
+
+
+@dataclass
+class Drove:
+    code: int
+    message: str
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines + [self.message])
+
+
+class Rig:
+    def __init__(self, worlds: Worlds, make_engine: Callable[..., Engine]) -> None:
+        self.worlds = worlds
+        self.make_engine = make_engine
+        self.engine = make_engine()
+
+    @staticmethod
+    def keys(world, user: str | None = None) -> dict[str, str]:
+        """{key id: 'Active' | 'Inactive'} of one IAM user (default: the scenario's target)."""
+        user = user or world.scenario.target_user
+        return {k.access_key_id: k.status for k in world.aws.iam.users[user].access_keys}
+
+    def world(self, scenario: str | Path = "happy-path"):
+        return self.worlds.create(scenario)
+
+    def inputs(self, world, **inputs: Any) -> dict[str, Any]:
+        sc = world.scenario
+        user = inputs.get("target_user") or sc.target_user
+        base: dict[str, Any] = {**sc.inputs, "target_user": user}
+        if user in sc.aws.users and sc.aws.users[user].check_call:
+            base["check_call"] = sc.aws.users[user].check_call
+        base.update(inputs)
+        return base
+
+    def start(self, world=None, *, engine: Engine | None = None, runbook: str | Path = RUNBOOK, **inputs: Any) -> Session:
+        from steps.wiring import TrainingWiring
+
+        world = world if world is not None else self.world()
+        return (engine or self.engine).start(runbook, self.inputs(world, **inputs), TrainingWiring(world))
+
+    def step(self, session: Session, *, retire_key: str | None = None, override_block: str | None = None) -> Outcome | None:
+        """One step as `handrail run --yes --fast-forward` takes it (manual steps are skipped)."""
+        state = session.current()
+        assert state is not None, f"session {session.id} has no step left ({session.status})"
+        step = state.step
+        prompt = session.prompt(step.id)
+        if prompt.gate is not None and not prompt.gate.open:
+            session.fast_forward(step.id)
+        if prompt.kind == "manual":
+            session.skip(step.id, "test: nobody is at the keyboard to do it")
+            return None
+        answer = None
+        if prompt.confirm == "typed" and not prompt.nothing_to_do:
+            answer = retire_key if prompt.choices else prompt.expect
+        outcome = session.run(step.id, answer=answer)
+        if outcome.status == "blocked" and override_block:
+            outcome = session.run(step.id, answer=answer, override=override_block)
+        return outcome
+
+    def run_steps(self, session: Session, count: int, **kw: Any) -> None:
+        for _ in range(count):
+            outcome = self.step(session, **kw)
+            assert outcome is None or outcome.status == "done", f"{session.current()}: {outcome}"
+
+    def drive(self, session: Session, **opts: Any) -> Drove:
+        """The headless driver, in-process; its printed lines are kept."""
+        from steps.driver import Asker, DriveOptions, Printer, drive
+
+        lines: list[str] = []
+        options = DriveOptions(**{"yes": True, "fast_forward": True, **opts})
+        code, message = drive(session, options, Printer(lines.append), Asker())
+        return Drove(code, message, lines)
+
+    def new_engine(self) -> Engine:
+        """A second Engine on the same journal and audit files: a new process."""
+        return self.make_engine()
+
+
+@pytest.fixture
+def rig(worlds: Worlds, make_engine: Callable[..., Engine]) -> Rig:
+    return Rig(worlds, make_engine)
+
+
+# -- runbook files ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shipped_runbook() -> dict[str, Any]:
+    """The shipped runbook as a plain dict, to mutate and dump."""
+    from steps.loader import runbooks_dir
+
+    return yaml.safe_load((runbooks_dir() / f"{RUNBOOK}.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def write_yaml(tmp_path: Path) -> Callable[[str, Any], Path]:
+    def write(name: str, data: Any) -> Path:
+        path = tmp_path / name
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def scenario_file(tmp_path: Path) -> Callable[..., Path]:
+    """Write a training scenario YAML (scenarios load from a path too)."""
+
+    def make(
+        scenario_id: str = "custom",
+        *,
+        user: str = "raxx-vault-operator",
+        keys: list[dict[str, Any]] | None = None,
+        propagation_delay: str = "0s",
+        status_delay: str = "0s",
+        bucket: str | None = None,
+        other_users: dict[str, list[dict[str, Any]]] | None = None,
+        as_target: bool = False,
+    ) -> Path:
+        # Bucket names are global in moto: each scenario gets its own, so a test's world
+        # never collides with one a CLI run makes from a shipped scenario.
+        bucket = bucket or f"{scenario_id}-backups"
+        users: dict[str, Any] = {user: {"keys": keys if keys is not None else [{"status": "Active", "age": "92d", "last_used": "3h"}]}}
+        users[user]["check_call"] = f"s3:ListObjectsV2 Bucket={bucket}"
+        for name, seeded in (other_users or {}).items():
+            users[name] = {"keys": seeded}
+        data: dict[str, Any] = {
+            "id": scenario_id,
+            "title": f"test scenario {scenario_id}",
+            "teaches": "whatever the test proves",
+            "difficulty": 1,
+            "target_user": user,
+            "briefing": "written by a test",
+            "goal": "rotate the key",
+            "inputs": {"reason": "scheduled"},
+            "aws": {
+                "propagation_delay": propagation_delay,
+                "status_delay": status_delay,
+                "users": users,
+                "buckets": {bucket: {"daily/backup.tar.gz": 16}},
+            },
+        }
+        if as_target:
+            data["operator"] = {"as_target": True}
+        path = tmp_path / f"{scenario_id}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        return path
+
+    return make
+
+
+@pytest.fixture
+def lean(scenario_file) -> Path:
+    """The happy path on AWS alone: one Active key, no vault, no consumers (so steps 4-6
+    are skipped headless). For tests about the engine rather than the consumers; it is
+    several times faster than the shipped scenarios, which start four sandbox servers.
+    (A session started from a scenario *file* cannot be restored from the journal yet:
+    tests that restart the world use the shipped scenarios.)"""
+    return scenario_file("lean", propagation_delay="4s")
+
+
+@pytest.fixture
+def live_world(make_world, scenario_file, monkeypatch: pytest.MonkeyPatch):
+    """A simulated world that boto3's own environment chain points at, as in live mode:
+    AWS_ENDPOINT_URL, the operator's key pair and the region (LiveWiring reads them)."""
+    world = make_world(scenario_file("live-like"))
+    operator = world.aws.operator
+    monkeypatch.setenv("AWS_ENDPOINT_URL", world.aws.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", operator.key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", operator.secret.reveal())
+    monkeypatch.setenv("AWS_DEFAULT_REGION", world.aws.region)
+    return world
+
+
+@pytest.fixture
+def runbook_without_settle(shipped_runbook, write_yaml) -> Path:
+    """The shipped runbook with step 7's settle wait taken out: live mode sleeps on the
+    wall clock, and a test has no minute to spare."""
+    data = copy.deepcopy(shipped_runbook)
+    next(s for s in data["steps"] if s["id"] == "deactivate-old-key")["with"] = {"settle": "0s"}
+    return write_yaml("runbook-no-settle.yaml", data)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli() -> Callable[..., Result]:
+    """Run `handrail ARGS` in-process. An exception other than the CLI's own exit fails the test."""
+    from tui.cli import main
+
+    def invoke(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
+        result = CliRunner().invoke(main, [str(a) for a in args], env=env, input=input, catch_exceptions=True)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise AssertionError(
+                f"handrail {' '.join(map(str, args))} crashed with a traceback:\n{result.output}"
+            ) from result.exception
+        return result
+
+    return invoke
+
+
+@pytest.fixture
+def cli_subprocess(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., subprocess.CompletedProcess]:
+    """Run `handrail ARGS` in a new Python process (same HANDRAIL_HOME, no terminal)."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        full_env = {**os.environ, **(env or {})}
+        full_env.pop("PYTEST_CURRENT_TEST", None)
+        return subprocess.run(
+            [sys.executable, "-c", "from tui.cli import main; main(prog_name='handrail')", *map(str, args)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            # Not the repository: `python -c` puts the working directory first on sys.path.
+            cwd=tmp_path_factory.mktemp("cwd"),
+            env=full_env,
+            timeout=timeout,
+        )
+
+    return run
