@@ -113,11 +113,9 @@ class UserEntry(_Strict):
     @field_validator("check_call")
     @classmethod
     def _call(cls, value: str | None) -> str | None:
-        if value is not None:
-            from steps.actions.iam import parse_check_call
+        from steps.actions.iam import check_call_field
 
-            parse_check_call(value)
-        return value
+        return check_call_field(value)
 
     @model_validator(mode="after")
     def _unique_names(self) -> UserEntry:

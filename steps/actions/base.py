@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from steps.secrets import Secret, redact
 
@@ -147,5 +147,17 @@ class ActionSpec:
     available: Callable[[Wiring, Mapping[str, str]], str | None] | None = None
 
 
-class NoParams(BaseModel):
-    model_config = {"extra": "forbid"}
+class Params(BaseModel):
+    """Action parameters (a step's `with:`): unknown ones are refused, and every float
+    field takes a duration as the runbook writes it ('60s', '24h') or a number of seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _durations(cls, value: Any, info: ValidationInfo) -> Any:
+        if cls.model_fields[info.field_name].annotation is float:
+            from steps.model import parse_duration
+
+            return parse_duration(value)
+        return value

@@ -13,13 +13,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from steps.actions import action
 from steps.actions.base import ActionFailed, Outcome, StepContext
+from steps.actions.iam import WaitParams
 from steps.clock import human_duration, iso, parse_iso
 from steps.consumers.base import AdapterError, Pair, Result
-from steps.model import parse_duration
 from steps.secrets import redact
 
 
@@ -214,15 +213,8 @@ def restore(ctx: StepContext) -> Outcome:
 # -- step 6: verify downstream ------------------------------------------------------------------
 
 
-class VerifyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    deadline: float = 60.0
+class VerifyParams(WaitParams):
     interval: float = 5.0
-
-    @field_validator("deadline", "interval", mode="before")
-    @classmethod
-    def _d(cls, v: Any) -> float:
-        return parse_duration(v)
 
 
 def verify_all(ctx: StepContext, pair: Pair, deadline: float, interval: float) -> tuple[list[tuple[Any, Result]], list[str]]:

@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from steps.actions import action
-from steps.actions.base import ActionFailed, Choice, Outcome, Preview, StepContext
+from steps.actions.base import ActionFailed, Choice, Outcome, Params, Preview, StepContext
 from steps.clock import human_duration, iso, parse_iso, utc
 from steps.consumers.base import Pair
-from steps.model import parse_duration
 from steps.secrets import Secret
 
 READ_ONLY_PREFIXES = ("List", "Get", "Describe", "Head")
@@ -195,6 +193,13 @@ def parse_check_call(text: str) -> CheckCall:
     return CheckCall(service, operation, params)
 
 
+def check_call_field(value: str | None) -> str | None:
+    """A pydantic field validator for `check_call` fields (inventory, scenarios)."""
+    if value is not None:
+        parse_check_call(value)
+    return value
+
+
 def run_check_call(ctx: StepContext, pair: Pair, call: CheckCall) -> str:
     from botocore import xform_name
 
@@ -307,16 +312,10 @@ def pre_checks(ctx: StepContext) -> Outcome:
 # -- step 1b: free a key slot ---------------------------------------------------------------
 
 
-class FreeSlotParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FreeSlotParams(Params):
     # An Inactive key used more recently than this was deactivated recently: maybe a
     # rotation still under observation. Deleting it needs an override.
     min_idle: float = 24 * 3600
-
-    @field_validator("min_idle", mode="before")
-    @classmethod
-    def _d(cls, v: Any) -> float:
-        return parse_duration(v)
 
 
 def _slot_preview(ctx: StepContext) -> Preview:
@@ -501,15 +500,9 @@ def deactivate_new_key(ctx: StepContext) -> Outcome:
 # -- step 3: validate the new key -----------------------------------------------------------
 
 
-class WaitParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class WaitParams(Params):
     deadline: float = 60.0
     interval: float = 2.0
-
-    @field_validator("deadline", "interval", mode="before")
-    @classmethod
-    def _d(cls, v: Any) -> float:
-        return parse_duration(v)
 
 
 @action(
@@ -550,15 +543,9 @@ def validate_new_key(ctx: StepContext) -> Outcome:
 # -- step 7: deactivate the old key ---------------------------------------------------------
 
 
-class SettleParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SettleParams(Params):
     # The SOP's "sleep 60" after deactivating: consumers may have cached credentials.
     settle: float = 60.0
-
-    @field_validator("settle", mode="before")
-    @classmethod
-    def _d(cls, v: Any) -> float:
-        return parse_duration(v)
 
 
 @action(

@@ -41,7 +41,6 @@ import re
 import secrets as _random
 import string
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,7 +51,7 @@ from nacl.public import PrivateKey, SealedBox
 from werkzeug.wrappers import Request
 
 from steps.consumers.base import AwsProbe
-from steps.sandbox.http import LoopbackServer, Reply
+from steps.sandbox.http import FakeApi, LoopbackServer, Reply
 from steps.secrets import Secret, redact
 
 DEFAULT_KEY_ID_NAME = "AWS_ACCESS_KEY_ID"
@@ -218,7 +217,7 @@ class _Org:
     created_at: datetime
 
 
-class GitHubSandbox:
+class GitHubSandbox(FakeApi):
     """The fake GitHub API on a loopback port.
 
     Use: `gh = GitHubSandbox(aws_probe=probe).start()`;
@@ -265,33 +264,12 @@ class GitHubSandbox:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> GitHubSandbox:
-        self.server.start()
-        return self
-
     def stop(self) -> None:
         with self._lock:
             timers, self._timers = self._timers, []
         for timer in timers:
-            timer.cancel()
-        self.server.stop()
-
-    def __enter__(self) -> GitHubSandbox:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def calls(self) -> Counter[str]:
-        return self.server.calls
-
-    def fail(self, route_name: str, times: int = 1, status: int = 500, body: Any = None) -> None:
-        self.server.fail(route_name, times, status, body)
+            timer.cancel()  # queued workflow runs must not fire after the server is gone
+        super().stop()
 
     # -- tokens ------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 from werkzeug.wrappers import Request
 
 from steps.consumers.base import AwsProbe
-from steps.sandbox.http import LoopbackServer, Reply
+from steps.sandbox.http import FakeApi, LoopbackServer, Reply
 from steps.secrets import Secret, redact
 
 KEY_ID_VAR = "AWS_ACCESS_KEY_ID"
@@ -76,7 +75,7 @@ class _App:
         self.restarts += 1
 
 
-class HerokuSandbox:
+class HerokuSandbox(FakeApi):
     """The fake Heroku API on a loopback port.
 
     `sb = HerokuSandbox(aws_probe).start()`; `sb.seed_app("raxx-api", {...})`; give
@@ -95,32 +94,6 @@ class HerokuSandbox:
         self._lock = threading.RLock()
         self.token: Secret = self.issue_token()
         self._register_routes()
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> HerokuSandbox:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> HerokuSandbox:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def calls(self) -> Counter[str]:
-        return self.server.calls
-
-    def fail(self, route_name: str, times: int = 1, status: int = 500, body: Any = None) -> None:
-        self.server.fail(route_name, times, status, body)
 
     # -- tokens and apps ---------------------------------------------------------------
 

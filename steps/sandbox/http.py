@@ -167,3 +167,34 @@ class LoopbackServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class FakeApi:
+    """What the fake vendor APIs share: a LoopbackServer, its lifecycle, its call counts
+    and its faults. Subclasses set `self.server` and register routes on it."""
+
+    server: LoopbackServer
+
+    def start(self):
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def calls(self) -> Counter[str]:
+        return self.server.calls
+
+    def fail(self, route_name: str, times: int = 1, status: int = 500, body: Any = None) -> None:
+        self.server.fail(route_name, times, status, body)

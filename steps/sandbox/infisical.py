@@ -19,7 +19,6 @@ from __future__ import annotations
 import secrets as _random
 import threading
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 from werkzeug.wrappers import Request
 
 from steps.consumers.infisical import normalize_path, place_name  # one naming for both sides
-from steps.sandbox.http import LoopbackServer, Reply
+from steps.sandbox.http import FakeApi, LoopbackServer, Reply
 from steps.secrets import Secret
 
 DEFAULT_KEY_ID_NAME = "AWS_ACCESS_KEY_ID"
@@ -77,7 +76,7 @@ def _error(status: int, error: str, message: str) -> Reply:
     return Reply(status, {"reqId": f"req-{uuid.uuid4().hex[:16]}", "statusCode": status, "message": message, "error": error})
 
 
-class InfisicalSandbox:
+class InfisicalSandbox(FakeApi):
     """The fake Infisical API on a loopback port.
 
     Use: `sb = InfisicalSandbox().start()`; `cid, csecret = sb.add_identity()`;
@@ -97,32 +96,6 @@ class InfisicalSandbox:
         self._tokens: dict[str, _Token] = {}
         self._lock = threading.RLock()
         self._register_routes()
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> InfisicalSandbox:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> InfisicalSandbox:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def calls(self) -> Counter[str]:
-        return self.server.calls
-
-    def fail(self, route_name: str, times: int = 1, status: int = 500, body: Any = None) -> None:
-        self.server.fail(route_name, times, status, body)
 
     # -- identities and tokens ---------------------------------------------------------
 

@@ -42,11 +42,9 @@ class UserSeed(_Strict):
     @field_validator("check_call")
     @classmethod
     def _call(cls, value: str | None) -> str | None:
-        if value is not None:
-            from steps.actions.iam import parse_check_call
+        from steps.actions.iam import check_call_field
 
-            parse_check_call(value)
-        return value
+        return check_call_field(value)
 
 
 class AwsSeed(_Strict):
