@@ -214,14 +214,16 @@ def _end_state(world: dict[str, Any] | None, target: str) -> list[str]:
     active = {k["id"] for k in keys if k["status"] == "Active"}
     for place, held in sorted(world.get("places", {}).items()):
         key_id, owner = held.get("key_id"), held.get("secret_of")
+        status = next((k["status"] for k in keys if k["id"] == key_id), None)
         if key_id is None:
             state = "holds no pair"
+        elif status is None:
+            state = f"holds {key_id}, a deleted key: it is broken"
         elif owner != key_id:
             state = f"holds {key_id} with a secret that does not match it"
         elif key_id in active:
             state = f"holds {key_id} (Active)"
         else:
-            status = next((k["status"] for k in keys if k["id"] == key_id), "deleted")
             state = f"holds {key_id} ({status}): it is broken"
         lines.append(f"{place}: {state}")
     return lines

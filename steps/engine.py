@@ -550,9 +550,10 @@ class Session:
                     outcome = Outcome.failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}")
                 finally:
                     self.wiring.after_step(step.id)
-            if override and outcome.status == "done":
+            if override:
+                # The decision is audited whatever came of it.
                 outcome.evidence.append(f"override by {self.engine.os_user}: {override}")
-                self.audit.append("block.override", session=self.id, actor=self.row.actor, context={"step": step.id, "reason": override})
+                self.audit.append("block.override", session=self.id, actor=self.row.actor, context={"step": step.id, "reason": override, "outcome": outcome.status})
             self._apply(current, outcome)
             return outcome
 
