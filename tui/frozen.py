@@ -9,6 +9,8 @@ key ids, secrets) are seeded. Nothing here is used unless a `Frozen` is given.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,14 +22,13 @@ from steps.clock import SimClock
 class FrozenClock(SimClock):
     """Simulated time that stands still: waits end only when time is advanced.
 
-    `release()` ends every wait for good (the app calls it on the way out, so no worker
-    is left sleeping on a clock nobody will ever advance).
+    `release()` lets every wait pass in simulated time from then on (the app calls it
+    on the way out, so no worker is left sleeping on a clock nobody will advance).
     """
 
     def __init__(self, start: datetime) -> None:
         super().__init__(offset=0.0, auto_advance=False)
         self.start = start
-        self.released = False
 
     def now(self) -> datetime:
         return self.start + timedelta(seconds=self.offset)
@@ -35,12 +36,8 @@ class FrozenClock(SimClock):
     def monotonic(self) -> float:
         return self.offset
 
-    def sleep(self, seconds: float) -> None:
-        if not self.released:
-            super().sleep(seconds)
-
     def release(self) -> None:
-        self.released = True
+        self.auto_advance = True
         self.wake()
 
 
@@ -67,11 +64,22 @@ class Frozen:
 
         return FixedIdJournal(path)
 
-    def seed_randomness(self, salt: str = "") -> None:
-        """Seed the random sources the simulated AWS draws from: the account id
-        (stdlib random) and moto's key ids and secrets. Called before the world is
-        built and before each step runs, so a step's ids depend on that step alone."""
+    @contextmanager
+    def seeded(self, salt: str) -> Iterator[None]:
+        """Inside: the stdlib's random (the simulated account id) and moto's (key ids,
+        secrets) draw a fixed sequence. The stdlib's state is put back on the way out,
+        so nothing else in the process becomes predictable."""
+        state = random.getstate()
         random.seed(f"{self.seed}:{salt}")
+        self.seed_moto(salt)
+        try:
+            yield
+        finally:
+            random.setstate(state)
+
+    def seed_moto(self, salt: str) -> None:
+        """Seed moto's random source: called before each step runs, so a step's key ids
+        depend on that step alone, not on how many calls the steps before it made."""
         try:
             from moto.moto_api._internal import mock_random
         except ImportError:  # no sandbox installed: nothing to seed

@@ -45,6 +45,8 @@ class Catalog:
     runbooks: list[RunbookChoice] = field(default_factory=list)
     scenarios: list[ScenarioChoice] = field(default_factory=list)
     unfinished: list[SessionRow] = field(default_factory=list)
+    inventory: str | None = None  # the inventory file live and dry-run sessions use
+    inventory_users: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def runbook(self, ref: str | None) -> RunbookChoice | None:
@@ -69,7 +71,11 @@ class LaunchError(Exception):
     """Why a session could not be opened, as one line for the operator."""
 
 
-def load_catalog(journal_factory: Callable[[], Any] | None = None) -> Catalog:
+def load_catalog(journal_factory: Callable[[], Any] | None = None, scenario_file: str | None = None, inventory: str | None = None) -> Catalog:
+    """What the start screen offers. `scenario_file`: a scenario given by path (a
+    trainer's own), offered beside the shipped ones under its path. `inventory`: the
+    inventory file (else $HANDRAIL_INVENTORY, else the config dir's), whose users the
+    live and dry-run modes offer."""
     from steps.loader import RunbookError, load, shipped
     from steps.sandbox import scenario as scenarios
 
@@ -94,11 +100,34 @@ def load_catalog(journal_factory: Callable[[], Any] | None = None) -> Catalog:
             ScenarioChoice(sc.id, sc.title, sc.teaches, sc.briefing.strip(), sc.goal, sc.difficulty, sc.target_user, sc.inputs.get("reason"))
         )
     catalog.scenarios.sort(key=lambda s: (s.difficulty, s.id != scenarios.DEFAULT, s.id))
+    if scenario_file and catalog.scenario(scenario_file) is None:
+        try:
+            sc = scenarios.load(scenario_file)
+        except RunbookError as exc:
+            catalog.problems.append(str(exc))
+        else:
+            choice = ScenarioChoice(scenario_file, f"{sc.title} ({scenario_file})", sc.teaches, sc.briefing.strip(), sc.goal, sc.difficulty, sc.target_user, sc.inputs.get("reason"))
+            catalog.scenarios.insert(0, choice)
+    try:
+        path, found = _inventory(inventory)
+    except RunbookError as exc:
+        catalog.problems.append(str(exc))
+    else:
+        if found is not None:
+            catalog.inventory, catalog.inventory_users = str(path), sorted(found.users)
     try:
         catalog.unfinished = (journal_factory or _journal)().unfinished()
     except Exception as exc:  # an unreadable journal must not keep the app from opening
         catalog.problems.append(f"journal: {exc}")
     return catalog
+
+
+def _inventory(given: str | None):
+    """(path, Inventory) as `handrail run` finds them, or (None, None)."""
+    from tui.cli import inventory_file, load_inventory
+
+    path = inventory_file(given)
+    return path, load_inventory(path)
 
 
 def _journal():
@@ -111,8 +140,9 @@ def _journal():
 class Launcher:
     """Builds the engine once and opens sessions on it."""
 
-    def __init__(self, frozen: Frozen | None = None) -> None:
+    def __init__(self, frozen: Frozen | None = None, inventory: str | None = None) -> None:
         self.frozen = frozen
+        self.inventory = inventory
         self._engine: Engine | None = None
 
     def engine(self) -> Engine:
@@ -138,6 +168,7 @@ class Launcher:
         if request.mode not in MODES:
             raise LaunchError(f"unknown mode {request.mode!r} (one of {', '.join(MODES)})")
         inputs: dict[str, str | None] = {}
+        options: dict[str, Any] = {"scenario": request.scenario, "opened_by": "tui"}
         try:
             if request.mode == "training":
                 wiring, inputs = self._training(request)
@@ -146,14 +177,19 @@ class Launcher:
                     raise LaunchError("outside training, name the IAM user to rotate")
                 from steps.wiring import LiveWiring
 
-                wiring = LiveWiring(dry_run=request.mode == "dry-run")
+                path, inventory = _inventory(self.inventory)
+                entry = inventory.user(request.user) if inventory is not None else None
+                if entry is not None and entry.check_call:
+                    inputs["check_call"] = entry.check_call
+                options["inventory"] = str(path) if path else None
+                wiring = LiveWiring(dry_run=request.mode == "dry-run", inventory=inventory)
         except RunbookError as exc:
             raise LaunchError(str(exc)) from None
         inputs["target_user"] = request.user or inputs.get("target_user")
         if request.reason:
             inputs["reason"] = request.reason
         try:
-            return self.engine().start(request.runbook, inputs, wiring, options={"scenario": request.scenario, "opened_by": "tui"})
+            return self.engine().start(request.runbook, inputs, wiring, options=options)
         except (EngineError, WiringError, LockHeld, RunbookError) as exc:
             wiring.close()
             raise LaunchError(str(exc)) from None
@@ -171,12 +207,11 @@ class Launcher:
         inputs: dict[str, str | None] = {**sc.inputs, "target_user": user}
         if user in sc.aws.users and sc.aws.users[user].check_call:
             inputs["check_call"] = sc.aws.users[user].check_call
-        if self.frozen:
-            self.frozen.seed_randomness("world")
-            clock = self.frozen.clock()
-        else:
-            clock = training_clock(headless=False)
-        return TrainingWiring(World.create(sc, clock)), inputs
+        if self.frozen is None:
+            return TrainingWiring(World.create(sc, training_clock(headless=False))), inputs
+        with self.frozen.seeded("world"):
+            world = World.create(sc, self.frozen.clock())
+        return TrainingWiring(world), inputs
 
     def resume(self, session_ref: str) -> Session:
         """Resume an unfinished session from the journal (training: its saved world)."""

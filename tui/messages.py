@@ -41,10 +41,11 @@ class EngineEvent(Message):
 class PromptReady(Message):
     """The current step's prompt, freshly computed (its preview may call AWS)."""
 
-    def __init__(self, prompt: Any, then_run: bool) -> None:
+    def __init__(self, prompt: Any, then_run: bool, request: int) -> None:
         super().__init__()
         self.prompt = prompt
         self.then_run = then_run
+        self.request = request  # only the latest request counts
 
 
 class WorkDone(Message):

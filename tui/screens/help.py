@@ -23,7 +23,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="wide") as box:
             box.border_title = "Keys · escape closes"
-            with VerticalScroll(classes="dialog-body"):
+            with VerticalScroll(id="help-body"):
                 if self.intro:
                     yield Static(Content(self.intro), classes="prose")
                 for title, rows in self.sections:

@@ -28,7 +28,6 @@ class Dialog(ModalScreen[T]):
     """A framed question. Escape always cancels (dismisses with None)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
-    TITLE_TEXT = ""
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -94,17 +93,17 @@ class TypedConfirmScreen(Dialog[str]):
             box.border_title = f"Step {step.number} needs a typed confirmation"
             yield Static(Content.from_markup("[b]$title[/b]", title=step.title))
             with VerticalScroll(classes="dialog-body"):
-                yield Static(_block(prompt.command, "$ "), classes="block")
                 preview = [line for line in prompt.preview if not any(c.value in line for c in prompt.choices)]
                 if preview:
                     yield Static(_block("\n".join(preview)), classes="prose")
-                if prompt.choices:
-                    lines = [Content.from_markup("[b]$value[/b]  $label", value=c.value, label=c.label.replace(c.value, "", 1).strip()) for c in prompt.choices]
-                    yield Static(Content("\n").join(lines), classes="block", id="typed-choices")
+                yield Static(_block(prompt.command, "$ "), classes="block")
+            if prompt.choices:
+                lines = [Content.from_markup("[b $accent]$value[/]  $label", value=c.value, label=c.label.replace(c.value, "", 1).strip()) for c in prompt.choices]
+                yield Static(Content("\n").join(lines), id="typed-choices")
             ask = prompt.prompt or f"type {prompt.expect} to run this step"
-            yield Static(Content.from_markup("[b]$ask[/b]", ask=ask[0].upper() + ask[1:]))
-            yield self.quiet_cursor(Input(placeholder=self.accepted[0] if len(self.accepted) == 1 else "key id", id="typed-answer"))
-            yield Static(id="typed-error")
+            yield Static(Content.from_markup("[b]$ask:[/b]", ask=ask[0].upper() + ask[1:]), id="typed-ask")
+            yield self.quiet_cursor(Input(placeholder=self.accepted[0] if len(self.accepted) == 1 else "key id", id="typed-answer", compact=True))
+            yield Static(id="typed-error", classes="error-line")
             with Horizontal(classes="buttons"):
                 yield self.button("enter Run it", "screen.submit", "primary")
                 yield self.button("esc Cancel", "screen.cancel")
@@ -119,6 +118,7 @@ class TypedConfirmScreen(Dialog[str]):
             self.dismiss(answer)
             return
         error = self.query_one("#typed-error", Static)
+        error.display = True
         error.update(Content(f"{answer!r} is not " + (f"one of {', '.join(self.accepted)}" if len(self.accepted) > 1 else repr(self.accepted[0]) if self.accepted else "expected")))
         error.add_class("-error")
 
@@ -136,8 +136,8 @@ class ReasonScreen(Dialog[str]):
         with Vertical(id="dialog") as box:
             box.border_title = self.title_text
             yield Static(Content(self.explanation), classes="prose")
-            yield self.quiet_cursor(Input(placeholder=self.placeholder, id="reason"))
-            yield Static(id="reason-error")
+            yield self.quiet_cursor(Input(placeholder=self.placeholder, id="reason", compact=True))
+            yield Static(id="reason-error", classes="error-line")
             with Horizontal(classes="buttons"):
                 yield self.button("enter OK", "screen.submit", "primary")
                 yield self.button("esc Cancel", "screen.cancel")
@@ -152,6 +152,7 @@ class ReasonScreen(Dialog[str]):
             self.dismiss(reason)
             return
         error = self.query_one("#reason-error", Static)
+        error.display = True
         error.update("a reason of at least three characters, please: it goes to the audit log")
         error.add_class("-error")
 

@@ -33,7 +33,7 @@ class RollbackScreen(Dialog[bool]):
         plan = self.plan
         with Vertical(id="dialog", classes="wide") as box:
             box.border_title = f"Roll back session {self.session.id}"
-            with VerticalScroll(classes="dialog-body"):
+            with VerticalScroll(classes="dialog-body tall"):
                 if not plan.possible:
                     yield Static(Content.from_markup("[b $error]Past the point of no return.[/] Nothing can be rolled back."), id="rollback-verdict")
                     yield Static(Content(plan.reason), classes="prose")
@@ -42,7 +42,7 @@ class RollbackScreen(Dialog[bool]):
                     if not plan.items:
                         yield Static(Content.from_markup("[b]Nothing to undo:[/b] no step has changed anything yet."), id="rollback-verdict")
                     for n, item in enumerate(plan.items, 1):
-                        yield Static(self._item(n, item), classes="block rollback-item")
+                        yield Static(self._item(n, item), classes="plan-item")
                     for note in plan.notes:
                         yield Static(Content.from_markup("[b]note:[/b] $note", note=note), classes="prose")
                 if self.note:

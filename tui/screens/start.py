@@ -8,18 +8,23 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.content import Content
 from textual.screen import Screen
+from textual.suggester import SuggestFromList
 from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from tui.launcher import Catalog, Request, load_catalog
 from tui.messages import CatalogLoaded, LaunchFailed
-from tui.screens.modals import AskScreen
 
 MODE_OPTIONS = [
     ("training (simulated AWS)", "training"),
     ("dry-run (reads live AWS)", "dry-run"),
     ("live (changes real AWS)", "live"),
 ]
+MODE_HINTS = {
+    "training": "Simulated AWS: no credentials needed, nothing real changes.",
+    "dry-run": "Reads your real AWS account; changes nothing.",
+    "live": "LIVE: changes real IAM keys.",
+}
 MODE_NOTES = {
     "training": "Training: a simulated AWS account seeded by the scenario. No credentials needed, nothing real changes.",
     "dry-run": "Dry run: reads your real AWS account with your credentials; every change is shown, none is made.",
@@ -27,21 +32,35 @@ MODE_NOTES = {
 }
 
 
+def reflow(text: str) -> str:
+    """YAML block text to paragraphs: the terminal wraps them at its own width."""
+    return "\n\n".join(" ".join(p.split()) for p in text.split("\n\n"))
+
+
 class StartScreen(Screen):
     BINDINGS = [
         Binding("ctrl+s", "start", "Start", priority=True),
         Binding("ctrl+r", "resume", "Resume selected"),
+        Binding("q", "app.quit", "Quit"),
     ]
     AUTO_FOCUS = "#start"
 
-    def __init__(self, runbook: str | None = None, user: str | None = None, mode: str | None = None, scenario: str | None = None) -> None:
+    def __init__(
+        self,
+        runbook: str | None = None,
+        user: str | None = None,
+        mode: str | None = None,
+        scenario: str | None = None,
+        inventory: str | None = None,
+    ) -> None:
         super().__init__()
         self.initial = Request(runbook or "aws-iam-access-key", mode or "training", user, scenario, None)
+        self.inventory = inventory
         self.catalog: Catalog | None = None
         self.opening = False
 
     def compose(self) -> ComposeResult:
-        yield Static(Content.from_markup("[b]handrail[/b] · an SOP as a live checklist: each step shows its command, runs when you confirm, and can be rolled back"), id="start-title")
+        yield Static(Content.from_markup("[b]handrail[/b] · runbooks as live checklists: confirm each step, roll back any time"), id="start-title")
         with Horizontal(id="start-body"):
             with Vertical(id="start-form") as form:
                 form.border_title = "New session"
@@ -50,7 +69,7 @@ class StartScreen(Screen):
                     yield Select([], prompt="loading…", id="runbook", compact=True)
                     yield Label("Mode")
                     yield Select(MODE_OPTIONS, value=self.initial.mode, allow_blank=False, id="mode", compact=True)
-                    yield Label("Scenario")
+                    yield Label("Scenario", id="scenario-label")
                     yield Select([], prompt="loading…", id="scenario", compact=True)
                     yield Label("IAM user")
                     yield Input(value=self.initial.user or "", placeholder="the IAM user to rotate", id="user", compact=True)
@@ -64,21 +83,22 @@ class StartScreen(Screen):
                 briefing.border_title = "Scenario"
                 yield briefing
                 unfinished = OptionList(id="unfinished")
-                unfinished.border_title = "Resume an unfinished session · enter"
+                unfinished.border_title = "Resume a session"
                 yield unfinished
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#user", Input).cursor_blink = getattr(self.app, "cursor_blink", True)
         self._show_mode(self.initial.mode)
-        self.load_catalog()
+        # After the first frame: the catalog's imports (pydantic, yaml) must not delay it.
+        self.call_after_refresh(self.load_catalog)
 
     # -- the catalog (runbooks, scenarios, unfinished sessions) -------------------------
 
     @work(thread=True, exclusive=True, group="catalog", exit_on_error=False)
     def load_catalog(self) -> None:
         try:
-            catalog = load_catalog(self.app.launcher.journal)
+            catalog = load_catalog(self.app.launcher.journal, scenario_file=self.initial.scenario, inventory=self.inventory)
         except Exception as exc:
             self.post_message(LaunchFailed(f"cannot list runbooks and scenarios: {exc}"))
             return
@@ -98,6 +118,8 @@ class StartScreen(Screen):
             scenario.value = wanted.id
         self._fill_reasons()
         self._fill_unfinished()
+        if catalog.inventory_users:
+            self.query_one("#user", Input).suggester = SuggestFromList(catalog.inventory_users, case_sensitive=True)
         self._show_mode(self.query_one("#mode", Select).value)
         if catalog.problems:
             self.set_status("; ".join(catalog.problems), error=True)
@@ -141,6 +163,7 @@ class StartScreen(Screen):
                     id=row.id,
                 )
             )
+        listing.highlighted = 0
 
     # -- the form -----------------------------------------------------------------------
 
@@ -162,7 +185,7 @@ class StartScreen(Screen):
         training = mode == "training"
         self.set_class(mode == "live", "-live")
         scenario = self.query_one("#scenario", Select)
-        scenario.disabled = not training
+        scenario.display = self.query_one("#scenario-label").display = training
         user = self.query_one("#user", Input)
         user.disabled = training
         sc = self.catalog.scenario(scenario.value) if self.catalog and training else None
@@ -171,6 +194,7 @@ class StartScreen(Screen):
         elif training:
             user.value = ""
         briefing = self.query_one("#briefing", Static)
+        briefing.border_title = "Scenario" if training else {"live": "LIVE", "dry-run": "Dry run"}.get(str(mode), "")
         if sc is not None:
             briefing.update(
                 Content.from_markup(
@@ -178,15 +202,25 @@ class StartScreen(Screen):
                     title=sc.title,
                     difficulty=str(sc.difficulty),
                     teaches=sc.teaches,
-                    briefing=sc.briefing,
+                    briefing=reflow(sc.briefing),
                     goal=sc.goal,
                 )
             )
         else:
-            briefing.update(Content(MODE_NOTES.get(str(mode), "")))
+            briefing.update(self._live_notes(str(mode)))
         note = self.query_one("#mode-note", Static)
-        note.update(Content(MODE_NOTES.get(str(mode), "")))
+        note.update(Content(MODE_HINTS.get(str(mode), "")))
         note.set_class(mode == "live", "-live")
+
+    def _live_notes(self, mode: str) -> Content:
+        notes = Content(MODE_NOTES.get(mode, ""))
+        catalog = self.catalog
+        if catalog is None:
+            return notes
+        if catalog.inventory:
+            users = ", ".join(catalog.inventory_users) or "none"
+            return notes + Content.from_markup("\n\n[b]Inventory[/b] $path\nusers: $users", path=catalog.inventory, users=users)
+        return notes + Content("\n\nNo inventory: the vault and consumer steps will be manual (handrail asks you to do them and confirm).")
 
     def request(self) -> Request | None:
         runbook = self.query_one("#runbook", Select).value
@@ -220,6 +254,8 @@ class StartScreen(Screen):
         if request is None:
             return
         if request.mode == "live":
+            from tui.screens.modals import AskScreen
+
             text = (
                 f"This session changes real IAM access keys of {request.user} in the AWS account your "
                 "credentials point at. Every step still waits for your confirmation."

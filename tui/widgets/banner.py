@@ -32,6 +32,7 @@ class SessionBanner(Horizontal):
         with Vertical(id="banner-text"):
             yield Static(id="banner-where")
             yield Static(id="banner-who")
+            yield Static(id="banner-session")
 
     def on_mount(self) -> None:
         self.refresh_text(0.0)
@@ -39,25 +40,26 @@ class SessionBanner(Horizontal):
     def refresh_text(self, elapsed: float) -> None:
         s = self.session
         row = s.row
-        scenario = ""
         world = getattr(s.wiring, "world", None)
-        if world is not None:
-            scenario = f" · scenario {world.scenario.id}"
+        scenario = f"scenario {world.scenario.id} · " if world is not None else ""
         self.query_one("#banner-where", Static).update(
             Content.from_markup(
-                "[b]$user[/b] · $status · elapsed $elapsed · [dim]$hint$scenario[/dim]",
-                user=f"user {s.target or '-'}",
+                "user [b]$user[/b] · $status · elapsed [b]$elapsed[/b]",
+                user=s.target or "-",
                 status=s.status,
                 elapsed=elapsed_text(elapsed),
-                hint=HINTS.get(s.mode, ""),
-                scenario=scenario,
             )
         )
         self.query_one("#banner-who", Static).update(
-            Content.from_markup(
-                "account [b]$account[/b] · $actor · session $session",
-                account=row.account or "-",
-                actor=row.actor or "-",
-                session=s.id,
-            )
+            Content.from_markup("account [b]$account[/b] · $actor", account=row.account or "-", actor=short_actor(row.actor, row.account))
         )
+        self.query_one("#banner-session", Static).update(
+            Content.from_markup("session $session · [dim]$scenario$hint[/dim]", session=s.id, scenario=scenario, hint=HINTS.get(s.mode, ""))
+        )
+
+
+def short_actor(actor: str, account: str) -> str:
+    """'me as arn:aws:iam::123456789012:user/ops' -> 'me as user/ops' (the account is shown beside it)."""
+    if not actor:
+        return "-"
+    return actor.replace(f"arn:aws:iam::{account}:", "") if account else actor

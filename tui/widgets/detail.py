@@ -45,6 +45,7 @@ class StepView:
     wait: Wait | None = None
     hints: list[tuple[str, str]] = field(default_factory=list)
     note: str = ""
+    secret_here: bool = False  # the new secret belongs on this step (made here, or copied by hand here)
 
 
 def _lines(text: str, prefix: str = "") -> Content:
@@ -59,6 +60,7 @@ class StepDetail(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         yield Static(id="d-status")
+        yield Static(id="d-hints")
         yield Static(id="d-why", classes="prose")
         yield Static(id="d-command", classes="block")
         yield Static(id="d-undo", classes="prose")
@@ -72,7 +74,25 @@ class StepDetail(VerticalScroll):
         yield Static(id="d-output", classes="block")
         yield Static(id="d-evidence", classes="block")
         yield Static(id="d-note", classes="callout")
-        yield Static(id="d-hints")
+
+    BEFORE = ("d-status", "d-hints", "d-note", "d-why", "d-gate", "d-manual", "d-command", "d-preview", "d-undo")
+    AFTER = ("d-status", "d-hints", "d-note", "d-wait", "d-secret", "d-output", "d-evidence", "d-why", "d-command", "d-undo")
+
+    def _arrange(self, before: bool) -> None:
+        """Before a step runs: why it exists and what it will do come first.
+        Once it runs: the wait, the output and the evidence come first."""
+        order = self.BEFORE if before else self.AFTER
+        if getattr(self, "_order", None) == order:
+            return
+        self._order = order
+        previous = None
+        for widget_id in order:
+            widget = self.query_one(f"#{widget_id}")
+            if previous is None:
+                self.move_child(widget, before=0)
+            else:
+                self.move_child(widget, after=previous)
+            previous = widget
 
     def _set(self, widget_id: str, content: Content | str | None, title: str | None = None) -> None:
         widget = self.query_one(f"#{widget_id}", Static)
@@ -85,10 +105,14 @@ class StepDetail(VerticalScroll):
     def show(self, view: StepView) -> None:
         state, step = view.state, view.state.step
         style = look(view.status)
+        self._arrange(view.status in ("next", "waiting", "pending"))
         self.border_title = f"Step {step.number} · {step.title}"
         status = Content.from_markup(f"[{style.color} b]$glyph $word[/]", glyph=style.glyph, word=style.word)
         if state.summary and view.status not in ("next", "waiting", "pending"):
-            status = status + Content(": ") + Content(state.summary)
+            summary = state.summary
+            if summary.lower().startswith(style.word + ":"):
+                summary = summary[len(style.word) + 1 :].strip()
+            status = status + Content(": ") + Content(summary)
         if view.status == "running" and state.attempts > 1:
             status = status + Content(f" (attempt {state.attempts})")
         self._set("d-status", status)
@@ -99,12 +123,17 @@ class StepDetail(VerticalScroll):
         self._show_preview(view)
         self._show_manual(view)
         self._show_wait(view.wait)
-        self.query_one(SecretReveal).refresh_secret()
+        secret = self.query_one(SecretReveal)
+        secret.pinned = view.secret_here
+        secret.refresh_secret()
         self._set("d-output", _lines("\n".join(view.output)) if view.output else None, "Output")
         evidence = state.evidence if view.status not in ("next", "pending", "waiting") else []
         self._set("d-evidence", _lines("\n".join(evidence)) if evidence else None, "Evidence")
         self._set("d-note", Content(view.note) if view.note else None)
-        hints = Content("  ").join(Content.from_markup("[b $accent]$key[/] $text", key=key, text=text) for key, text in view.hints)
+        hints = Content("  ").join(
+            Content.from_markup("[b $accent]$key[/] $text", key=key, text=text) if key else Content.from_markup("[b]$text[/b]", text=text)
+            for key, text in view.hints
+        )
         self._set("d-hints", hints if view.hints else None)
 
     def _show_gate(self, view: StepView) -> None:

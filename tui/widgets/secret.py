@@ -22,6 +22,7 @@ class SecretReveal(Static):
         self.session = session
         self.seconds = seconds
         self.revealed = False
+        self.pinned = True  # shown while masked too (else only while revealed)
         self._timer: Timer | None = None
 
     def on_mount(self) -> None:
@@ -32,8 +33,8 @@ class SecretReveal(Static):
         return SECRET in self.session.secrets
 
     def refresh_secret(self) -> None:
-        self.display = self.available
-        if not self.available:
+        self.display = self.available and (self.pinned or self.revealed)
+        if not self.display:
             return
         if self.revealed:
             self.update(

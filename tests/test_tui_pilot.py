@@ -1,0 +1,347 @@
+"""The app driven with keys only (Pilot), checked against the simulated world.
+
+Every test runs frozen: the simulated clock moves only when the operator fast-forwards,
+so waits last exactly as long as the test says.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+from tui_helpers import checklist, pilot_test, fast_forward_waits, frozen_app, idle, open_session, screen_text, settle, take_step, wait_until
+
+from tui.screens.modals import AskScreen, ManualStepScreen, ManualUndoScreen, ReasonScreen
+from tui.screens.rollback import RollbackScreen
+
+pytestmark = pytest.mark.slow
+
+
+def keys(session) -> dict[str, str]:
+    world = session.wiring.world
+    return {k.access_key_id: k.status for k in world.aws.iam.users[world.scenario.target_user].access_keys}
+
+
+async def run_steps(pilot, screen, count: int | None = None) -> None:
+    """Take `count` steps (or every step left) with keys only, fast-forwarding every wait."""
+    taken = 0
+    while screen.session.current() is not None and (count is None or taken < count):
+        await take_step(pilot, screen)
+        await fast_forward_waits(pilot, screen)
+        await idle(pilot, screen)
+        taken += 1
+
+
+@pilot_test
+async def test_complete_rotation_with_keys_only():
+    app = frozen_app("happy-path")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_session(pilot)
+        session = screen.session
+        old = session.facts.get("old_key_id")
+        await run_steps(pilot, screen)
+        assert session.status == "done", screen_text(app)
+        old, new = session.facts["old_key_id"], session.facts["new_key_id"]
+        assert keys(session) == {new: "Active"}, "the old key is gone and one new Active key remains"
+        assert old != new
+        assert "Rotation complete." in screen_text(app)
+        assert "user raxx-vault-operator · done" in screen_text(app)
+        gates = [r for r in session.audit.for_session(session.id) if r["action"] == "clock.fast_forward"]
+        assert gates, "fast-forwarding the gate and the waits is audited"
+
+        # Past the point of no return, the rollback plan says so and offers nothing to run.
+        await pilot.press("u")
+        await wait_until(pilot, lambda: isinstance(app.screen, RollbackScreen), "the rollback plan")
+        assert not app.screen.plan.possible
+        text = screen_text(app)
+        assert "Past the point of no return." in text and "cannot be recovered" in text
+        await pilot.press("y")  # nothing to run: y does nothing
+        assert isinstance(app.screen, RollbackScreen)
+        await pilot.press("escape")
+        assert checklist(app) is app.screen
+
+
+@pilot_test
+async def test_rollback_half_way_restores_the_old_key():
+    app = frozen_app("happy-path")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_session(pilot)
+        session = screen.session
+        while session.states["deactivate-old-key"].status != "done":
+            await run_steps(pilot, screen, 1)
+        old, new = session.facts["old_key_id"], session.facts["new_key_id"]
+        assert keys(session) == {old: "Inactive", new: "Active"}
+
+        await pilot.press("u")
+        await wait_until(pilot, lambda: isinstance(app.screen, RollbackScreen), "the rollback plan")
+        plan = app.screen.plan
+        assert plan.possible and plan.items[0].step.id == "deactivate-old-key"
+        await pilot.press("y")
+        await wait_until(pilot, lambda: screen.idle and session.status == "rolled-back", "the rollback")
+        await settle(pilot)
+        assert keys(session) == {old: "Active", new: "Inactive"}
+        assert session.states["deactivate-old-key"].status == "undone"
+        assert "Rolled back." in screen_text(app)
+
+
+@pilot_test
+async def test_no_secret_is_rendered_until_revealed_then_hidden_again():
+    app = frozen_app("happy-path", reveal_seconds=0.5)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_session(pilot)
+        session = screen.session
+        await run_steps(pilot, screen, 3)  # through create-key
+        assert session.states["create-key"].status == "done"
+        secret = session.secrets["new_secret"].reveal()
+        shown = screen.shown_step
+        assert shown == "create-key"
+
+        for step_id in [s.step.id for s in session.step_states()]:  # every step's detail
+            screen.query_one("#steps").highlighted = session.runbook.index(step_id)
+            await pilot.pause()
+            assert secret[:12] not in screen_text(app)
+            assert secret[:12] not in app.export_screenshot()
+        screen.query_one("#steps").highlighted = session.runbook.index("create-key")
+        await pilot.pause()
+
+        await pilot.press("v")
+        await pilot.pause()
+        assert secret in screen_text(app)
+        revealed = [r for r in session.audit.for_session(session.id) if r["action"] == "secret.revealed"]
+        assert revealed and revealed[-1]["context"] == {"step": "create-key", "secret": "new_secret"}
+        await wait_until(pilot, lambda: secret[:12] not in screen_text(app), "the secret to hide again", timeout=10)
+        assert "●" in screen_text(app)
+
+
+@pilot_test
+async def test_failure_is_a_state_retry_skip_and_quit(tmp_path: Path):
+    app = frozen_app("self-rotation")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_session(pilot)
+        session = screen.session
+        await run_steps(pilot, screen, 1)
+        assert session.states["pre-checks"].status == "failed"
+        text = screen_text(app)
+        assert "refusing: you are signed in as raxx-vault-operator" in text
+        assert "r retry" in text and "s skip…" in text and "u roll back" in text
+
+        await take_step(pilot, screen)  # retry: fails again, the app stays up
+        await idle(pilot, screen)
+        assert session.states["pre-checks"].status == "failed"
+        assert session.states["pre-checks"].attempts == 2
+
+        await pilot.press("s")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReasonScreen), "the reason")
+        await pilot.press("o", "k", "enter")  # too short: refused
+        assert isinstance(app.screen, ReasonScreen)
+        await pilot.press("backspace", "backspace", *"training: looked at it", "enter")
+        await idle(pilot, screen)
+        assert session.states["pre-checks"].status == "skipped"
+        skipped = [r for r in session.audit.for_session(session.id) if r["action"] == "step.skipped"]
+        assert skipped[-1]["context"]["reason"] == "training: looked at it"
+
+        await pilot.press("q")
+        await pilot.pause()
+    assert session.status == "active"
+    assert f"resume {session.id}" in app.exit_note
+
+
+@pilot_test
+async def test_quit_mid_rotation_then_resume():
+    app = frozen_app("happy-path")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_session(pilot)
+        await run_steps(pilot, screen, 3)
+        session_id = screen.session.id
+        await pilot.press("q")
+        await pilot.pause()
+    assert "resume" in app.exit_note
+
+    again = frozen_app("happy-path")
+    async with again.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: again.start_screen.catalog is not None, "the catalog")
+        assert [r.id for r in again.start_screen.catalog.unfinished] == [session_id]
+        assert session_id in screen_text(again)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: checklist(again) is not None, "the resumed session")
+        screen = checklist(again)
+        await wait_until(pilot, lambda: screen.prompt is not None, "the prompt")
+        session = screen.session
+        assert session.id == session_id
+        # The new secret lived in the previous process's memory: its step runs again.
+        assert session.current().step.id == "create-key"
+        await run_steps(pilot, screen)
+        assert session.status == "done"
+
+
+@pilot_test
+async def test_a_worker_exception_is_shown_not_raised(monkeypatch):
+    app = frozen_app("happy-path")
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        screen = await open_session(pilot)
+
+        def boom(*args, **kwargs):
+            raise RuntimeError("the disk is on fire")
+
+        monkeypatch.setattr(screen.session, "run", boom)
+        await pilot.press("r")  # step 1 is auto: it runs at once, and raises
+        await wait_until(pilot, lambda: "pre-checks" in screen.notes, "the error")
+        await idle(pilot, screen)
+        assert app.is_running
+        assert "RuntimeError: the disk is on fire" in screen.notes["pre-checks"]
+        assert "the disk is on fire" in screen_text(app)
+
+
+@pilot_test
+async def test_manual_step_reveals_the_secret_and_records_done(tmp_path: Path):
+    """A scenario with no vault and no consumers: steps 4 to 6 are done by hand."""
+    import yaml
+
+    from steps.sandbox import scenario as scenarios
+
+    data = yaml.safe_load((scenarios.scenarios_dir() / "happy-path.yaml").read_text())
+    for name in ("vault", "consumers", "forgotten", "faults"):
+        data.pop(name, None)
+    data["id"] = "no-inventory"
+    path = tmp_path / "no-inventory.yaml"
+    path.write_text(yaml.safe_dump(data))
+
+    app = frozen_app(str(path), reveal_seconds=30)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_session(pilot)
+        session = screen.session
+        assert session.wiring.world.scenario.id == "no-inventory"
+        await run_steps(pilot, screen, 4)
+        await pilot.press("r")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ManualStepScreen), "the manual step")
+        secret = session.secrets["new_secret"].reveal()
+        assert secret not in screen_text(app)
+        await pilot.press("v")
+        await pilot.pause()
+        assert secret in screen_text(app)
+        await pilot.press("d")
+        await idle(pilot, screen)
+        assert session.states["store-in-vault"].status == "done"
+        assert session.states["store-in-vault"].summary.startswith("done by the operator outside handrail")
+
+        # Rolling back: whatever the engine makes of a vault step done by hand, the
+        # outcome is a state on screen (a failed undo leaves "u roll back the rest").
+        await pilot.press("u")
+        await wait_until(pilot, lambda: isinstance(app.screen, RollbackScreen), "the rollback plan")
+        await pilot.press("y")
+        while not (screen.idle and session.status in ("rolled-back", "rollback-failed")):
+            if isinstance(app.screen, ManualUndoScreen):
+                await pilot.press("d")
+            await pilot.pause(0.05)
+        await settle(pilot)
+        assert app.is_running
+        text = screen_text(app)
+        assert "Rolled back." in text if session.status == "rolled-back" else "u roll back the rest" in text
+
+
+@pilot_test
+async def test_a_manual_undo_is_asked_while_the_rollback_waits(monkeypatch):
+    from steps.actions.base import Outcome
+    from steps.engine import UndoItem
+
+    app = frozen_app("happy-path")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_session(pilot)
+        session = screen.session
+        await run_steps(pilot, screen, 3)  # something to undo: the plan can run
+        step = session.runbook.step("propagate")
+        answers: list[bool] = []
+
+        def rollback(manual_done):
+            item = UndoItem(step, "manual", "Put the old pair back on every consumer", "manual undo")
+            answers.append(manual_done(item))  # blocks this worker until the operator answers
+            return True, [(item, Outcome.done("undone by the operator outside handrail"))]
+
+        monkeypatch.setattr(session, "rollback", rollback)
+        await pilot.press("u")
+        await wait_until(pilot, lambda: isinstance(app.screen, RollbackScreen), "the rollback plan")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: isinstance(app.screen, ManualUndoScreen), "the manual undo")
+        assert screen.rolling_back
+        assert "Put the old pair back on every consumer" in screen_text(app)
+        await pilot.press("d")
+        await wait_until(pilot, lambda: screen.idle, "the rollback to end")
+        assert answers == [True]
+
+
+@pilot_test
+async def test_gate_override_needs_a_typed_reason():
+    app = frozen_app("happy-path")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_session(pilot)
+        session = screen.session
+        while session.states["deactivate-old-key"].status != "done":
+            await run_steps(pilot, screen, 1)
+        await pilot.press("r")  # show step 7b: waiting at the gate
+        await pilot.pause()
+        assert "waiting at the gate" in screen_text(app)
+        await pilot.press("r")  # the gate is closed: nothing runs
+        await pilot.pause()
+        assert session.states["delete-old-key"].status == "pending"
+        await pilot.press("o")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReasonScreen), "the reason")
+        await pilot.press(*"change window closes tonight", "enter")
+        await idle(pilot, screen)
+        assert session.gate_state(session.states["delete-old-key"].step).open
+        overrides = [r for r in session.audit.for_session(session.id) if r["action"] == "gate.override"]
+        assert overrides[-1]["context"]["reason"] == "change window closes tonight"
+
+
+@pilot_test
+async def test_live_mode_without_credentials_is_an_error_not_a_crash(monkeypatch, tmp_path: Path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    app = frozen_app(mode="live")
+    async with app.run_test(size=(80, 24)) as pilot:
+        start = app.start_screen
+        await wait_until(pilot, lambda: start.catalog is not None, "the catalog")
+        assert start.has_class("-live")
+        start.query_one("#user", Input).value = "raxx-vault-operator"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, AskScreen), "the live confirmation")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not start.opening, "the attempt to open")
+        assert "cannot tell who you are" in screen_text(app)
+        assert checklist(app) is None and app.is_running
+
+
+@pilot_test
+async def test_help_lists_every_binding_and_the_palette_runs_actions():
+    from tui.screens.checklist import ChecklistScreen
+    from tui.screens.help import HelpScreen
+
+    app = frozen_app("happy-path")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_session(pilot)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
+        listed = {key for _, rows in app.screen.sections for key, _ in rows}
+        for binding in ChecklistScreen.BINDINGS:
+            assert app.get_key_display(binding) in listed, binding
+        await pilot.press("escape")
+        assert app.screen is screen
+
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Roll back")
+        await wait_until(pilot, lambda: "Shows the rollback plan" in screen_text(app), "the palette hit")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, RollbackScreen), "the rollback plan, from the palette")
+        await pilot.press("escape")
+
+        assert app.theme == "textual-dark"
+        await pilot.press("ctrl+t")
+        assert app.theme == "textual-light"
+        await pilot.press("ctrl+t")
+        assert app.theme == "textual-dark"
+        assert app.startup_seconds is not None and app.startup_seconds > 0

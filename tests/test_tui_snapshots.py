@@ -1,0 +1,140 @@
+"""Snapshots of the app (pytest-textual-snapshot), each at 80x24 and 120x40.
+
+The app runs frozen (`tui.frozen.Frozen`): simulated time stands still, the session id
+and the operator are fixed, and the simulated account's random ids are seeded, so the
+same screen comes out on every run. Regenerate with `pytest --snapshot-update` and look
+at the report before committing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from tui_helpers import SIZES, checklist, fast_forward_waits, frozen_app, idle, open_session, settle, take_step, wait_until
+
+pytestmark = pytest.mark.slow
+
+sizes = pytest.mark.parametrize("size", list(SIZES.values()), ids=list(SIZES))
+
+
+def compare(snap_compare, app, size, before: Callable[..., Awaitable[None]] | None = None, *, workers_done: bool = True) -> bool:
+    """Run `before`, then drop notifications (their timeout is wall-clock) and let the
+    screen settle before the screenshot."""
+
+    async def run_before(pilot) -> None:
+        if before is not None:
+            await before(pilot)
+        pilot.app.clear_notifications()
+        if workers_done:
+            await settle(pilot)
+        else:
+            await pilot.pause()
+            await pilot.wait_for_scheduled_animations()
+
+    return snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+async def steps(pilot, count: int):
+    screen = await open_session(pilot)
+    for _ in range(count):
+        await take_step(pilot, screen)
+        await fast_forward_waits(pilot, screen)
+        await idle(pilot, screen)
+    # Toasts are drawn by the screen that was current when they came: clear them
+    # before a modal opens on top, or they stay in the background of the snapshot.
+    pilot.app.clear_notifications()
+    await settle(pilot)
+    return screen
+
+
+@sizes
+def test_start_screen(snap_compare, size):
+    """The start screen: runbook, mode (training), scenario, user, reason; no session to resume."""
+
+    async def loaded(pilot):
+        await wait_until(pilot, lambda: pilot.app.start_screen.catalog is not None, "the catalog")
+
+    assert compare(snap_compare, frozen_app("happy-path"), size, loaded)
+
+
+@sizes
+def test_checklist_before_a_step(snap_compare, size):
+    """A training session just opened: step 1 is next, nothing has run."""
+    assert compare(snap_compare, frozen_app("happy-path"), size, open_session)
+
+
+@sizes
+def test_checklist_while_a_step_waits(snap_compare, size):
+    """Step 3 polls for the new key (slow propagation: 20 s); 8 simulated seconds in,
+    the progress bar shows what is polled and the time left."""
+
+    async def waiting(pilot):
+        screen = await steps(pilot, 3)
+        await take_step(pilot, screen)  # validate-new-key: auto, so r runs it
+        await wait_until(pilot, lambda: screen.waits.get("validate-new-key") is not None, "the first poll")
+        screen.session.wiring.clock.advance(8)
+        await wait_until(pilot, lambda: screen.waits["validate-new-key"].done >= 8, "the poll at 8 s")
+
+    assert compare(snap_compare, frozen_app("slow-propagation"), size, waiting, workers_done=False)
+
+
+@sizes
+def test_checklist_after_a_step(snap_compare, size):
+    """Step 1 done: its evidence (operator, target, keys) and the way to the next step."""
+    assert compare(snap_compare, frozen_app("happy-path"), size, lambda pilot: steps(pilot, 1))
+
+
+@sizes
+def test_typed_confirmation(snap_compare, size):
+    """Two Active keys: step 1b asks to type the id of the key to retire."""
+
+    async def typed(pilot):
+        screen = await steps(pilot, 1)
+        await pilot.press("r")  # show step 1b
+        await pilot.press("r")  # run it: the typed confirmation opens
+        from tui.screens.modals import TypedConfirmScreen
+
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, TypedConfirmScreen), "the typed confirmation")
+        assert screen.session.states["free-key-slot"].status == "pending"
+
+    assert compare(snap_compare, frozen_app("two-active-keys"), size, typed)
+
+
+@sizes
+def test_failed_step(snap_compare, size):
+    """Self-rotation: step 1 fails; the error, the evidence and the choices are shown."""
+
+    async def failed(pilot):
+        screen = await steps(pilot, 1)
+        assert screen.session.states["pre-checks"].status == "failed"
+
+    assert compare(snap_compare, frozen_app("self-rotation"), size, failed)
+
+
+@sizes
+def test_rollback_plan(snap_compare, size):
+    """After step 5: the plan undoes 5, 4 and 2, in that order, with their commands."""
+
+    async def plan(pilot):
+        screen = await steps(pilot, 6)
+        await pilot.press("home")  # a step whose evidence holds no loopback port
+        await pilot.press("u")
+        from tui.screens.rollback import RollbackScreen
+
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, RollbackScreen), "the rollback plan")
+        assert [i.step.id for i in pilot.app.screen.plan.items] == ["propagate", "store-in-vault", "create-key"]
+        assert checklist(pilot.app) is screen
+
+    assert compare(snap_compare, frozen_app("happy-path"), size, plan)
+
+
+@sizes
+def test_help_screen(snap_compare, size):
+    """`?` on the checklist: every key, screen by screen."""
+
+    async def helped(pilot):
+        await open_session(pilot)
+        await pilot.press("question_mark")
+
+    assert compare(snap_compare, frozen_app("happy-path"), size, helped)

@@ -1,0 +1,130 @@
+"""The app's plain parts: the frozen clock, the launcher, states, startup timing, imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tui.frozen import Frozen, FrozenClock
+from tui.launcher import LaunchError, Launcher, Request, load_catalog
+from tui.startup import process_age
+from tui.states import elapsed_text, look
+from tui.widgets.banner import short_actor
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_frozen_clock_stands_still_until_advanced():
+    clock = FrozenClock(datetime(2026, 1, 1, tzinfo=UTC))
+    assert clock.now() == datetime(2026, 1, 1, tzinfo=UTC)
+    woke = threading.Event()
+    sleeper = threading.Thread(target=lambda: (clock.sleep(5), woke.set()))
+    sleeper.start()
+    assert not woke.wait(0.3), "a frozen clock's sleep waits for an advance"
+    clock.advance(5)
+    assert woke.wait(5)
+    assert clock.now() == datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
+    assert clock.monotonic() == 5
+
+
+def test_a_released_frozen_clock_lets_every_wait_pass():
+    clock = FrozenClock(datetime(2026, 1, 1, tzinfo=UTC))
+    done = threading.Event()
+    sleeper = threading.Thread(target=lambda: (clock.sleep(60), clock.sleep(60), done.set()))
+    sleeper.start()
+    clock.release()
+    assert done.wait(5)
+    assert clock.monotonic() >= 60
+
+
+def test_frozen_journal_gives_the_fixed_session_id(tmp_path: Path):
+    journal = Frozen(session_id="20260101-000000-test").journal(tmp_path / "j.sqlite3")
+    row = journal.create_session(runbook_id="r", runbook_path="p", runbook_sha="s", mode="training")
+    assert row.id == "20260101-000000-test"
+    journal.close()
+
+
+def test_catalog_offers_the_shipped_runbook_and_scenarios(tmp_path: Path):
+    catalog = load_catalog()
+    assert [r.ref for r in catalog.runbooks] == ["aws-iam-access-key"]
+    book = catalog.runbook(None)
+    assert "scheduled" in book.reasons and book.default_reason in book.reasons
+    assert catalog.scenarios[0].id == "happy-path"
+    assert {"self-rotation", "two-active-keys", "slow-propagation"} <= {s.id for s in catalog.scenarios}
+    assert catalog.unfinished == [] and catalog.problems == []
+
+
+def test_catalog_takes_a_scenario_file_and_reports_a_bad_one(tmp_path: Path):
+    from steps.sandbox import scenario as scenarios
+
+    path = tmp_path / "mine.yaml"
+    path.write_text((scenarios.scenarios_dir() / "happy-path.yaml").read_text().replace("id: happy-path", "id: mine"))
+    catalog = load_catalog(scenario_file=str(path))
+    assert catalog.scenarios[0].id == str(path)
+    assert load_catalog(scenario_file="no-such-scenario").problems
+
+
+def test_launcher_refuses_bad_requests_in_one_line():
+    launcher = Launcher()
+    with pytest.raises(LaunchError, match="unknown mode"):
+        launcher.start(Request("aws-iam-access-key", mode="chaos"))
+    with pytest.raises(LaunchError, match="name the IAM user"):
+        launcher.start(Request("aws-iam-access-key", mode="live"))
+    with pytest.raises(LaunchError, match="no such scenario"):
+        launcher.start(Request("aws-iam-access-key", mode="training", scenario="nope"))
+    with pytest.raises(LaunchError, match="no session"):
+        launcher.resume("nope")
+    launcher.close()
+
+
+def test_looks_and_texts():
+    assert look("done").glyph == "✓" and look("failed").word == "failed"
+    assert look("something-new").word == "something-new"
+    assert elapsed_text(3725.9) == "1:02:05"
+    assert short_actor("me as arn:aws:iam::123456789012:user/ops", "123456789012") == "me as user/ops"
+
+
+def test_process_age_counts_from_process_start():
+    age = process_age()
+    assert 0 < age < 600
+
+
+def test_the_app_imports_no_sdk_before_its_first_frame():
+    code = (
+        "import sys, tui.app\n"
+        "heavy = ('boto3', 'botocore', 'moto', 'paramiko', 'github', 'pydantic', 'steps.engine')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+
+
+def test_catalog_lists_the_inventory_users_and_reports_a_bad_inventory(tmp_path: Path):
+    good = tmp_path / "inventory.yaml"
+    good.write_text("version: 1\nusers:\n  raxx-s3-backup: {check_call: 's3:ListObjectsV2 Bucket=raxx-backups'}\n  raxx-vault-operator: {}\n")
+    catalog = load_catalog(inventory=str(good))
+    assert catalog.inventory == str(good)
+    assert catalog.inventory_users == ["raxx-s3-backup", "raxx-vault-operator"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nusers:\n  raxx-s3-backup: {vault: 3}\n")
+    catalog = load_catalog(inventory=str(bad))
+    assert catalog.inventory is None and any("bad.yaml" in p for p in catalog.problems)
+
+
+def test_frozen_seeding_leaves_the_stdlib_random_as_it_was():
+    import random
+
+    random.seed(1)
+    expected = [random.random() for _ in range(3)]
+    random.seed(1)
+    with Frozen().seeded("world"):
+        inside = random.random()
+    assert [random.random() for _ in range(3)] == expected
+    with Frozen().seeded("world"):
+        assert random.random() == inside

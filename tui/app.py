@@ -1,0 +1,226 @@
+"""handrail's app: the runbook as a live checklist, run one confirmed step at a time.
+
+`run_app()` is what `handrail` and `handrail tui` call. The first frame comes fast:
+nothing heavier than textual is imported before it; runbooks, scenarios and the
+journal load in a worker, and boto3 and moto only when a session opens (in a worker).
+"""
+
+from __future__ import annotations
+
+from tui.startup import process_age  # noqa: I001 - first, so the fallback clock starts early
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
+from tui.frozen import Frozen
+from tui.launcher import LaunchError, Launcher, Request
+from tui.messages import LaunchFailed, SessionOpened
+from tui.screens.help import HelpScreen, Section
+from tui.screens.start import StartScreen
+
+THEMES = ("textual-dark", "textual-light")
+
+
+def handrail_commands():
+    """The palette's provider, imported when the palette first opens (not at startup)."""
+    from tui.commands import HandrailCommands
+
+    return HandrailCommands
+NAVIGATION = [
+    ("↑ ↓ / mouse", "move in a list; the step you highlight shows on the right"),
+    ("enter / click", "choose; the footer's keys can be clicked too"),
+    ("tab", "next field or button"),
+    ("ctrl+p", "command palette: every action by name"),
+]
+
+
+class HandrailApp(App):
+    """The app. `frozen` holds time and random ids still (tests, snapshots)."""
+
+    CSS_PATH = Path(__file__).with_name("handrail.tcss")
+    TITLE = "handrail"
+    COMMANDS = App.COMMANDS | {handrail_commands}
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", tooltip="Every key, screen by screen"),
+        Binding("ctrl+t", "toggle_theme", "Dark/light", show=False),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(
+        self,
+        runbook: str | None = None,
+        user: str | None = None,
+        mode: str | None = None,
+        scenario: str | None = None,
+        inventory: str | None = None,
+        *,
+        frozen: Frozen | None = None,
+        reveal_seconds: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.frozen = frozen
+        self.reveal_seconds = reveal_seconds
+        self.cursor_blink = frozen is None
+        self.launcher = Launcher(frozen, inventory)
+        self.session: Any = None
+        self.startup_seconds: float | None = None
+        self.exit_note = ""
+        self.abandoned_work = False
+        self.start_screen = StartScreen(runbook, user, mode, scenario, inventory)
+        self.theme = THEMES[0]
+
+    def monotonic(self) -> float:
+        return 0.0 if self.frozen is not None else time.monotonic()
+
+    def get_default_screen(self) -> StartScreen:
+        return self.start_screen
+
+    def on_ready(self) -> None:
+        self.startup_seconds = process_age()
+        self.log.system(f"handrail: first frame {self.startup_seconds:.3f} s after the process started")
+
+    # -- opening a session --------------------------------------------------------------
+
+    def launch(self, request: Request) -> None:
+        self._open(lambda: self.launcher.start(request), resumed=False)
+
+    def resume(self, session_id: str) -> None:
+        self._open(lambda: self.launcher.resume(session_id), resumed=True)
+
+    @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
+    def _open(self, open_session, resumed: bool) -> None:
+        try:
+            session = open_session()
+        except LaunchError as exc:
+            self.start_screen.post_message(LaunchFailed(str(exc)))
+        except Exception as exc:  # never a traceback: the start screen says what went wrong
+            from steps.secrets import redact
+
+            self.start_screen.post_message(LaunchFailed(redact(f"{type(exc).__name__}: {exc}")))
+        else:
+            self.post_message(SessionOpened(session, resumed))
+
+    def on_session_opened(self, message: SessionOpened) -> None:
+        from tui.screens.checklist import ChecklistScreen
+
+        self.session = message.session
+        self.start_screen.opening = False
+        self.start_screen.set_status("")
+        self.push_screen(ChecklistScreen(message.session, self.frozen, self.reveal_seconds))
+        if message.resumed:
+            self.notify(f"Resumed session {message.session.id}: {message.session.status}.", title="Resumed")
+
+    def leave_session(self, back_to_start: bool = False, abandon_work: bool = False) -> None:
+        """Close the session (it stays resumable unless finished), then go back or exit."""
+        session, self.session = self.session, None
+        if session is not None:
+            if abandon_work:
+                self.abandoned_work = True  # a worker is inside a step: leave it be, exit hard
+            else:
+                self._close(session)
+            if session.status in ("done", "rolled-back", "abandoned"):
+                self.exit_note = f"handrail: session {session.id} is {session.status}."
+            else:
+                self.exit_note = f"handrail: session {session.id} is {session.status}; resume it with `handrail`, or `handrail resume {session.id}`."
+        if back_to_start and not abandon_work:
+            self.pop_screen()
+            self.start_screen.refresh_catalog()
+        else:
+            self.exit()
+
+    def _close(self, session: Any) -> None:
+        release = getattr(session.wiring.clock, "release", None)
+        if release is not None:  # a frozen clock: no worker may sleep on it forever
+            release()
+        try:
+            session.close()
+        except Exception as exc:
+            self.log.error(f"closing session {session.id}: {exc!r}")
+
+    def on_unmount(self) -> None:
+        if self.session is not None and not self.abandoned_work:
+            self._close(self.session)
+        self.launcher.close()
+
+    # -- app-wide actions ---------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        from tui.screens.checklist import ChecklistScreen
+
+        checklist = next((s for s in self.screen_stack if isinstance(s, ChecklistScreen)), None)
+        if checklist is not None:
+            checklist.action_quit_session()
+        else:
+            self.exit()
+
+    def action_toggle_theme(self) -> None:
+        self.theme = THEMES[1] if self.theme == THEMES[0] else THEMES[0]
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.help_sections(), intro=HELP_INTRO))
+
+    def help_sections(self) -> list[Section]:
+        from tui.screens.checklist import ChecklistScreen
+        from tui.screens.modals import ConfirmRunScreen, ManualStepScreen, ReasonScreen, TypedConfirmScreen
+        from tui.screens.rollback import RollbackScreen
+
+        def rows(*classes) -> list[tuple[str, str]]:
+            seen: dict[str, str] = {}
+            for cls in classes:
+                for binding in Binding.make_bindings(cls.BINDINGS):
+                    if binding.system or not binding.description:
+                        continue
+                    key = self.get_key_display(binding)
+                    seen.setdefault(key, binding.tooltip or binding.description)
+            return list(seen.items())
+
+        return [
+            ("Checklist", rows(ChecklistScreen)),
+            ("Start screen", rows(StartScreen)),
+            ("Everywhere", rows(HandrailApp) + NAVIGATION),
+            ("Confirm a step", rows(ConfirmRunScreen, TypedConfirmScreen, ReasonScreen)),
+            ("Manual step", rows(ManualStepScreen)),
+            ("Rollback plan", rows(RollbackScreen)),
+        ]
+
+
+HELP_INTRO = (
+    "handrail walks a runbook one confirmed step at a time. The list on the left shows each "
+    "step's state; the right side shows the highlighted step: why, its command, its undo, its "
+    "output and evidence. Nothing runs until you confirm, and u always offers the rollback."
+)
+
+
+def run_app(
+    runbook: str | None = None,
+    user: str | None = None,
+    mode: str | None = None,
+    scenario: str | None = None,
+    inventory: str | None = None,
+) -> None:
+    """Run the app in this terminal until the operator quits."""
+    app = HandrailApp(runbook, user, mode, scenario, inventory)
+    loop = asyncio.new_event_loop()
+    try:
+        app.run(loop=loop)
+    finally:
+        if app.exit_note:
+            print(app.exit_note)
+        if app.abandoned_work:
+            # A worker is inside a step (a wait, an AWS call): the journal has the step as
+            # started, so resume runs it again. Do not wait for it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
