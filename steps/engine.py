@@ -178,6 +178,7 @@ class Engine:
         wiring,
         *,
         options: dict[str, Any] | None = None,
+        session_id: str | None = None,
     ) -> Session:
         runbook = load(runbook_ref)
         from steps.loader import resolve
@@ -187,6 +188,7 @@ class Engine:
         account, operator_arn = wiring.identity()
         target = values.get("target_user", "")
         row = self.journal.create_session(
+            **({"id": session_id} if session_id else {}),
             runbook_id=runbook.id,
             runbook_path=str(path),
             runbook_sha=runbook_sha(path),
@@ -268,6 +270,10 @@ class Session:
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def unlisten(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def _emit(self, event: Event) -> None:
         for listener in list(self._listeners):
@@ -415,6 +421,31 @@ class Session:
             self._recompute_status()
             return skipped
 
+    def skip_waits(self, step_id: str, what: str = "", at_most: float = 0.0) -> None:
+        """Training only: the rest of the running step's waits pass on the simulated clock,
+        as in a headless run (a poll still polls, so evidence says when the key really
+        worked). Does not take the session lock: the step is running."""
+        clock = self.wiring.clock
+        if not clock.simulated:
+            raise EngineError("fast-forward is for training only: live time cannot be skipped")
+        if clock.auto_advance:
+            return
+        clock.auto_advance = True
+        self._waits_skipped = True
+        clock.wake()  # cut the sleep in progress short
+        self.journal.add_event(self.id, "clock", step_id=step_id, status="fast-forward", summary=f"waits pass on the simulated clock: {what}".rstrip(": "), ts_sim=self._ts_sim())
+        self.audit.append(
+            "clock.fast_forward",
+            session=self.id,
+            actor=self.row.actor,
+            context={"step": step_id, "during": what, "at_most": round(at_most, 1), "how": "waits pass in simulated time"},
+        )
+
+    def _end_skipped_waits(self) -> None:
+        if getattr(self, "_waits_skipped", False):
+            self._waits_skipped = False
+            self.wiring.clock.auto_advance = False
+
     # -- prompting ----------------------------------------------------------------------
 
     def _spec(self, step: Step) -> ActionSpec | None:
@@ -550,6 +581,7 @@ class Session:
                     outcome = Outcome.failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}")
                 finally:
                     self.wiring.after_step(step.id)
+                    self._end_skipped_waits()
             if override:
                 # The decision is audited whatever came of it.
                 outcome.evidence.append(f"override by {self.engine.os_user}: {override}")
@@ -656,16 +688,20 @@ class Session:
                 if step.irreversible and state.status == "done" and values.get(f"changed:{step.id}") != "no":
                     notes.append(f"step {step.number} ({step.title}) cannot be undone: {state.summary}")
                 continue
-            if step.undo.run:
-                spec = registry()[step.undo.run]
+            undo_spec = registry()[step.undo.run] if step.undo.run else None
+            unavailable = self._unavailable(step, undo_spec) if undo_spec else None
+            if undo_spec is not None and unavailable is None:
+                spec = undo_spec
                 missing = sorted(n for n in spec.needs if values.get(n) in (None, ""))
                 if missing:
                     notes.append(f"step {step.number}: nothing to undo ({missing[0]} was never set)")
                     continue
                 command = render(step.undo.command or spec.command, values)
                 items.append(UndoItem(step, "run", command, step.undo.summary or spec.title))
-            elif state.status == "done":
+            elif state.status == "done" and step.undo.manual:
                 items.append(UndoItem(step, "manual", render(step.undo.manual, values), step.undo.summary or "manual undo"))
+            elif state.status == "done":
+                notes.append(f"step {step.number}: its undo cannot run ({unavailable}) and has no manual instructions")
         reason = "" if items else "nothing to undo"
         return RollbackPlan(True, reason, items, notes)
 

@@ -320,7 +320,7 @@ def test_deactivation_is_blocked_until_every_consumer_verified_and_an_override_i
     assert any(reason in line for line in done.evidence)
     records = [r for r in audit_records(home) if r.get("session") == session.id]
     overrides = [r for r in records if r["action"] == "block.override"]
-    assert len(overrides) == 1 and overrides[0]["context"] == {"step": "deactivate-old-key", "reason": reason}
+    assert len(overrides) == 1 and overrides[0]["context"] == {"step": "deactivate-old-key", "reason": reason, "outcome": "done"}
     skipped = [r for r in records if r["action"] == "step.skipped"]
     assert skipped and skipped[0]["context"]["step"] == "verify-downstream"
 

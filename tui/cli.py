@@ -601,7 +601,7 @@ def train(scenario: str | None, list_only: bool) -> None:
         except RunbookError as exc:
             fail(str(exc))
     ctx = click.get_current_context()
-    ctx.invoke(tui, runbook=None, user=None, mode="training", scenario=scenario)
+    ctx.invoke(tui, runbook=None, user=None, mode="training", scenario=scenario, inventory_path=None)
 
 
 @main.group()
@@ -694,13 +694,22 @@ def sandbox_serve(scenario: str | None, directory: str | None) -> None:
 @click.option("--user", metavar="NAME")
 @click.option("--mode", type=click.Choice(MODES), default=None)
 @click.option("--scenario", metavar="NAME")
-def tui(runbook: str | None, user: str | None, mode: str | None, scenario: str | None) -> None:
-    """Open the app (the default when no command is given)."""
-    try:
-        from tui.app import run_app
-    except ImportError as exc:  # the app arrives with its own issue
-        fail(f"the app is not available in this build: {exc}", EXIT_FAILED)
-    run_app(runbook=runbook, user=user, mode=mode, scenario=scenario)
+@click.option("--inventory", "inventory_path", metavar="FILE", help="Live/dry-run: the inventory (default: $HANDRAIL_INVENTORY, then the config dir's).")
+def tui(runbook: str | None, user: str | None, mode: str | None, scenario: str | None, inventory_path: str | None = None) -> None:
+    """Open the app (the default when no command is given; training needs no credentials)."""
+    from steps.loader import RunbookError
+
+    path = inventory_file(inventory_path)
+    if path is not None:
+        if not path.exists():
+            fail(f"{path}: no such file (--inventory)")
+        try:
+            load_inventory(path)
+        except RunbookError as exc:
+            fail(str(exc))
+    from tui.app import run_app
+
+    run_app(runbook=runbook, user=user, mode=mode, scenario=scenario, inventory=str(path) if path else None)
 
 
 if __name__ == "__main__":

@@ -54,8 +54,8 @@ class World:
     # -- building ---------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, scenario: Scenario, clock: SimClock) -> World:
-        aws = AwsWorld(clock, propagation_delay=scenario.aws.propagation_delay, status_delay=scenario.aws.status_delay)
+    def create(cls, scenario: Scenario, clock: SimClock, account_id: str | None = None) -> World:
+        aws = AwsWorld(clock, account_id, propagation_delay=scenario.aws.propagation_delay, status_delay=scenario.aws.status_delay)
         world = cls(scenario, clock, aws)
         try:
             pairs = world._seed_aws()

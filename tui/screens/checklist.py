@@ -500,23 +500,12 @@ class ChecklistScreen(Screen):
         """The rest of this step's waits pass on the simulated clock, as in a headless
         training run: a poll still polls, so the evidence says when the key really
         worked (not 'after the deadline')."""
-        session = self.session
-        clock = session.wiring.clock
-        clock.auto_advance = True
-        clock.wake()  # cut the sleep in progress short
+        self.session.skip_waits(step_id, wait.what, wait.left)
         self.fast_waits = True
-        session.audit.append(
-            "clock.fast_forward",
-            session=session.id,
-            actor=session.row.actor,
-            context={"step": step_id, "during": wait.what, "at_most": round(wait.left, 1), "how": "waits pass in simulated time"},
-        )
         self.notify(f"Fast-forward: the rest of this wait passes on the simulated clock (at most {human_duration(wait.left)}).", title="Fast-forward")
 
     def _end_fast_waits(self) -> None:
-        if self.fast_waits:
-            self.fast_waits = False
-            self.session.wiring.clock.auto_advance = False
+        self.fast_waits = False  # the engine ends the skipped waits with the step
 
     def action_copy(self) -> None:
         step_id = self.shown_step
