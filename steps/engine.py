@@ -187,6 +187,8 @@ class Engine:
         values = validate_inputs(runbook, inputs)
         account, operator_arn = wiring.identity()
         target = values.get("target_user", "")
+        if not wiring.dry_run and target:
+            self.journal.check_lock(account, target)  # refuse before writing anything
         row = self.journal.create_session(
             **({"id": session_id} if session_id else {}),
             runbook_id=runbook.id,

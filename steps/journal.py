@@ -144,6 +144,23 @@ class SessionNotFound(Exception):
     pass
 
 
+class SessionBusy(Exception):
+    """The session is being driven by another live process on this host."""
+
+
+def _alive_here(holder: str) -> bool:
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 class Journal:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -309,6 +326,14 @@ class Journal:
 
     # -- locks --------------------------------------------------------------------------
 
+    def check_lock(self, account: str, target: str) -> None:
+        """Raise LockHeld if another session holds (account, target); changes nothing."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM locks WHERE account = ? AND target = ?", (account, target)).fetchone()
+            if row is not None:
+                other = self._db.execute("SELECT * FROM sessions WHERE id = ?", (row["session_id"],)).fetchone()
+                raise LockHeld(account, target, _session_row(other) if other else None, row["acquired_at"])
+
     def acquire_lock(self, account: str, target: str, session_id: str) -> None:
         holder = f"{socket.gethostname()}:{os.getpid()}"
         with self._tx() as db:
@@ -321,6 +346,10 @@ class Journal:
                     "INSERT INTO locks (account, target, session_id, acquired_at, holder) VALUES (?, ?, ?, ?, ?)",
                     (account, target, session_id, now_iso(), holder),
                 )
+            elif row["holder"] != holder:
+                if _alive_here(row["holder"]):
+                    raise SessionBusy(f"session {session_id} is open in another process ({row['holder']}): close it there first")
+                db.execute("UPDATE locks SET holder = ? WHERE session_id = ?", (holder, session_id))
 
     def release_lock(self, session_id: str) -> None:
         with self._tx() as db:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from steps import paths
-from steps.journal import Journal, LockHeld, SessionNotFound
+from steps.journal import Journal, LockHeld, SessionBusy, SessionNotFound
 from steps.wiring import TrainingWiring
 
 
@@ -47,15 +47,32 @@ def test_the_lock_is_refused_from_another_process_too(rig, lean):
         rig.start(world, engine=rig.new_engine())
 
 
-def test_a_refused_session_is_recorded_as_abandoned_and_holds_nothing(rig, lean):
+def test_a_refused_session_writes_nothing_to_the_journal(rig, lean):
     world = rig.world(lean)
     first = rig.start(world)
     with pytest.raises(LockHeld):
         rig.start(world)
-    others = [row for row in rig.engine.journal.sessions() if row.id != first.id]
-    assert [row.status for row in others] == ["abandoned"]
-    assert rig.engine.journal.lock_of(others[0].id) is None
+    assert [row.id for row in rig.engine.journal.sessions()] == [first.id]
     assert rig.engine.journal.unfinished() == [rig.engine.journal.session(first.id)]
+
+
+def test_a_session_open_in_another_live_process_cannot_be_resumed_until_that_process_ends(rig, lean):
+    import socket
+    import subprocess
+
+    world = rig.world(lean)
+    first = rig.start(world)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        db = rig.engine.journal._db
+        db.execute("UPDATE locks SET holder = ? WHERE session_id = ?", (f"{socket.gethostname()}:{other.pid}", first.id))
+        with pytest.raises(SessionBusy, match=str(other.pid)):
+            rig.new_engine().resume(first.id, lambda row: TrainingWiring(world))
+    finally:
+        other.kill()
+        other.wait()
+    resumed = rig.new_engine().resume(first.id, lambda row: TrainingWiring(world))
+    assert rig.drive(resumed).code == 0
 
 
 @pytest.mark.parametrize("how", ["done", "rolled-back", "abandoned"])

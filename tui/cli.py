@@ -340,13 +340,13 @@ def resume(session_ref, yes, fast_forward, override_gate, override_block, retire
     """Resume an interrupted session at its first unfinished step."""
     from steps.driver import DriveOptions
     from steps.engine import EngineError
-    from steps.journal import LockHeld, SessionNotFound
+    from steps.journal import LockHeld, SessionBusy, SessionNotFound
     from steps.loader import RunbookError
 
     engine = _engine()
     try:
         session = engine.resume(session_ref, wiring_for_session)
-    except LockHeld as exc:
+    except (LockHeld, SessionBusy) as exc:
         fail(str(exc), EXIT_STOPPED)
     except (SessionNotFound, EngineError, RunbookError, click.ClickException) as exc:
         fail(_one_line(exc))
@@ -366,7 +366,7 @@ def rollback(session_ref, yes, as_json, world_out) -> None:
     """Show the rollback plan, then undo every completed step in reverse."""
     from steps import driver
     from steps.engine import EngineError
-    from steps.journal import SessionNotFound
+    from steps.journal import LockHeld, SessionBusy, SessionNotFound
 
     engine = _engine()
     try:
@@ -383,6 +383,8 @@ def rollback(session_ref, yes, as_json, world_out) -> None:
             session = Session(engine, row, load(row.runbook_path), wiring_for_session(row))
         else:
             session = engine.resume(row.id, wiring_for_session, recover=False)
+    except (LockHeld, SessionBusy) as exc:
+        fail(str(exc), EXIT_STOPPED)
     except (EngineError, RunbookError, click.ClickException) as exc:
         fail(_one_line(exc))
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
@@ -396,14 +398,14 @@ def rollback(session_ref, yes, as_json, world_out) -> None:
 def skip(session_ref: str, reason: str) -> None:
     """Skip the session's next step with a reason (audited); resume carries on after it."""
     from steps.engine import EngineError
-    from steps.journal import LockHeld, SessionNotFound
+    from steps.journal import LockHeld, SessionBusy, SessionNotFound
 
     engine = _engine()
     try:
         session = engine.resume(session_ref, wiring_for_session)
     except SessionNotFound as exc:
         fail(str(exc))
-    except LockHeld as exc:
+    except (LockHeld, SessionBusy) as exc:
         fail(str(exc), EXIT_STOPPED)
     except EngineError as exc:
         fail(str(exc))
