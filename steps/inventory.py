@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from steps.loader import RunbookError, first_validation_error, read_yaml
+from steps.loader import RunbookError, parse_file
 
 USER_NAME = r"^[\w+=,.@-]{1,64}$"
 
@@ -136,23 +136,11 @@ class Inventory(_Strict):
 
 
 def load(path: str | Path) -> Inventory:
-    source = str(path)
-    data = read_yaml(Path(path).expanduser(), source)
-    try:
-        return Inventory.model_validate(data)
-    except ValidationError as exc:
-        raise first_validation_error(source, exc) from None
-
-
-def parse(data: dict[str, Any], source: str = "<inventory>") -> Inventory:
-    try:
-        return Inventory.model_validate(data)
-    except ValidationError as exc:
-        raise first_validation_error(source, exc) from None
+    return parse_file(Path(path).expanduser(), Inventory, str(path))
 
 
 def dump(inventory: Inventory) -> dict[str, Any]:
     return inventory.model_dump(mode="json", exclude_defaults=True)
 
 
-__all__ = ["Inventory", "UserEntry", "InfisicalEntry", "HerokuEntry", "GitHubEntry", "SshEntry", "load", "parse", "RunbookError"]
+__all__ = ["Inventory", "UserEntry", "InfisicalEntry", "HerokuEntry", "GitHubEntry", "SshEntry", "load", "RunbookError"]

@@ -13,13 +13,14 @@ import re
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from steps.model import Runbook, placeholders
 
+M = TypeVar("M", bound=BaseModel)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Placeholders every runbook may use: the engine fills them in.
 BUILTIN = frozenset({"session"})
@@ -89,6 +90,19 @@ def read_yaml(path: Path | str, source: str | None = None) -> dict[str, Any]:
     return data
 
 
+def validate_model(data: dict[str, Any], model: type[M], source: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise first_validation_error(source, exc) from None
+
+
+def parse_file(path: Path | str, model: type[M], source: str | None = None) -> M:
+    """A YAML file validated into `model`, or RunbookError naming file and field."""
+    source = source or str(path)
+    return validate_model(read_yaml(path, source), model, source)
+
+
 def loc_path(loc: Iterable[Any]) -> str:
     out = ""
     for part in loc:
@@ -146,10 +160,7 @@ def load(ref: str | Path) -> Runbook:
     path = resolve(str(ref))
     source = str(ref)
     data = read_yaml(path, source)
-    try:
-        runbook = Runbook.model_validate(data)
-    except ValidationError as exc:
-        raise first_validation_error(source, exc) from None
+    runbook = validate_model(data, Runbook, source)
     check(runbook, data, source)
     return runbook
 

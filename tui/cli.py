@@ -228,6 +228,21 @@ def _finish(session, code: int, message: str, as_json: bool, world_out: str | No
     sys.exit(code)
 
 
+def _open_session(engine, session_ref: str, recover: bool = True):
+    """Resume a session from the journal, or exit with one line (3 if another session or
+    process holds it, 2 for anything else)."""
+    from steps.engine import EngineError
+    from steps.journal import LockHeld, SessionBusy, SessionNotFound
+    from steps.loader import RunbookError
+
+    try:
+        return engine.resume(session_ref, wiring_for_session, recover=recover)
+    except (LockHeld, SessionBusy) as exc:
+        fail(str(exc), EXIT_STOPPED)
+    except (SessionNotFound, EngineError, RunbookError, click.ClickException) as exc:
+        fail(_one_line(exc))
+
+
 def _drive_session(session, opts, as_json: bool, world_out: str | None) -> None:
     from steps.driver import Printer, drive
 
@@ -339,17 +354,8 @@ def run(runbook, user, mode, scenario, reason, check_call, allow_self_rotation, 
 def resume(session_ref, yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, as_json, world_out) -> None:
     """Resume an interrupted session at its first unfinished step."""
     from steps.driver import DriveOptions
-    from steps.engine import EngineError
-    from steps.journal import LockHeld, SessionBusy, SessionNotFound
-    from steps.loader import RunbookError
 
-    engine = _engine()
-    try:
-        session = engine.resume(session_ref, wiring_for_session)
-    except (LockHeld, SessionBusy) as exc:
-        fail(str(exc), EXIT_STOPPED)
-    except (SessionNotFound, EngineError, RunbookError, click.ClickException) as exc:
-        fail(_one_line(exc))
+    session = _open_session(_engine(), session_ref)
     if fast_forward and not session.wiring.clock.simulated:
         session.close()
         fail("--fast-forward is for training only")
@@ -365,8 +371,7 @@ def resume(session_ref, yes, fast_forward, override_gate, override_block, retire
 def rollback(session_ref, yes, as_json, world_out) -> None:
     """Show the rollback plan, then undo every completed step in reverse."""
     from steps import driver
-    from steps.engine import EngineError
-    from steps.journal import LockHeld, SessionBusy, SessionNotFound
+    from steps.journal import SessionNotFound
 
     engine = _engine()
     try:
@@ -375,18 +380,17 @@ def rollback(session_ref, yes, as_json, world_out) -> None:
         fail(str(exc))
     if row.status in ("rolled-back", "abandoned"):
         fail(f"session {row.id} is {row.status}: nothing to roll back")
-    try:
+    if row.status == "done":
+        # Finished: nothing to resume, but its plan says whether there is a way back.
         from steps.engine import Session
         from steps.loader import RunbookError, load
 
-        if row.status == "done":
+        try:
             session = Session(engine, row, load(row.runbook_path), wiring_for_session(row))
-        else:
-            session = engine.resume(row.id, wiring_for_session, recover=False)
-    except (LockHeld, SessionBusy) as exc:
-        fail(str(exc), EXIT_STOPPED)
-    except (EngineError, RunbookError, click.ClickException) as exc:
-        fail(_one_line(exc))
+        except (RunbookError, click.ClickException) as exc:
+            fail(_one_line(exc))
+    else:
+        session = _open_session(engine, row.id, recover=False)
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     code, message = driver.rollback(session, yes, driver.Printer(echo), _asker(as_json))
     _finish(session, code, message, as_json, world_out)
@@ -398,17 +402,8 @@ def rollback(session_ref, yes, as_json, world_out) -> None:
 def skip(session_ref: str, reason: str) -> None:
     """Skip the session's next step with a reason (audited); resume carries on after it."""
     from steps.engine import EngineError
-    from steps.journal import LockHeld, SessionBusy, SessionNotFound
 
-    engine = _engine()
-    try:
-        session = engine.resume(session_ref, wiring_for_session)
-    except SessionNotFound as exc:
-        fail(str(exc))
-    except (LockHeld, SessionBusy) as exc:
-        fail(str(exc), EXIT_STOPPED)
-    except EngineError as exc:
-        fail(str(exc))
+    session = _open_session(_engine(), session_ref)
     current = session.current()
     if current is None:
         session.close()

@@ -9,9 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from steps.loader import RunbookError, first_validation_error, read_yaml
+from steps.loader import RunbookError, parse_file
 from steps.model import SLUG, parse_duration
 
 
@@ -209,11 +209,7 @@ def resolve(ref: str) -> Path:
 def load(ref: str | None = None) -> Scenario:
     ref = ref or DEFAULT
     path = resolve(ref)
-    data = read_yaml(path, ref)
-    try:
-        scenario = Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise first_validation_error(ref, exc) from None
+    scenario = parse_file(path, Scenario, ref)
     from steps.loader import load as load_runbook
 
     steps = {s.id for s in load_runbook(scenario.runbook).steps}
