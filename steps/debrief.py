@@ -191,18 +191,31 @@ def _vault_unreachable(f: _Facts) -> tuple[str, str]:
     return NOT_REACHED, "the vault never went down"
 
 
-CHECKS: dict[str, tuple[str, Callable[[_Facts], tuple[str, str]]]] = {
-    "eventual-consistency": ("Eventual consistency: poll, do not sleep", _eventual_consistency),
-    "observation-gate": ("Observe 24 h with the old key Inactive before deleting", _observation_gate),
-    "secret-shown-once": ("The secret is shown once", _secret_shown_once),
-    "inactive-is-not-deleted": ("Inactive is not Deleted: an Inactive key takes a slot", _inactive_is_not_deleted),
-    "two-keys": ("Two keys at most: choose which Active key to retire", _two_keys),
-    "self-rotation": ("Rotate as a different identity", _self_rotation),
-    "consumer-fails": ("One failing consumer must not hide the others", _consumer_fails),
-    "deactivate-before-verified": ("Deactivate only after every consumer verified", _deactivate_before_verified),
-    "last-used-before-delete": ("get-access-key-last-used before the delete", _last_used_before_delete),
-    "vault-unreachable": ("The vault first: no new pair outside it", _vault_unreachable),
+@dataclass(frozen=True)
+class Check:
+    name: str  # what the gotcha is about, without the answer (for a briefing)
+    title: str  # the lesson (for the debrief)
+    check: Callable[[_Facts], tuple[str, str]]
+
+
+CHECKS: dict[str, Check] = {
+    "eventual-consistency": Check("Eventual consistency", "Eventual consistency: poll, do not sleep", _eventual_consistency),
+    "observation-gate": Check("The observation period", "Observe 24 h with the old key Inactive before deleting", _observation_gate),
+    "secret-shown-once": Check("The secret is shown once", "The secret is shown once", _secret_shown_once),
+    "inactive-is-not-deleted": Check("Inactive is not Deleted", "Inactive is not Deleted: an Inactive key takes a slot", _inactive_is_not_deleted),
+    "two-keys": Check("Two keys per user at most", "Two keys at most: choose which Active key to retire", _two_keys),
+    "self-rotation": Check("Whose credentials you act with", "Rotate as a different identity", _self_rotation),
+    "consumer-fails": Check("A consumer that fails", "One failing consumer must not hide the others", _consumer_fails),
+    "deactivate-before-verified": Check("When to deactivate the old key", "Deactivate only after every consumer verified", _deactivate_before_verified),
+    "last-used-before-delete": Check("Before deleting the old key", "get-access-key-last-used before the delete", _last_used_before_delete),
+    "vault-unreachable": Check("The vault as the source of truth", "The vault first: no new pair outside it", _vault_unreachable),
 }
+
+
+def gotcha_name(gotcha_id: str) -> str:
+    """A gotcha's name for a briefing; an unknown id (a trainer's own) as words."""
+    check = CHECKS.get(gotcha_id)
+    return check.name if check else gotcha_id.replace("-", " ").capitalize()
 
 
 def _end_state(world: dict[str, Any] | None, target: str) -> list[str]:
@@ -267,9 +280,9 @@ def build(journal: Journal, audit: AuditLog, ref: str) -> Debrief:
             scenario = None
     verdicts = []
     for gotcha in scenario.gotchas if scenario else []:
-        title, check = CHECKS.get(gotcha, (gotcha, None))
-        verdict, detail = check(facts) if check else (NOT_REACHED, "no check for this gotcha")
-        verdicts.append(Verdict(gotcha, title, verdict, detail))
+        known = CHECKS.get(gotcha)
+        verdict, detail = known.check(facts) if known else (NOT_REACHED, "no check for this gotcha")
+        verdicts.append(Verdict(gotcha, known.title if known else gotcha, verdict, detail))
     timeline = [
         {"real": e.ts_real, "simulated": e.ts_sim, "step": e.step_id, "kind": e.kind, "status": e.status, "summary": e.summary}
         for e in facts.events
@@ -283,7 +296,7 @@ def build(journal: Journal, audit: AuditLog, ref: str) -> Debrief:
     elif row.status in ("failed", "blocked", "rollback-failed"):
         rollback = f"may be needed: the session stopped ({row.status}) after changing things, and was not rolled back"
     else:
-        rollback = f"not done: the session is {row.status}"
+        rollback = f"may be needed: the session is {row.status}, part-way, after changing things"
     return Debrief(
         session=row.id,
         scenario=scenario_id,

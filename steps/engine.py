@@ -778,6 +778,7 @@ class Session:
 
     def close(self) -> None:
         self.checkpoint()
+        self.journal.release_holder(self.id)
         self.wiring.close()
 
 

@@ -13,7 +13,7 @@ import secrets as _random
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -162,8 +162,10 @@ def _alive_here(holder: str) -> bool:
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, now: Callable[[], str] = now_iso) -> None:
+        """`now` stamps real time (ISO 8601, UTC); a demo or a snapshot test can freeze it."""
         self.path = Path(path)
+        self._now = now
         private_file(self.path)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
@@ -193,7 +195,7 @@ class Journal:
 
     def create_session(self, **fields: Any) -> SessionRow:
         fields.setdefault("id", new_session_id())
-        stamp = now_iso()
+        stamp = self._now()
         row = {
             "id": fields["id"],
             "runbook_id": fields["runbook_id"],
@@ -222,7 +224,7 @@ class Journal:
     def update_session(self, session_id: str, **fields: Any) -> None:
         if not fields:
             return
-        fields["updated_at"] = now_iso()
+        fields["updated_at"] = self._now()
         for key in ("inputs", "options"):
             if key in fields:
                 fields[key] = json.dumps(fields[key])
@@ -281,9 +283,9 @@ class Journal:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO events (session_id, step_id, kind, status, summary, evidence, ts_real, ts_sim) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (session_id, step_id, kind, status, redact(summary), redact(json.dumps(evidence or [])), now_iso(), ts_sim),
+                (session_id, step_id, kind, status, redact(summary), redact(json.dumps(evidence or [])), self._now(), ts_sim),
             )
-            db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now_iso(), session_id))
+            db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (self._now(), session_id))
             return int(cur.lastrowid)
 
     def events(self, session_id: str) -> list[EventRow]:
@@ -315,7 +317,7 @@ class Journal:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO validations (runbook_id, mode, account, session_id, started_at, finished_at, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (runbook_id, mode, account, session_id, started_at, now_iso(), outcome, redact(detail)),
+                (runbook_id, mode, account, session_id, started_at, self._now(), outcome, redact(detail)),
             )
 
     def last_validation(self, runbook_id: str, mode: str | None = None) -> dict[str, Any] | None:
@@ -344,12 +346,17 @@ class Journal:
             if row is None:
                 db.execute(
                     "INSERT INTO locks (account, target, session_id, acquired_at, holder) VALUES (?, ?, ?, ?, ?)",
-                    (account, target, session_id, now_iso(), holder),
+                    (account, target, session_id, self._now(), holder),
                 )
             elif row["holder"] != holder:
-                if _alive_here(row["holder"]):
+                if row["holder"] and _alive_here(row["holder"]):
                     raise SessionBusy(f"session {session_id} is open in another process ({row['holder']}): close it there first")
                 db.execute("UPDATE locks SET holder = ? WHERE session_id = ?", (holder, session_id))
+
+    def release_holder(self, session_id: str) -> None:
+        """The process driving the session let go of it (the lock itself stays)."""
+        with self._tx() as db:
+            db.execute("UPDATE locks SET holder = '' WHERE session_id = ? AND holder = ?", (session_id, f"{socket.gethostname()}:{os.getpid()}"))
 
     def release_lock(self, session_id: str) -> None:
         with self._tx() as db:

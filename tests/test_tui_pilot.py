@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Input
-from tui_helpers import checklist, pilot_test, fast_forward_waits, frozen_app, idle, open_session, screen_text, settle, take_step, wait_until
+from tui_helpers import checklist, frozen_app, idle, open_session, pilot_test, run_steps, screen_text, settle, take_step, wait_until
 
+from tui.screens.debrief import DebriefScreen, QuitTrainingScreen
 from tui.screens.modals import AskScreen, ManualStepScreen, ManualUndoScreen, ReasonScreen
 from tui.screens.rollback import RollbackScreen
 
@@ -21,16 +22,6 @@ pytestmark = pytest.mark.slow
 def keys(session) -> dict[str, str]:
     world = session.wiring.world
     return {k.access_key_id: k.status for k in world.aws.iam.users[world.scenario.target_user].access_keys}
-
-
-async def run_steps(pilot, screen, count: int | None = None) -> None:
-    """Take `count` steps (or every step left) with keys only, fast-forwarding every wait."""
-    taken = 0
-    while screen.session.current() is not None and (count is None or taken < count):
-        await take_step(pilot, screen)
-        await fast_forward_waits(pilot, screen)
-        await idle(pilot, screen)
-        taken += 1
 
 
 @pilot_test
@@ -45,7 +36,12 @@ async def test_complete_rotation_with_keys_only():
         old, new = session.facts["old_key_id"], session.facts["new_key_id"]
         assert keys(session) == {new: "Active"}, "the old key is gone and one new Active key remains"
         assert old != new
-        assert "Rotation complete." in screen_text(app)
+        # A training session that finishes opens its debrief; escape goes back to the checklist.
+        await wait_until(pilot, lambda: isinstance(app.screen, DebriefScreen) and app.screen.debrief is not None, "the debrief")
+        assert {v.verdict for v in app.screen.debrief.gotchas} == {"handled"}
+        await pilot.press("escape")
+        assert checklist(app) is app.screen
+        assert "Rotation complete." in screen_text(app) and "d debrief" in screen_text(app)
         assert "user raxx-vault-operator · done" in screen_text(app)
         gates = [r for r in session.audit.for_session(session.id) if r["action"] == "clock.fast_forward"]
         assert gates, "fast-forwarding the gate and the waits is audited"
@@ -79,6 +75,9 @@ async def test_rollback_half_way_restores_the_old_key():
         assert plan.possible and plan.items[0].step.id == "deactivate-old-key"
         await pilot.press("y")
         await wait_until(pilot, lambda: screen.idle and session.status == "rolled-back", "the rollback")
+        await wait_until(pilot, lambda: isinstance(app.screen, DebriefScreen) and app.screen.debrief is not None, "the debrief")
+        assert app.screen.debrief.rollback.startswith("rolled back")
+        await pilot.press("escape")
         await settle(pilot)
         assert keys(session) == {old: "Active", new: "Inactive"}
         assert session.states["deactivate-old-key"].status == "undone"
@@ -141,7 +140,9 @@ async def test_failure_is_a_state_retry_skip_and_quit(tmp_path: Path):
         skipped = [r for r in session.audit.for_session(session.id) if r["action"] == "step.skipped"]
         assert skipped[-1]["context"]["reason"] == "training: looked at it"
 
-        await pilot.press("q")
+        await pilot.press("q")  # training: the debrief is offered first
+        await wait_until(pilot, lambda: isinstance(app.screen, QuitTrainingScreen), "the offer of the debrief")
+        await pilot.press("q")  # quit now
         await pilot.pause()
     assert session.status == "active"
     assert f"resume {session.id}" in app.exit_note
@@ -154,7 +155,7 @@ async def test_quit_mid_rotation_then_resume():
         screen = await open_session(pilot)
         await run_steps(pilot, screen, 3)
         session_id = screen.session.id
-        await pilot.press("q")
+        await pilot.press("q", "q")  # quit, then "quit now" rather than the debrief
         await pilot.pause()
     assert "resume" in app.exit_note
 
@@ -173,6 +174,9 @@ async def test_quit_mid_rotation_then_resume():
         assert session.current().step.id == "create-key"
         await run_steps(pilot, screen)
         assert session.status == "done"
+        # A resumed training session gets its debrief at its end too.
+        await wait_until(pilot, lambda: isinstance(again.screen, DebriefScreen) and again.screen.debrief is not None, "the debrief")
+        assert again.screen.debrief.session == session_id
 
 
 @pilot_test
@@ -236,6 +240,8 @@ async def test_manual_step_reveals_the_secret_and_records_done(tmp_path: Path):
                 await pilot.press("d")
             await pilot.pause(0.05)
         await settle(pilot)
+        if isinstance(app.screen, DebriefScreen):  # rolled back: the debrief came up
+            await pilot.press("escape")
         assert app.is_running
         text = screen_text(app)
         assert "Rolled back." in text if session.status == "rolled-back" else "u roll back the rest" in text

@@ -11,7 +11,23 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import pytest
-from tui_helpers import SIZES, checklist, fast_forward_waits, frozen_app, idle, open_session, settle, take_step, wait_until
+from tui_helpers import (
+    SIZES,
+    checklist,
+    debrief_on_quit,
+    fast_forward_waits,
+    frozen_app,
+    idle,
+    open_session,
+    pick_scenario,
+    run_steps,
+    scenario_list,
+    settle,
+    start_from_briefing,
+    take_step,
+    training_app,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -138,3 +154,42 @@ def test_help_screen(snap_compare, size):
         await pilot.press("question_mark")
 
     assert compare(snap_compare, frozen_app("happy-path"), size, helped)
+
+
+# -- training: the scenario list, a briefing, a debrief ----------------------------------------
+
+
+@sizes
+def test_scenario_list(snap_compare, size):
+    """`handrail train`: the scenarios, easiest first, each with its stars, what it teaches and its id."""
+    assert compare(snap_compare, training_app(), size, scenario_list)
+
+
+@sizes
+def test_briefing(snap_compare, size):
+    """`handrail train forgotten-consumer`: what happened, the goal, the gotchas by name, last validated."""
+
+    async def briefed(pilot):
+        await pick_scenario(pilot, "forgotten-consumer")
+
+    assert compare(snap_compare, training_app(), size, briefed)
+
+
+@sizes
+def test_debrief(snap_compare, size):
+    """Consumer-fails played the wrong way (the failed propagation skipped), then quit:
+    the debrief offered and shown, one gotcha missed and one not reached."""
+
+    async def debriefed(pilot):
+        await pick_scenario(pilot, "consumer-fails")
+        screen = await start_from_briefing(pilot)
+        session = screen.session
+        await run_steps(pilot, screen, until=lambda: session.states["propagate"].status == "failed")
+        await pilot.press("s")
+        await pilot.press(*"Heroku can catch up later", "enter")
+        await wait_until(pilot, lambda: screen.idle and session.states["propagate"].status == "skipped", "the skip")
+        await settle(pilot)
+        pilot.app.clear_notifications()
+        await debrief_on_quit(pilot)
+
+    assert compare(snap_compare, training_app(), size, debriefed)

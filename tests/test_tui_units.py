@@ -42,11 +42,23 @@ def test_a_released_frozen_clock_lets_every_wait_pass():
     assert clock.monotonic() >= 60
 
 
-def test_frozen_journal_gives_the_fixed_session_id(tmp_path: Path):
-    journal = Frozen(session_id="20260101-000000-test").journal(tmp_path / "j.sqlite3")
+def test_frozen_journal_stamps_frozen_real_time(tmp_path: Path):
+    from steps.journal import Journal
+
+    path = tmp_path / "j.sqlite3"
+    journal = Frozen(now=datetime(2026, 1, 1, 9, 30, tzinfo=UTC)).journal(path)
     row = journal.create_session(runbook_id="r", runbook_path="p", runbook_sha="s", mode="training")
-    assert row.id == "20260101-000000-test"
+    journal.add_event(row.id, "step", step_id="a", status="done")
+    journal.update_session(row.id, status="done")
+    row = journal.session(row.id)
+    assert row.created_at == row.updated_at == "2026-01-01T09:30:00Z"
+    assert [e.ts_real for e in journal.events(row.id)] == ["2026-01-01T09:30:00Z"]
     journal.close()
+    # The stamps are this connection's: another process's journal writes real time.
+    plain = Journal(path)
+    plain.add_event(row.id, "note")
+    assert plain.events(row.id)[-1].ts_real != "2026-01-01T09:30:00Z"
+    plain.close()
 
 
 def test_catalog_offers_the_shipped_runbook_and_scenarios(tmp_path: Path):
@@ -117,14 +129,40 @@ def test_catalog_lists_the_inventory_users_and_reports_a_bad_inventory(tmp_path:
     assert catalog.inventory is None and any("bad.yaml" in p for p in catalog.problems)
 
 
-def test_frozen_seeding_leaves_the_stdlib_random_as_it_was():
-    import random
+def test_frozen_world_has_the_fixed_account_and_seeded_key_ids():
+    from steps.sandbox import scenario as scenarios
 
-    random.seed(1)
-    expected = [random.random() for _ in range(3)]
-    random.seed(1)
-    with Frozen().seeded("world"):
-        inside = random.random()
-    assert [random.random() for _ in range(3)] == expected
-    with Frozen().seeded("world"):
-        assert random.random() == inside
+    frozen = Frozen()
+    made = []
+    for _ in range(2):
+        world = frozen.world(scenarios.load("happy-path"))
+        try:
+            assert world.aws.account_id == frozen.account_id
+            made.append([k.access_key_id for k in world.aws.iam.users["raxx-vault-operator"].access_keys])
+        finally:
+            world.close()
+    assert made[0] == made[1]
+
+
+def test_training_catalog_requests_sessions_as_the_start_screen_does():
+    catalog = load_catalog()
+    assert [s.difficulty for s in catalog.scenarios] == sorted(s.difficulty for s in catalog.scenarios)
+    forgotten = catalog.scenario("forgotten-consumer")
+    assert forgotten.gotchas == ("last-used-before-delete",) and forgotten.runbook == "aws-iam-access-key"
+    request = catalog.request(forgotten)
+    assert request == Request("aws-iam-access-key", "training", "raxx-vault-operator", "forgotten-consumer", "scheduled")
+    happy = catalog.request(catalog.scenario("happy-path"))
+    assert happy.reason == (catalog.scenario("happy-path").reason or catalog.runbook(None).default_reason)
+    assert "never validated with handrail validate" in catalog.validated["aws-iam-access-key"]
+    assert catalog.validated["aws-iam-access-key"].startswith("2026-04-24 (SOP header")
+
+
+def test_gotcha_names_give_no_answer_away():
+    from steps.debrief import CHECKS, gotcha_name
+    from tui.gotchas import stars
+
+    # The debrief's titles carry the lesson; the briefing's names do not.
+    assert "last-used" in CHECKS["last-used-before-delete"].title and "last" not in gotcha_name("last-used-before-delete")
+    assert "verified" in CHECKS["deactivate-before-verified"].title and "verified" not in gotcha_name("deactivate-before-verified")
+    assert gotcha_name("a-trainers-own") == "A trainers own"
+    assert stars(1) == "★☆☆" and stars(3) == "★★★"

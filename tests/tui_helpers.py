@@ -35,6 +35,11 @@ def frozen_app(scenario: str = "happy-path", mode: str = "training", **kwargs: A
     return HandrailApp(mode=mode, scenario=scenario, frozen=Frozen(), **kwargs)
 
 
+def training_app(scenario: str | None = None, **kwargs: Any) -> HandrailApp:
+    """`handrail train [SCENARIO]`, frozen: the scenario list (and the briefing)."""
+    return HandrailApp(mode="training", scenario=scenario, training=True, frozen=Frozen(), **kwargs)
+
+
 def screen_text(app: HandrailApp) -> str:
     """What the terminal shows now, as plain text (the modal and what is under it)."""
     width, height = app.size
@@ -123,3 +128,68 @@ async def fast_forward_waits(pilot, screen) -> None:
         if running and screen.waits.get(running) and screen.waits[running].left > 0:
             await pilot.press("f")
         await pilot.pause(0.05)
+
+
+async def run_steps(pilot, screen, count: int | None = None, until: Callable[[], bool] | None = None) -> None:
+    """Take `count` steps (or every step left, or until `until()`) with keys only,
+    fast-forwarding every wait."""
+    taken = 0
+    while screen.session.current() is not None and (count is None or taken < count) and not (until and until()):
+        await take_step(pilot, screen)
+        await fast_forward_waits(pilot, screen)
+        await idle(pilot, screen)
+        taken += 1
+
+
+# -- training: the scenario list, the briefing, the debrief ----------------------------------
+
+
+async def scenario_list(pilot):
+    """Wait for the training screen (the scenario list) and its catalog."""
+    from tui.screens.training import TrainingScreen
+
+    app = pilot.app
+    await wait_until(pilot, lambda: isinstance(app.screen, TrainingScreen) and app.screen.catalog is not None, "the scenario list")
+    await settle(pilot)
+    return app.screen
+
+
+async def pick_scenario(pilot, scenario_id: str):
+    """From the scenario list, with keys only: down to `scenario_id`, enter: its briefing."""
+    from textual.widgets import OptionList
+
+    from tui.screens.briefing import BriefingScreen
+
+    listing = await scenario_list(pilot)
+    options = listing.query_one("#scenarios", OptionList)
+    wanted = [s.id for s in listing.catalog.scenarios].index(scenario_id)
+    await pilot.press(*(["down"] * (wanted - (options.highlighted or 0))))
+    assert options.get_option_at_index(options.highlighted).id == scenario_id
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, BriefingScreen), "the briefing")
+    await settle(pilot)
+    return pilot.app.screen
+
+
+async def start_from_briefing(pilot):
+    """ctrl+s on the briefing: wait for the checklist and its first prompt."""
+    app = pilot.app
+    await pilot.press("ctrl+s")
+    await wait_until(pilot, lambda: checklist(app) is not None and app.screen is checklist(app), "the checklist")
+    screen = checklist(app)
+    await wait_until(pilot, lambda: screen.prompt is not None, "the first prompt")
+    await settle(pilot)
+    return screen
+
+
+async def debrief_on_quit(pilot):
+    """q on a training checklist: the debrief is offered; d shows it, built."""
+    from tui.screens.debrief import DebriefScreen, QuitTrainingScreen
+
+    app = pilot.app
+    await pilot.press("q")
+    await wait_until(pilot, lambda: isinstance(app.screen, QuitTrainingScreen), "the offer of the debrief")
+    await pilot.press("d")
+    await wait_until(pilot, lambda: isinstance(app.screen, DebriefScreen) and app.screen.debrief is not None, "the debrief")
+    await settle(pilot)
+    return app.screen

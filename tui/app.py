@@ -19,12 +19,15 @@ from typing import Any
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.reactive import reactive
+from textual.screen import Screen
 
 from tui.frozen import Frozen
-from tui.launcher import LaunchError, Launcher, Request
-from tui.messages import LaunchFailed, SessionOpened
+from tui.launcher import Catalog, LaunchError, Launcher, Request, load_catalog
+from tui.messages import CatalogLoaded, LaunchFailed, SessionOpened
 from tui.screens.help import HelpScreen, Section
 from tui.screens.start import StartScreen
+from tui.screens.training import ScenarioList, TrainingScreen
 
 THEMES = ("textual-dark", "textual-light")
 
@@ -43,7 +46,11 @@ NAVIGATION = [
 
 
 class HandrailApp(App):
-    """The app. `frozen` holds time and random ids still (tests, snapshots)."""
+    """The app. `frozen` holds time and random ids still (tests, snapshots).
+
+    `training=True` (`handrail train`) opens on the list of training scenarios, and on
+    `scenario`'s briefing when one is given; the start screen is underneath (escape).
+    """
 
     CSS_PATH = Path(__file__).with_name("handrail.tcss")
     TITLE = "handrail"
@@ -54,6 +61,10 @@ class HandrailApp(App):
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
 
+    # What the start and training screens offer (runbooks, scenarios, unfinished
+    # sessions, last validated): loaded in a worker, watched by the screens.
+    catalog: reactive[Catalog | None] = reactive(None, always_update=True, init=False)
+
     def __init__(
         self,
         runbook: str | None = None,
@@ -62,10 +73,14 @@ class HandrailApp(App):
         scenario: str | None = None,
         inventory: str | None = None,
         *,
+        training: bool = False,
         frozen: Frozen | None = None,
         reveal_seconds: float = 10.0,
     ) -> None:
         super().__init__()
+        self.training = training
+        self.scenario = scenario
+        self.inventory = inventory
         self.frozen = frozen
         self.reveal_seconds = reveal_seconds
         self.cursor_blink = frozen is None
@@ -83,38 +98,69 @@ class HandrailApp(App):
     def get_default_screen(self) -> StartScreen:
         return self.start_screen
 
+    def on_mount(self) -> None:
+        if self.training:
+            self.push_screen(TrainingScreen(self.scenario))
+        # After the first frame: the catalog's imports (pydantic, yaml) must not delay it.
+        self.call_after_refresh(self.refresh_catalog)
+
     def on_ready(self) -> None:
         self.startup_seconds = process_age()
         self.log.system(f"handrail: first frame {self.startup_seconds:.3f} s after the process started")
 
+    # -- the catalog ----------------------------------------------------------------------
+
+    def refresh_catalog(self) -> None:
+        self._load_catalog()
+
+    @work(thread=True, exclusive=True, group="catalog", exit_on_error=False)
+    def _load_catalog(self) -> None:
+        try:
+            catalog = load_catalog(self.launcher.journal, scenario_file=self.scenario, inventory=self.inventory)
+        except Exception as exc:
+            catalog = Catalog(problems=[f"cannot list runbooks and scenarios: {exc}"])
+        self.post_message(CatalogLoaded(catalog))
+
+    def on_catalog_loaded(self, message: CatalogLoaded) -> None:
+        self.catalog = message.catalog
+
     # -- opening a session --------------------------------------------------------------
 
-    def launch(self, request: Request) -> None:
-        self._open(lambda: self.launcher.start(request), resumed=False)
+    def launch(self, request: Request, origin: Screen | None = None) -> None:
+        """Open a session in a worker. `origin`, the screen that asked (start screen by
+        default), gets `LaunchFailed`, or loses its "opening…" line when it opens."""
+        self._open(lambda: self.launcher.start(request), False, origin or self.start_screen)
 
-    def resume(self, session_id: str) -> None:
-        self._open(lambda: self.launcher.resume(session_id), resumed=True)
+    def resume(self, session_id: str, origin: Screen | None = None) -> None:
+        self._open(lambda: self.launcher.resume(session_id), True, origin or self.start_screen)
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
-    def _open(self, open_session, resumed: bool) -> None:
+    def _open(self, open_session, resumed: bool, origin: Screen) -> None:
         try:
             session = open_session()
         except LaunchError as exc:
-            self.start_screen.post_message(LaunchFailed(str(exc)))
-        except Exception as exc:  # never a traceback: the start screen says what went wrong
+            origin.post_message(LaunchFailed(str(exc)))
+        except Exception as exc:  # never a traceback: the screen says what went wrong
             from steps.secrets import redact
 
-            self.start_screen.post_message(LaunchFailed(redact(f"{type(exc).__name__}: {exc}")))
+            origin.post_message(LaunchFailed(redact(f"{type(exc).__name__}: {exc}")))
         else:
-            self.post_message(SessionOpened(session, resumed))
+            self.post_message(SessionOpened(session, resumed, origin))
 
     def on_session_opened(self, message: SessionOpened) -> None:
+        from tui.screens.briefing import BriefingScreen
         from tui.screens.checklist import ChecklistScreen
 
         self.session = message.session
-        self.start_screen.opening = False
-        self.start_screen.set_status("")
-        self.push_screen(ChecklistScreen(message.session, self.frozen, self.reveal_seconds))
+        origin = message.origin
+        if origin is not None:
+            origin.opening = False
+            origin.set_status("")
+        checklist = ChecklistScreen(message.session, self.frozen, self.reveal_seconds)
+        if isinstance(origin, BriefingScreen) and self.screen is origin:
+            self.switch_screen(checklist)  # leaving the session comes back to the scenario list
+        else:
+            self.push_screen(checklist)
         if message.resumed:
             self.notify(f"Resumed session {message.session.id}: {message.session.status}.", title="Resumed")
 
@@ -131,8 +177,16 @@ class HandrailApp(App):
             else:
                 self.exit_note = f"handrail: session {session.id} is {session.status}; resume it with `handrail`, or `handrail resume {session.id}`."
         if back_to_start and not abandon_work:
-            self.pop_screen()
-            self.start_screen.refresh_catalog()
+            from tui.screens.checklist import ChecklistScreen
+
+            # Off come the checklist and whatever is above it (the debrief): back to the
+            # screen the session was opened from (start screen, scenario list).
+            while len(self.screen_stack) > 1:
+                top = self.screen
+                self.pop_screen()
+                if isinstance(top, ChecklistScreen):
+                    break
+            self.refresh_catalog()
         else:
             self.exit()
 
@@ -154,12 +208,15 @@ class HandrailApp(App):
 
     async def action_quit(self) -> None:
         from tui.screens.checklist import ChecklistScreen
+        from tui.screens.debrief import DebriefScreen, QuitTrainingScreen
 
         checklist = next((s for s in self.screen_stack if isinstance(s, ChecklistScreen)), None)
-        if checklist is not None:
-            checklist.action_quit_session()
-        else:
+        if checklist is None:
             self.exit()
+        elif isinstance(self.screen, (DebriefScreen, QuitTrainingScreen)):
+            checklist.action_quit_session(offer_debrief=False)  # the debrief is offered, or on screen
+        else:
+            checklist.action_quit_session()
 
     def action_toggle_theme(self) -> None:
         self.theme = THEMES[1] if self.theme == THEMES[0] else THEMES[0]
@@ -170,7 +227,9 @@ class HandrailApp(App):
         self.push_screen(HelpScreen(self.help_sections(), intro=HELP_INTRO))
 
     def help_sections(self) -> list[Section]:
+        from tui.screens.briefing import BriefingScreen
         from tui.screens.checklist import ChecklistScreen
+        from tui.screens.debrief import DebriefScreen, ExportScreen, QuitTrainingScreen
         from tui.screens.modals import ConfirmRunScreen, ManualStepScreen, ReasonScreen, TypedConfirmScreen
         from tui.screens.rollback import RollbackScreen
 
@@ -187,6 +246,11 @@ class HandrailApp(App):
         return [
             ("Checklist", rows(ChecklistScreen)),
             ("Start screen", rows(StartScreen)),
+            ("Training scenarios (handrail train)", rows(ScenarioList, TrainingScreen)),
+            ("Briefing", rows(BriefingScreen)),
+            ("Debrief (training)", rows(DebriefScreen)),
+            ("Quitting a training session", rows(QuitTrainingScreen)),
+            ("Exporting the debrief", rows(ExportScreen)),
             ("Everywhere", rows(HandrailApp) + NAVIGATION),
             ("Confirm a step", rows(ConfirmRunScreen, TypedConfirmScreen, ReasonScreen)),
             ("Manual step", rows(ManualStepScreen)),
@@ -207,9 +271,11 @@ def run_app(
     mode: str | None = None,
     scenario: str | None = None,
     inventory: str | None = None,
+    training: bool = False,
 ) -> None:
-    """Run the app in this terminal until the operator quits."""
-    app = HandrailApp(runbook, user, mode, scenario, inventory)
+    """Run the app in this terminal until the operator quits (`training`: on the
+    scenario list, or on `scenario`'s briefing)."""
+    app = HandrailApp(runbook, user, mode, scenario, inventory, training=training)
     loop = asyncio.new_event_loop()
     try:
         app.run(loop=loop)

@@ -577,7 +577,8 @@ def debrief(session_ref: str, fmt: str, out: str | None) -> None:
 def train(scenario: str | None, list_only: bool) -> None:
     """Training: practise the SOP's gotchas on a simulated cloud, no credentials needed.
 
-    Without --list, opens the app on SCENARIO (or lets you pick one)."""
+    Opens the app on the list of scenarios (easiest first), or on SCENARIO's briefing
+    (a shipped scenario's id, or a scenario file). --list prints them without the app."""
     from steps.loader import RunbookError
     from steps.sandbox import scenario as scenarios
 
@@ -597,8 +598,9 @@ def train(scenario: str | None, list_only: bool) -> None:
             scenarios.load(scenario)
         except RunbookError as exc:
             fail(str(exc))
-    ctx = click.get_current_context()
-    ctx.invoke(tui, runbook=None, user=None, mode="training", scenario=scenario, inventory_path=None)
+    from tui.app import run_app
+
+    run_app(mode="training", scenario=scenario, training=True)
 
 
 @main.group()

@@ -1,16 +1,14 @@
 """Frozen: everything that differs between two runs of the app, held still.
 
 Snapshot tests (and demos that must look the same every time) give `HandrailApp` a
-`Frozen`: simulated time stands at `now` and moves only when fast-forwarded, the session
-id and the operator's OS user are fixed, and the simulated account's random ids (account,
-key ids, secrets) are seeded. Nothing here is used unless a `Frozen` is given.
+`Frozen`: simulated time stands at `now` and moves only when fast-forwarded, real time
+as the journal records it stands at `now` too, the session id, the operator's OS user
+and the simulated account id are fixed, and moto's random ids (key ids, secrets) are
+seeded. Nothing here is used unless a `Frozen` is given.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,35 +45,25 @@ class Frozen:
     session_id: str = "20261127-140000-demo"
     os_user: str = "operator"
     seed: int = 2026
+    account_id: str = "198698730797"
 
     def clock(self) -> FrozenClock:
         return FrozenClock(self.now)
 
     def journal(self, path: Path):
-        """A journal whose next session gets `session_id`."""
+        """A journal whose real-time stamps (events, session created and updated) all
+        read `now`: the debrief's timeline and the lists of sessions stay the same."""
         from steps.journal import Journal
 
-        session_id = self.session_id
+        stamp = self.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return Journal(path, now=lambda: stamp)
 
-        class FixedIdJournal(Journal):
-            def create_session(self, **fields: Any):
-                fields.setdefault("id", session_id)
-                return super().create_session(**fields)
+    def world(self, scenario: Any):
+        """The scenario's simulated world, its account id fixed and its key ids seeded."""
+        from steps.sandbox.world import World
 
-        return FixedIdJournal(path)
-
-    @contextmanager
-    def seeded(self, salt: str) -> Iterator[None]:
-        """Inside: the stdlib's random (the simulated account id) and moto's (key ids,
-        secrets) draw a fixed sequence. The stdlib's state is put back on the way out,
-        so nothing else in the process becomes predictable."""
-        state = random.getstate()
-        random.seed(f"{self.seed}:{salt}")
-        self.seed_moto(salt)
-        try:
-            yield
-        finally:
-            random.setstate(state)
+        self.seed_moto("world")
+        return World.create(scenario, self.clock(), account_id=self.account_id)
 
     def seed_moto(self, salt: str) -> None:
         """Seed moto's random source: called before each step runs, so a step's key ids

@@ -16,7 +16,8 @@ FINISHED = {"done": "Rotation complete", "rolled-back": "Rolled back", "abandone
 def hints(session: Any, step_id: str, status: str, *, busy: str | None, rolling_back: bool, waiting: bool, prompt: Any) -> list[Hint]:
     simulated = session.wiring.clock.simulated
     if session.status in FINISHED:
-        return [("", f"{FINISHED[session.status]}."), ("n", "new session"), ("q", "quit")]
+        debrief = [("d", "debrief")] if session.mode == "training" else []
+        return [("", f"{FINISHED[session.status]}."), *debrief, ("n", "new session"), ("q", "quit")]
     if rolling_back:
         return [("", "rolling back…")]
     if busy:

@@ -7,6 +7,7 @@ training world imports moto and boto3 (about a second).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,24 @@ class ScenarioChoice:
     difficulty: int
     target_user: str
     reason: str | None
+    runbook: str = "aws-iam-access-key"
+    gotchas: tuple[str, ...] = ()
+
+
+def scenario_choice(ref: str, sc: Any, title: str | None = None) -> ScenarioChoice:
+    """What the app shows of a scenario; `ref` is what the launcher loads it by."""
+    return ScenarioChoice(
+        ref,
+        title or sc.title,
+        sc.teaches,
+        sc.briefing.strip(),
+        sc.goal,
+        sc.difficulty,
+        sc.target_user,
+        sc.inputs.get("reason"),
+        sc.runbook,
+        tuple(sc.gotchas),
+    )
 
 
 @dataclass
@@ -48,6 +67,17 @@ class Catalog:
     inventory: str | None = None  # the inventory file live and dry-run sessions use
     inventory_users: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    validated: dict[str, str] = field(default_factory=dict)  # runbook ref -> "last validated" line
+
+    def request(self, scenario: ScenarioChoice) -> Request:
+        """A training session of `scenario`, as the start screen would ask for it: the
+        scenario's runbook, target user and reason (else the runbook's default reason)."""
+        book = self.runbook(scenario.runbook)
+        reason = scenario.reason or (book.default_reason if book else None)
+        return Request(book.ref if book else scenario.runbook, "training", scenario.target_user, scenario.id, reason)
+
+    def unfinished_training(self) -> list[SessionRow]:
+        return [row for row in self.unfinished if row.mode == "training"]
 
     def runbook(self, ref: str | None) -> RunbookChoice | None:
         return next((r for r in self.runbooks if r.ref == ref), self.runbooks[0] if self.runbooks else None)
@@ -80,12 +110,14 @@ def load_catalog(journal_factory: Callable[[], Any] | None = None, scenario_file
     from steps.sandbox import scenario as scenarios
 
     catalog = Catalog()
+    books = {}
     for path in shipped():
         try:
             book = load(path)
         except RunbookError as exc:
             catalog.problems.append(str(exc))
             continue
+        books[path.stem] = book
         reason = book.inputs.get("reason")
         catalog.runbooks.append(
             RunbookChoice(path.stem, book.title, tuple(reason.choices or ()) if reason else (), reason.default if reason else None)
@@ -96,9 +128,7 @@ def load_catalog(journal_factory: Callable[[], Any] | None = None, scenario_file
         except RunbookError as exc:
             catalog.problems.append(str(exc))
             continue
-        catalog.scenarios.append(
-            ScenarioChoice(sc.id, sc.title, sc.teaches, sc.briefing.strip(), sc.goal, sc.difficulty, sc.target_user, sc.inputs.get("reason"))
-        )
+        catalog.scenarios.append(scenario_choice(sc.id, sc))
     catalog.scenarios.sort(key=lambda s: (s.difficulty, s.id != scenarios.DEFAULT, s.id))
     if scenario_file and catalog.scenario(scenario_file) is None:
         try:
@@ -106,8 +136,7 @@ def load_catalog(journal_factory: Callable[[], Any] | None = None, scenario_file
         except RunbookError as exc:
             catalog.problems.append(str(exc))
         else:
-            choice = ScenarioChoice(scenario_file, f"{sc.title} ({scenario_file})", sc.teaches, sc.briefing.strip(), sc.goal, sc.difficulty, sc.target_user, sc.inputs.get("reason"))
-            catalog.scenarios.insert(0, choice)
+            catalog.scenarios.insert(0, scenario_choice(scenario_file, sc, f"{sc.title} ({scenario_file})"))
     try:
         path, found = _inventory(inventory)
     except RunbookError as exc:
@@ -116,10 +145,18 @@ def load_catalog(journal_factory: Callable[[], Any] | None = None, scenario_file
         if found is not None:
             catalog.inventory, catalog.inventory_users = str(path), sorted(found.users)
     try:
-        catalog.unfinished = (journal_factory or _journal)().unfinished()
+        journal = (journal_factory or _journal)()
+        catalog.unfinished = journal.unfinished()
+        catalog.validated = {ref: describe_last(journal, book) for ref, book in books.items()}
     except Exception as exc:  # an unreadable journal must not keep the app from opening
         catalog.problems.append(f"journal: {exc}")
     return catalog
+
+
+def describe_last(journal: Any, book: Any) -> str:
+    from steps.validate import describe_last as describe
+
+    return describe(journal, book)
 
 
 def _inventory(given: str | None):
@@ -144,8 +181,13 @@ class Launcher:
         self.frozen = frozen
         self.inventory = inventory
         self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()  # the catalog and a launch may both ask first
 
     def engine(self) -> Engine:
+        with self._engine_lock:
+            return self._make_engine()
+
+    def _make_engine(self) -> Engine:
         if self._engine is None:
             from steps.audit import AuditLog
             from steps.engine import Engine
@@ -189,7 +231,8 @@ class Launcher:
         if request.reason:
             inputs["reason"] = request.reason
         try:
-            return self.engine().start(request.runbook, inputs, wiring, options=options)
+            session_id = self.frozen.session_id if self.frozen else None
+            return self.engine().start(request.runbook, inputs, wiring, options=options, session_id=session_id)
         except (EngineError, WiringError, LockHeld, RunbookError) as exc:
             wiring.close()
             raise LaunchError(str(exc)) from None
@@ -209,20 +252,18 @@ class Launcher:
             inputs["check_call"] = sc.aws.users[user].check_call
         if self.frozen is None:
             return TrainingWiring(World.create(sc, training_clock(headless=False))), inputs
-        with self.frozen.seeded("world"):
-            world = World.create(sc, self.frozen.clock())
-        return TrainingWiring(world), inputs
+        return TrainingWiring(self.frozen.world(sc)), inputs
 
     def resume(self, session_ref: str) -> Session:
         """Resume an unfinished session from the journal (training: its saved world)."""
         from steps.engine import EngineError
-        from steps.journal import LockHeld, SessionNotFound
+        from steps.journal import LockHeld, SessionBusy, SessionNotFound
 
         from tui.cli import wiring_for_session
 
         try:
             return self.engine().resume(session_ref, lambda row: wiring_for_session(row, headless=False))
-        except (EngineError, LockHeld, SessionNotFound) as exc:
+        except (EngineError, LockHeld, SessionBusy, SessionNotFound) as exc:  # SessionBusy: open in another process
             raise LaunchError(str(exc)) from None
         except Exception as exc:  # click.ClickException from wiring_for_session, a broken world...
             raise LaunchError(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}") from None

@@ -18,10 +18,11 @@ class CatalogLoaded(Message):
 
 
 class SessionOpened(Message):
-    def __init__(self, session: Any, resumed: bool = False) -> None:
+    def __init__(self, session: Any, resumed: bool = False, origin: Any = None) -> None:
         super().__init__()
         self.session = session
         self.resumed = resumed
+        self.origin = origin  # the screen that asked for it
 
 
 class LaunchFailed(Message):
@@ -65,4 +66,22 @@ class WorkFailed(Message):
         super().__init__()
         self.what = what
         self.step_id = step_id
+        self.error = error
+
+
+class DebriefReady(Message):
+    """The training debrief (`steps.debrief.Debrief`), built from the journal."""
+
+    def __init__(self, debrief: Any, error: str = "") -> None:
+        super().__init__()
+        self.debrief = debrief  # None when it could not be built: `error` says why
+        self.error = error
+
+
+class Exported(Message):
+    """The debrief was written to `path` (or could not be: `error`)."""
+
+    def __init__(self, path: str, error: str = "") -> None:
+        super().__init__()
+        self.path = path
         self.error = error

@@ -16,8 +16,9 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, OptionList
+from textual.widgets import Footer, OptionList, Static
 
 from steps.clock import human_duration
 from steps.engine import EngineError, Event
@@ -51,8 +52,10 @@ class ChecklistScreen(Screen):
         Binding("f", "fast_forward", "Fast-fwd", tooltip="Training: skip the wait or the gate on the simulated clock"),
         Binding("c", "copy", "Copy", tooltip="Copy the highlighted step's command to the clipboard"),
         Binding("v", "reveal", "Reveal", tooltip="Show the new secret for a few seconds (audited)"),
-        Binding("n", "new_session", "New session", show=False, tooltip="Leave this session (resumable) for the start screen"),
-        Binding("q", "quit_session", "Quit", tooltip="Quit; the session can be resumed"),
+        Binding("d", "debrief", "Debrief", show=False, tooltip="Training: the debrief (verdicts, end state, timeline)"),
+        Binding("b", "briefing", "Briefing", show=False, tooltip="Training: the scenario's briefing and goal, again"),
+        Binding("n", "new_session", "New session", show=False, tooltip="Leave this session (resumable) for the screen it came from"),
+        Binding("q", "quit_session", "Quit", tooltip="Quit; the session can be resumed (training: debrief offered)"),
     ]
 
     def __init__(self, session: Any, frozen: Any = None, reveal_seconds: float = 10.0) -> None:
@@ -73,12 +76,20 @@ class ChecklistScreen(Screen):
         self._footer_key: tuple | None = None
         self.opened_at: float | None = None
         self._questions: list[threading.Event] = []
+        world = getattr(session.wiring, "world", None)
+        self.scenario = world.scenario if world is not None and session.mode == "training" else None
+        self.debrief_seen = False  # training: the debrief was on screen once
+        self._debriefed: str | None = None  # the finished status the debrief was shown for
         self.set_class(session.mode == "live", "-live")
 
     # -- layout -------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield SessionBanner(self.session, id="banner")
+        if self.scenario is not None:
+            goal = Static(Content.from_markup("[b $warning]Goal[/] $goal", goal=self.scenario.goal), id="goal")
+            goal.tooltip = f"{self.scenario.goal}\n\n(b shows the whole briefing)"
+            yield goal
         with Horizontal(id="main"):
             with Vertical(id="left"):
                 steps = StepList(self.session, id="steps")
@@ -198,6 +209,8 @@ class ChecklistScreen(Screen):
         current = session.current()
         if action == "fast_forward":
             return session.wiring.clock.simulated
+        if action in ("debrief", "briefing"):
+            return self.scenario is not None
         if action == "reveal":
             return "new_secret" in session.secrets
         if action in ("run", "skip"):
@@ -342,6 +355,16 @@ class ChecklistScreen(Screen):
         self.refresh_all()
         if self.current_id and not self.rolling_back:
             self.refresh_prompt()
+        self._debrief_when_finished()
+
+    def _debrief_when_finished(self) -> None:
+        """Training: the session has just finished (done, rolled back): the debrief."""
+        status = self.session.status
+        if self.scenario is None or status not in ("done", "rolled-back") or self._debriefed == status or not self.idle:
+            return
+        self._debriefed = status
+        if self.app.screen is self:
+            self.action_debrief()
 
     def on_work_failed(self, message: WorkFailed) -> None:
         if message.what == "rollback":
@@ -549,8 +572,39 @@ class ChecklistScreen(Screen):
             return
         self.app.leave_session(back_to_start=True)
 
-    def action_quit_session(self) -> None:
+    def action_debrief(self) -> None:
+        from tui.screens.debrief import DebriefScreen
+
+        if self.scenario is None:
+            self.notify("The debrief is for training sessions.", severity="warning")
+            return
+        if not self.idle:
+            self._refuse_if_busy()
+            return
+        if any(isinstance(s, DebriefScreen) for s in self.app.screen_stack):
+            return
+        self.debrief_seen = True
+        self.app.push_screen(DebriefScreen(self.session))
+
+    def action_briefing(self) -> None:
+        from tui.launcher import Catalog, scenario_choice
+        from tui.screens.briefing import BriefingScreen
+
+        if self.scenario is None:
+            self.notify("The briefing is for training sessions.", severity="warning")
+            return
+        sc = self.scenario
+        ref = sc.source or sc.id
+        catalog = getattr(self.app, "catalog", None) or Catalog()
+        self.app.push_screen(BriefingScreen(catalog.scenario(ref) or scenario_choice(ref, sc), catalog, session=self.session))
+
+    def action_quit_session(self, offer_debrief: bool = True) -> None:
         if self.idle:
+            if offer_debrief and self.scenario is not None and not self.debrief_seen:
+                from tui.screens.debrief import QuitTrainingScreen
+
+                self.app.push_screen(QuitTrainingScreen(self.session.id, self.session.status), self._quit_answer)
+                return
             self.app.leave_session()
             return
         what = self.busy or "rolling back"
@@ -560,3 +614,9 @@ class ChecklistScreen(Screen):
             f"Resume from the start screen, or with `handrail resume {self.session.id}`."
         )
         self.app.push_screen(AskScreen("Quit in the middle of a step?", text, yes="Quit now", no="Stay"), lambda ok: ok and self.app.leave_session(abandon_work=True))
+
+    def _quit_answer(self, choice: str | None) -> None:
+        if choice == "debrief":
+            self.action_debrief()
+        elif choice == "quit":
+            self.app.leave_session()

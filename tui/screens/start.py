@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
@@ -12,8 +12,9 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
-from tui.launcher import Catalog, Request, load_catalog
-from tui.messages import CatalogLoaded, LaunchFailed
+from tui.gotchas import stars
+from tui.launcher import Catalog, Request
+from tui.messages import LaunchFailed
 
 MODE_OPTIONS = [
     ("training (simulated AWS)", "training"),
@@ -41,6 +42,7 @@ class StartScreen(Screen):
     BINDINGS = [
         Binding("ctrl+s", "start", "Start", priority=True),
         Binding("ctrl+r", "resume", "Resume selected"),
+        Binding("ctrl+o", "scenarios", "Scenarios", tooltip="Training: the scenarios, each with its briefing"),
         Binding("q", "app.quit", "Quit"),
     ]
     AUTO_FOCUS = "#start"
@@ -76,6 +78,7 @@ class StartScreen(Screen):
                     yield Label("Reason")
                     yield Select([], prompt="loading…", id="reason", compact=True)
                 yield Static(id="mode-note")
+                yield Static(id="validated")
                 yield Button("Start  ctrl+s", id="start", variant="primary", compact=True)
                 yield Static(id="start-status")
             with Vertical(id="start-side"):
@@ -90,22 +93,23 @@ class StartScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#user", Input).cursor_blink = getattr(self.app, "cursor_blink", True)
         self._show_mode(self.initial.mode)
-        # After the first frame: the catalog's imports (pydantic, yaml) must not delay it.
-        self.call_after_refresh(self.load_catalog)
+        # The app loads the catalog after the first frame; it comes back through here.
+        self.watch(self.app, "catalog", self.show_catalog)
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.height < 30, "-compact")
 
     # -- the catalog (runbooks, scenarios, unfinished sessions) -------------------------
 
-    @work(thread=True, exclusive=True, group="catalog", exit_on_error=False)
-    def load_catalog(self) -> None:
-        try:
-            catalog = load_catalog(self.app.launcher.journal, scenario_file=self.initial.scenario, inventory=self.inventory)
-        except Exception as exc:
-            self.post_message(LaunchFailed(f"cannot list runbooks and scenarios: {exc}"))
+    def show_catalog(self, catalog: Catalog | None) -> None:
+        if catalog is None:
             return
-        self.post_message(CatalogLoaded(catalog))
-
-    def on_catalog_loaded(self, message: CatalogLoaded) -> None:
-        catalog = self.catalog = message.catalog
+        first = self.catalog is None
+        self.catalog = catalog
+        if not first:  # back from a session: only the unfinished sessions have changed
+            self._fill_unfinished()
+            self._show_validated()
+            return
         runbook = self.query_one("#runbook", Select)
         runbook.set_options([(r.title, r.ref) for r in catalog.runbooks])
         chosen = catalog.runbook(self.initial.runbook)
@@ -118,6 +122,7 @@ class StartScreen(Screen):
             scenario.value = wanted.id
         self._fill_reasons()
         self._fill_unfinished()
+        self._show_validated()
         if catalog.inventory_users:
             self.query_one("#user", Input).suggester = SuggestFromList(catalog.inventory_users, case_sensitive=True)
         self._show_mode(self.query_one("#mode", Select).value)
@@ -125,7 +130,14 @@ class StartScreen(Screen):
             self.set_status("; ".join(catalog.problems), error=True)
 
     def refresh_catalog(self) -> None:
-        self.load_catalog()
+        self.app.refresh_catalog()
+
+    def _show_validated(self) -> None:
+        line = self.catalog.validated.get(str(self.query_one("#runbook", Select).value)) if self.catalog else None
+        validated = self.query_one("#validated", Static)
+        validated.display = bool(line)
+        if line:
+            validated.update(Content.from_markup("[b]Last validated[/b] $line", line=line))
 
     def _fill_reasons(self) -> None:
         if self.catalog is None:
@@ -180,6 +192,7 @@ class StartScreen(Screen):
     @on(Select.Changed, "#runbook")
     def _runbook_changed(self, event: Select.Changed) -> None:
         self._fill_reasons()
+        self._show_validated()
 
     def _show_mode(self, mode) -> None:
         training = mode == "training"
@@ -198,9 +211,9 @@ class StartScreen(Screen):
         if sc is not None:
             briefing.update(
                 Content.from_markup(
-                    "[b]$title[/b] · difficulty $difficulty\n$teaches\n\n$briefing\n\n[b]Goal:[/b] $goal",
+                    "[b]$title[/b] · difficulty [$warning]$difficulty[/]\n$teaches\n\n$briefing\n\n[b]Goal:[/b] $goal",
                     title=sc.title,
-                    difficulty=str(sc.difficulty),
+                    difficulty=stars(sc.difficulty),
                     teaches=sc.teaches,
                     briefing=reflow(sc.briefing),
                     goal=sc.goal,
@@ -268,7 +281,7 @@ class StartScreen(Screen):
         self.opening = True
         what = "building the simulated AWS account…" if request.mode == "training" else "asking AWS who you are…"
         self.set_status(f"opening a {request.mode} session: {what}")
-        self.app.launch(request)
+        self.app.launch(request, self)
 
     @on(OptionList.OptionSelected, "#unfinished")
     def _resume_selected(self, event: OptionList.OptionSelected) -> None:
@@ -289,7 +302,13 @@ class StartScreen(Screen):
             return
         self.opening = True
         self.set_status(f"resuming session {session_id}…")
-        self.app.resume(session_id)
+        self.app.resume(session_id, self)
+
+    def action_scenarios(self) -> None:
+        from tui.screens.training import TrainingScreen
+
+        if not self.opening:
+            self.app.push_screen(TrainingScreen())
 
     def on_launch_failed(self, message: LaunchFailed) -> None:
         self.opening = False
