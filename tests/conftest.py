@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from isolation import CREDENTIAL_ENV
 
 # The product is imported inside the fixtures, so a broken module fails the tests that
 # use it, not the collection of every test in the folder.
@@ -38,37 +39,15 @@ if TYPE_CHECKING:
 
 RUNBOOK = "aws-iam-access-key"
 
-# Nothing from the machine running the tests may steer a run: no AWS identity, no inventory.
-ENV_TO_CLEAR = (
-    "HANDRAIL_INVENTORY",
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_IAM",
-    "AWS_ENDPOINT_URL_STS",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-)
-
-
 # -- isolation ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(autouse=True)
 def handrail_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh HANDRAIL_HOME for every test, and no AWS credentials or inventory from the environment."""
+    """A fresh HANDRAIL_HOME for every test, and no credentials or inventory from the environment."""
     home = tmp_path_factory.mktemp("handrail-home")
     monkeypatch.setenv("HANDRAIL_HOME", str(home))
-    for name in ENV_TO_CLEAR:
+    for name in CREDENTIAL_ENV:
         monkeypatch.delenv(name, raising=False)
     # boto3 must never find a real profile on the machine running the tests.
     monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "no-aws-config"))

@@ -1,10 +1,9 @@
 """Shared fixtures and helpers for the vault/consumer tests (issue 3, item 10).
 
 The tests import what they use from here (`from world_helpers import ...`); pytest
-finds the fixtures in the importing module. Nothing here depends on conftest.py.
+finds the fixtures in the importing module.
 
-- `home`: a private HANDRAIL_HOME under tmp_path and no AWS credentials from the
-  environment (set with monkeypatch, so every test is isolated);
+- `home`: this test's HANDRAIL_HOME (conftest's, with every credential cleared);
 - `lab`: builds training worlds (World + TrainingWiring + Engine, as `tui/cli.py`
   does), starts sessions, makes "new process" engines on the same journal, and closes
   every world newest first when the test ends (moto state is per process: two worlds
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from isolation import CREDENTIAL_ENV
 
 from steps import paths
 from steps.audit import AuditLog
@@ -49,51 +49,13 @@ SSH_RUNNING = "ssh:vault-host (running service)"
 HOLDER_PLACES = (VAULT_PLACE, HEROKU_PLACE, GITHUB_PLACE, SSH_PLACE, SSH_RUNNING)
 KEY_ID, SECRET = "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
 
-AWS_ENV = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_IAM",
-    "AWS_ENDPOINT_URL_STS",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-)
-# Vendor credentials a live run would pick up from the environment.
-VENDOR_ENV = (
-    "HANDRAIL_INVENTORY",
-    "INFISICAL_TOKEN",
-    "INFISICAL_UNIVERSAL_AUTH_CLIENT_ID",
-    "INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET",
-    "HEROKU_API_KEY",
-    "GH_TOKEN",
-    "GITHUB_TOKEN",
-)
-
-
 # -- isolation ----------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private HANDRAIL_HOME for this test; no AWS or vendor credentials inherited."""
-    base = tmp_path / "handrail-home"
-    base.mkdir()
-    monkeypatch.setenv("HANDRAIL_HOME", str(base))
-    for name in AWS_ENV + VENDOR_ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(base / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(base / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    return base
+def home(handrail_home: Path) -> Path:
+    """This test's private HANDRAIL_HOME (conftest clears every credential for each test)."""
+    return handrail_home
 
 
 # -- the lab: worlds, engines, sessions -----------------------------------------------------------
@@ -344,7 +306,7 @@ def format_calls(calls: dict[str, dict[str, int]]) -> str:
 
 
 def clean_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in AWS_ENV + VENDOR_ENV and k != "PYTEST_CURRENT_TEST"}
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_ENV and k != "PYTEST_CURRENT_TEST"}
     env.update(
         HANDRAIL_HOME=str(home),
         AWS_CONFIG_FILE=str(home / "no-aws-config"),
