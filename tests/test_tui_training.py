@@ -48,8 +48,8 @@ async def test_pick_a_scenario_read_its_briefing_and_start_it():
         briefing = await pick_scenario(pilot, "forgotten-consumer")
         text = screen_text(app)
         assert "The forgotten consumer" in text and "★★★" in text and "TRAINING" in text
-        assert "What happened" in text and "nightly-report cron" in text
-        assert "Your goal" in text and "Rotate; before deleting the old key" in text
+        assert "What happened" in text and "raxx-api-prod Heroku app" in text
+        assert "Your goal" in text and "delete the old one only once nothing depends on it" in text
         assert "Gotchas in play" in text and "Before deleting the old key" in text
         assert "get-access-key-last-used before the delete" not in text, "the briefing names the gotcha, not its answer"
         await pilot.press("end")  # the rest of the briefing, at 80x24
@@ -69,7 +69,7 @@ async def test_pick_a_scenario_read_its_briefing_and_start_it():
         assert session.target == "raxx-vault-operator" and session.inputs["reason"] == "scheduled"
         assert not any(isinstance(s, BriefingScreen) for s in app.screen_stack), "the checklist took the briefing's place"
         text = screen_text(app)
-        assert "TRAINING" in text and "Goal Rotate; before deleting the old key" in text
+        assert "TRAINING" in text and "Goal Rotate the key, and delete the old one" in text
 
         await pilot.press("b")  # the briefing again, to read: nothing to start
         await wait_until(pilot, lambda: isinstance(app.screen, BriefingScreen), "the briefing, read again")
