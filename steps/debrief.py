@@ -243,26 +243,22 @@ def _end_state(world: dict[str, Any] | None, target: str) -> list[str]:
 
 
 def _changed_anything(f: _Facts) -> bool:
+    """Did a mutating step of this session change the world?"""
     from steps.actions import registry
+    from steps.loader import load
 
+    try:
+        mutating = {s.id for s in load(f.row.runbook_path).steps if s.run and registry()[s.run].mutates}
+    except Exception:  # the runbook file moved or broke: assume the worst
+        mutating = None
     for event in f.events:
         if event.kind != "step" or event.status != "done" or not event.step_id:
             continue
         if f.facts.get(f"changed:{event.step_id}") == "no":
             continue
-        step = next((s for s in _runbook_steps(f.row) if s.id == event.step_id), None)
-        if step is not None and step.run and registry()[step.run].mutates:
+        if mutating is None or event.step_id in mutating:
             return True
     return False
-
-
-def _runbook_steps(row: SessionRow):
-    from steps.loader import load
-
-    try:
-        return load(row.runbook_path).steps
-    except Exception:  # the runbook file moved: assume the worst
-        return []
 
 
 def build(journal: Journal, audit: AuditLog, ref: str) -> Debrief:

@@ -643,7 +643,7 @@ class Session:
         for name, first_needing in needed.items():
             if name in self.secrets:
                 continue
-            recovered = self.wiring.recover_secret(name, self.values()) if hasattr(self.wiring, "recover_secret") else None
+            recovered = self.wiring.recover_secret(name, self.values())
             if recovered is not None:
                 self.secrets[name] = recovered
                 self.journal.add_event(self.id, "note", summary=f"{name} recovered from the vault after restart")

@@ -71,6 +71,12 @@ class _Token:
     valid: bool = True
 
 
+def _read_query(request: Request) -> tuple[str | None, str | None, str, bool]:
+    """The folder a read names (workspaceId, environment, secretPath) and whether values are wanted."""
+    q = request.args
+    return q.get("workspaceId"), q.get("environment"), q.get("secretPath", "/"), q.get("viewSecretValue", "true") != "false"
+
+
 def _error(status: int, error: str, message: str) -> Reply:
     # Infisical's error body: {reqId, statusCode, message, error}.
     return Reply(status, {"reqId": f"req-{uuid.uuid4().hex[:16]}", "statusCode": status, "message": message, "error": error})
@@ -245,9 +251,7 @@ class InfisicalSandbox(FakeApi):
         @server.route("GET", "/api/v3/secrets/raw", name="list_secrets")
         @guard
         def list_secrets(request: Request) -> Reply:
-            q = request.args
-            project_id, env, path = q.get("workspaceId"), q.get("environment"), q.get("secretPath", "/")
-            view = q.get("viewSecretValue", "true") != "false"
+            project_id, env, path, view = _read_query(request)
             with self._lock:
                 folder = self._folder(project_id, env, path)
                 if isinstance(folder, Reply):
@@ -259,9 +263,7 @@ class InfisicalSandbox(FakeApi):
         @server.route("GET", "/api/v3/secrets/raw/{name}", name="get_secret")
         @guard
         def get_secret(request: Request, name: str) -> Reply:
-            q = request.args
-            project_id, env, path = q.get("workspaceId"), q.get("environment"), q.get("secretPath", "/")
-            view = q.get("viewSecretValue", "true") != "false"
+            project_id, env, path, view = _read_query(request)
             with self._lock:
                 folder = self._folder(project_id, env, path)
                 if isinstance(folder, Reply):
@@ -272,9 +274,9 @@ class InfisicalSandbox(FakeApi):
                 if secret is None:
                     return _error(404, "NotFound", f"Secret with name '{name}' not found")
                 version = secret.latest
-                if q.get("version"):
+                if request.args.get("version"):
                     try:
-                        wanted = int(q["version"])
+                        wanted = int(request.args["version"])
                     except ValueError:
                         return _error(422, "ValidationFailure", "version must be a number")
                     matching = [v for v in secret.versions if v.version == wanted]
