@@ -18,14 +18,14 @@ from pathlib import Path
 
 os.environ["HANDRAIL_HOME"] = tempfile.mkdtemp(prefix="handrail-bench-")
 
-from steps.audit import AuditLog  # noqa: E402
-from steps.driver import Asker, DriveOptions, Printer, drive  # noqa: E402
-from steps.engine import Engine  # noqa: E402
-from steps.journal import Journal  # noqa: E402
-from steps.paths import audit_path, journal_path  # noqa: E402
-from steps.sandbox import scenario as scenarios  # noqa: E402
-from steps.sandbox.world import World  # noqa: E402
-from steps.wiring import TrainingWiring, training_clock  # noqa: E402
+from steps.audit import AuditLog
+from steps.driver import Asker, DriveOptions, Printer, drive
+from steps.engine import Engine
+from steps.journal import Journal
+from steps.paths import audit_path, journal_path
+from steps.sandbox import scenario as scenarios
+from steps.sandbox.world import World
+from steps.wiring import TrainingWiring, training_clock
 
 
 def intended(name: str, session, world) -> str:
@@ -77,9 +77,13 @@ def main() -> None:
             seconds, status = one(engine, path.stem)
             times.append(seconds)
             statuses.add(status)
-        print(f"  {path.stem:<22} {statistics.median(times):6.2f} s   (min {min(times):.2f}, max {max(times):.2f}; ends {', '.join(sorted(statuses))})")
+        print(
+            f"  {path.stem:<22} {statistics.median(times):6.2f} s   (min {min(times):.2f}, max {max(times):.2f}; ends {', '.join(sorted(statuses))})"
+        )
     cold = [cli_happy_path() for _ in range(n)]
-    print(f"`handrail run --mode training --yes --fast-forward` as a new process: median {statistics.median(cold):.2f} s (min {min(cold):.2f}, max {max(cold):.2f})")
+    print(
+        f"`handrail run --mode training --yes --fast-forward` as a new process: median {statistics.median(cold):.2f} s (min {min(cold):.2f}, max {max(cold):.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     times: dict[str, list[float]] = {name: [] for name in APPS}
     with tempfile.TemporaryDirectory(prefix="handrail-bench-") as home:
-        for name, code in APPS.items():  # warm the file cache and the bytecode once
+        for code in APPS.values():  # warm the file cache and the bytecode once
             measure(code, home)
         for _ in range(args.rounds):
             for name, code in APPS.items():

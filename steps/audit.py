@@ -64,7 +64,9 @@ class AuditLog:
         except (OSError, ValueError):
             return None
 
-    def append(self, action: str, *, session: str | None = None, actor: str | None = None, context: dict[str, Any] | None = None, **fields: Any) -> int:
+    def append(
+        self, action: str, *, session: str | None = None, actor: str | None = None, context: dict[str, Any] | None = None, **fields: Any
+    ) -> int:
         """Append one record; returns its line number (1-based)."""
         with open(self.path, "a+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -138,7 +140,9 @@ class AuditLog:
         seq, digest = head
         if seq != n:
             where = n + 1 if seq > n else seq + 1
-            return Verdict(False, n, where, f"the head file records {seq} lines, the log has {n}: lines were removed or appended outside handrail")
+            return Verdict(
+                False, n, where, f"the head file records {seq} lines, the log has {n}: lines were removed or appended outside handrail"
+            )
         if digest != prev:
             return Verdict(False, n, n, "the last line does not match the head file: it was changed")
         return Verdict(True, n)

@@ -81,7 +81,10 @@ class _Facts:
 def _eventual_consistency(f: _Facts) -> tuple[str, str]:
     status = f.final("validate-new-key")
     if status == "done":
-        return HANDLED, f"step 3 polled until the new key worked (valid after {f.facts.get('new_key_valid_after', '?')} s), instead of sleeping blindly"
+        return (
+            HANDLED,
+            f"step 3 polled until the new key worked (valid after {f.facts.get('new_key_valid_after', '?')} s), instead of sleeping blindly",
+        )
     if status == "skipped":
         return MISSED, "step 3 was skipped: nothing proved the new key worked before the consumers got it"
     return NOT_REACHED, "the rotation stopped before the new key was validated"
@@ -93,7 +96,9 @@ def _observation_gate(f: _Facts) -> tuple[str, str]:
         return MISSED, f"the 24 h observation gate was passed early: {overrides[-1]['context'].get('reason')}"
     if f.final("delete-old-key") == "done":
         ff = f.audited("clock.fast_forward", "delete-old-key")
-        return HANDLED, "the old key stayed Inactive through the observation period" + (" (fast-forwarded on the simulated clock)" if ff else "")
+        return HANDLED, "the old key stayed Inactive through the observation period" + (
+            " (fast-forwarded on the simulated clock)" if ff else ""
+        )
     return NOT_REACHED, "the delete was not reached"
 
 
@@ -202,11 +207,15 @@ CHECKS: dict[str, Check] = {
     "eventual-consistency": Check("Eventual consistency", "Eventual consistency: poll, do not sleep", _eventual_consistency),
     "observation-gate": Check("The observation period", "Observe 24 h with the old key Inactive before deleting", _observation_gate),
     "secret-shown-once": Check("The secret is shown once", "The secret is shown once", _secret_shown_once),
-    "inactive-is-not-deleted": Check("Inactive is not Deleted", "Inactive is not Deleted: an Inactive key takes a slot", _inactive_is_not_deleted),
+    "inactive-is-not-deleted": Check(
+        "Inactive is not Deleted", "Inactive is not Deleted: an Inactive key takes a slot", _inactive_is_not_deleted
+    ),
     "two-keys": Check("Two keys per user at most", "Two keys at most: choose which Active key to retire", _two_keys),
     "self-rotation": Check("Whose credentials you act with", "Rotate as a different identity", _self_rotation),
     "consumer-fails": Check("A consumer that fails", "One failing consumer must not hide the others", _consumer_fails),
-    "deactivate-before-verified": Check("When to deactivate the old key", "Deactivate only after every consumer verified", _deactivate_before_verified),
+    "deactivate-before-verified": Check(
+        "When to deactivate the old key", "Deactivate only after every consumer verified", _deactivate_before_verified
+    ),
     "last-used-before-delete": Check("Before deleting the old key", "get-access-key-last-used before the delete", _last_used_before_delete),
     "vault-unreachable": Check("The vault as the source of truth", "The vault first: no new pair outside it", _vault_unreachable),
 }

@@ -75,7 +75,9 @@ class Printer:
 
     def outcome(self, session: Session, step_id: str) -> None:
         state = session.states[step_id]
-        mark = {"done": "ok", "failed": "FAILED", "blocked": "BLOCKED", "skipped": "skipped", "would-run": "would run"}.get(state.status, state.status)
+        mark = {"done": "ok", "failed": "FAILED", "blocked": "BLOCKED", "skipped": "skipped", "would-run": "would run"}.get(
+            state.status, state.status
+        )
         self.echo(f"    -> {mark}: {state.summary}")
         for line in state.evidence:
             self.echo(f"       {line}")
@@ -136,7 +138,10 @@ def drive(session: Session, opts: DriveOptions, printer: Printer, asker: Asker |
                 printer.outcome(session, step.id)
                 continue
             else:
-                return EXIT_STOPPED, f"stopped at manual step {step.number} ({step.id}): it needs an operator (or --yes to record it as skipped)"
+                return (
+                    EXIT_STOPPED,
+                    f"stopped at manual step {step.number} ({step.id}): it needs an operator (or --yes to record it as skipped)",
+                )
         elif not dry and not prompt.nothing_to_do and prompt.confirm == "yes":
             if not opts.yes and not (asker.available and asker.confirm(f"run step {step.number} ({step.title})?")):
                 return EXIT_STOPPED, f"stopped before step {step.number} ({step.id}): it needs a yes (pass --yes, or run it at a terminal)"
@@ -159,11 +164,17 @@ def drive(session: Session, opts: DriveOptions, printer: Printer, asker: Asker |
             if reason is None and asker.available:
                 reason = asker.typed("blocked: type a reason to override (empty to stop)") or None
             if not reason:
-                return EXIT_FAILED, f"step {step.number} ({step.id}) blocked: {outcome.summary.rstrip('.')}. Override with --override-block REASON, or roll back"
+                return (
+                    EXIT_FAILED,
+                    f"step {step.number} ({step.id}) blocked: {outcome.summary.rstrip('.')}. Override with --override-block REASON, or roll back",
+                )
             outcome = session.run(step.id, answer=answer, override=reason)
         printer.outcome(session, step.id)
         if outcome.status in ("failed", "blocked"):
-            return EXIT_FAILED, f"step {step.number} ({step.id}) failed: {outcome.summary.rstrip('.')}. The session is resumable: `handrail resume {session.id}` or `handrail rollback {session.id}`"
+            return (
+                EXIT_FAILED,
+                f"step {step.number} ({step.id}) failed: {outcome.summary.rstrip('.')}. The session is resumable: `handrail resume {session.id}` or `handrail rollback {session.id}`",
+            )
 
 
 def _typed_answer(prompt: Prompt, opts: DriveOptions, asker: Asker) -> str | None:

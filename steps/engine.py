@@ -323,10 +323,7 @@ class Session:
         return list(self.states.values())
 
     def prerequisites(self) -> list[tuple[str, bool]]:
-        return [
-            (p.text, bool(p.checked_by and self.states[p.checked_by].status == "done"))
-            for p in self.runbook.prerequisites
-        ]
+        return [(p.text, bool(p.checked_by and self.states[p.checked_by].status == "done")) for p in self.runbook.prerequisites]
 
     def _now(self) -> datetime:
         return self.wiring.clock.now()
@@ -398,7 +395,12 @@ class Session:
                 "gate.override",
                 session=self.id,
                 actor=self.row.actor,
-                context={"step": step_id, "reason": reason, "opens_at": iso(gate.opens_at) if gate.opens_at else None, "early_by": human_duration(gate.remaining)},
+                context={
+                    "step": step_id,
+                    "reason": reason,
+                    "opens_at": iso(gate.opens_at) if gate.opens_at else None,
+                    "early_by": human_duration(gate.remaining),
+                },
             )
             self._recompute_status()
 
@@ -417,8 +419,20 @@ class Session:
             else:
                 clock.advance(seconds)
                 skipped = seconds
-            self.journal.add_event(self.id, "clock", step_id=step_id, status="fast-forward", summary=f"simulated clock +{human_duration(skipped)}", ts_sim=self._ts_sim())
-            self.audit.append("clock.fast_forward", session=self.id, actor=self.row.actor, context={"step": step_id, "seconds": round(skipped, 1), "simulated_now": iso(clock.now())})
+            self.journal.add_event(
+                self.id,
+                "clock",
+                step_id=step_id,
+                status="fast-forward",
+                summary=f"simulated clock +{human_duration(skipped)}",
+                ts_sim=self._ts_sim(),
+            )
+            self.audit.append(
+                "clock.fast_forward",
+                session=self.id,
+                actor=self.row.actor,
+                context={"step": step_id, "seconds": round(skipped, 1), "simulated_now": iso(clock.now())},
+            )
             self.checkpoint()
             self._recompute_status()
             return skipped
@@ -435,7 +449,14 @@ class Session:
         clock.auto_advance = True
         self._waits_skipped = True
         clock.wake()  # cut the sleep in progress short
-        self.journal.add_event(self.id, "clock", step_id=step_id, status="fast-forward", summary=f"waits pass on the simulated clock: {what}".rstrip(": "), ts_sim=self._ts_sim())
+        self.journal.add_event(
+            self.id,
+            "clock",
+            step_id=step_id,
+            status="fast-forward",
+            summary=f"waits pass on the simulated clock: {what}".rstrip(": "),
+            ts_sim=self._ts_sim(),
+        )
         self.audit.append(
             "clock.fast_forward",
             session=self.id,
@@ -514,7 +535,9 @@ class Session:
 
     # -- running ------------------------------------------------------------------------
 
-    def _context(self, step: Step, spec: ActionSpec, answer: str | None = None, override: str | None = None, params: Any = None) -> StepContext:
+    def _context(
+        self, step: Step, spec: ActionSpec, answer: str | None = None, override: str | None = None, params: Any = None
+    ) -> StepContext:
         if params is None:
             params = spec.params.model_validate(step.with_ if step.run == spec.name else {}) if spec.params else None
         return StepContext(
@@ -552,7 +575,9 @@ class Session:
             if step.confirm == "typed" and not self.wiring.dry_run:
                 expected = self.values().get(step.typed or "")
                 if (answer or "").strip() != expected:
-                    raise EngineError(f"typed confirmation does not match: type the {step.typed.replace('_', ' ')} ({expected}) to run step {step.number}")
+                    raise EngineError(
+                        f"typed confirmation does not match: type the {step.typed.replace('_', ' ')} ({expected}) to run step {step.number}"
+                    )
             if override is not None and len(override.strip()) < 3:
                 raise EngineError("an override needs a typed reason")
 
@@ -571,7 +596,10 @@ class Session:
                     lines.append("manual step: the operator would do this outside handrail")
                 outcome = Outcome("would-run", f"would run: {prompt.command.splitlines()[0] if prompt.command else step.title}", lines)
             elif manual:
-                outcome = Outcome.done("done by the operator outside handrail (confirmed)", [render(step.manual.instructions, self.values()).splitlines()[0]] if step.manual else [])
+                outcome = Outcome.done(
+                    "done by the operator outside handrail (confirmed)",
+                    [render(step.manual.instructions, self.values()).splitlines()[0]] if step.manual else [],
+                )
             else:
                 assert spec is not None
                 self.wiring.before_step(step.id, current.attempts)
@@ -587,7 +615,12 @@ class Session:
             if override:
                 # The decision is audited whatever came of it.
                 outcome.evidence.append(f"override by {self.engine.os_user}: {override}")
-                self.audit.append("block.override", session=self.id, actor=self.row.actor, context={"step": step.id, "reason": override, "outcome": outcome.status})
+                self.audit.append(
+                    "block.override",
+                    session=self.id,
+                    actor=self.row.actor,
+                    context={"step": step.id, "reason": override, "outcome": outcome.status},
+                )
             self._apply(current, outcome)
             return outcome
 
@@ -604,13 +637,25 @@ class Session:
         state.status = status or outcome.status
         state.summary, state.evidence, state.ended_at = outcome.summary, outcome.evidence, iso(self._now())
         self.journal.add_event(
-            self.id, kind, step_id=state.step.id, status=state.status, summary=outcome.summary, evidence=outcome.evidence, ts_sim=self._ts_sim()
+            self.id,
+            kind,
+            step_id=state.step.id,
+            status=state.status,
+            summary=outcome.summary,
+            evidence=outcome.evidence,
+            ts_sim=self._ts_sim(),
         )
         self.audit.append(
             "step.undone" if kind == "undone" else "step.result",
             session=self.id,
             actor=self.row.actor,
-            context={"step": state.step.id, "number": state.step.number, "status": state.status, "summary": outcome.summary, "evidence": outcome.evidence},
+            context={
+                "step": state.step.id,
+                "number": state.step.number,
+                "status": state.status,
+                "summary": outcome.summary,
+                "evidence": outcome.evidence,
+            },
             simulated_at=self._ts_sim(),
         )
         self.checkpoint()
@@ -726,7 +771,11 @@ class Session:
                 self._emit(Event("rollback", item.step.id, "started"))
                 if item.kind == "manual":
                     confirmed = manual_done(item) if manual_done else False
-                    outcome = Outcome.done("undone by the operator outside handrail") if confirmed else Outcome.failed("manual undo not confirmed: an operator must do it")
+                    outcome = (
+                        Outcome.done("undone by the operator outside handrail")
+                        if confirmed
+                        else Outcome.failed("manual undo not confirmed: an operator must do it")
+                    )
                 else:
                     spec = registry()[item.step.undo.run]
                     try:
@@ -737,16 +786,33 @@ class Session:
                         outcome = Outcome.failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}")
                 results.append((item, outcome))
                 if outcome.status == "done":
-                    self._apply(state, Outcome("done", f"undone: {outcome.summary}", outcome.evidence, outcome.facts), kind="undone", status="undone")
+                    self._apply(
+                        state,
+                        Outcome("done", f"undone: {outcome.summary}", outcome.evidence, outcome.facts),
+                        kind="undone",
+                        status="undone",
+                    )
                 else:
-                    self.journal.add_event(self.id, "undo-failed", step_id=item.step.id, status=state.status, summary=outcome.summary, evidence=outcome.evidence, ts_sim=self._ts_sim())
-                    self.audit.append("rollback.failed", session=self.id, actor=self.row.actor, context={"step": item.step.id, "summary": outcome.summary})
+                    self.journal.add_event(
+                        self.id,
+                        "undo-failed",
+                        step_id=item.step.id,
+                        status=state.status,
+                        summary=outcome.summary,
+                        evidence=outcome.evidence,
+                        ts_sim=self._ts_sim(),
+                    )
+                    self.audit.append(
+                        "rollback.failed", session=self.id, actor=self.row.actor, context={"step": item.step.id, "summary": outcome.summary}
+                    )
                     self._set_status("rollback-failed")
                     self.checkpoint()
                     self._emit(Event("rollback", item.step.id, outcome))
                     return False, results
                 self._emit(Event("rollback", item.step.id, outcome))
-            self.audit.append("rollback.completed", session=self.id, actor=self.row.actor, context={"undone": [i.step.id for i, _ in results]})
+            self.audit.append(
+                "rollback.completed", session=self.id, actor=self.row.actor, context={"undone": [i.step.id for i, _ in results]}
+            )
             self.checkpoint()
             self._finish("rolled-back")
             return True, results

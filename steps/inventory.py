@@ -143,4 +143,4 @@ def dump(inventory: Inventory) -> dict[str, Any]:
     return inventory.model_dump(mode="json", exclude_defaults=True)
 
 
-__all__ = ["Inventory", "UserEntry", "InfisicalEntry", "HerokuEntry", "GitHubEntry", "SshEntry", "load", "RunbookError"]
+__all__ = ["GitHubEntry", "HerokuEntry", "InfisicalEntry", "Inventory", "RunbookError", "SshEntry", "UserEntry", "load"]

@@ -133,7 +133,11 @@ class EventRow:
 class LockHeld(Exception):
     def __init__(self, account: str, target: str, holder: SessionRow | None, since: str) -> None:
         self.account, self.target, self.holder = account, target, holder
-        held = f"session {holder.id} ({holder.mode}, {holder.status}, started {holder.created_at} by {holder.actor or 'unknown'})" if holder else "an unknown session"
+        held = (
+            f"session {holder.id} ({holder.mode}, {holder.status}, started {holder.created_at} by {holder.actor or 'unknown'})"
+            if holder
+            else "an unknown session"
+        )
         super().__init__(
             f"IAM user {target} in account {account} is locked by {held} since {since}: "
             f"resume it (handrail resume {holder.id if holder else '...'}) or roll it back before starting another"
@@ -247,9 +251,7 @@ class Journal:
                 if row is None:
                     raise SessionNotFound(f"no sessions in {self.path}")
                 return _session_row(row)
-            rows = self._db.execute(
-                "SELECT * FROM sessions WHERE id = ? OR id LIKE ? OR id LIKE ?", (ref, f"{ref}%", f"%{ref}")
-            ).fetchall()
+            rows = self._db.execute("SELECT * FROM sessions WHERE id = ? OR id LIKE ? OR id LIKE ?", (ref, f"{ref}%", f"%{ref}")).fetchall()
         exact = [r for r in rows if r["id"] == ref]
         if exact:
             return _session_row(exact[0])
@@ -292,7 +294,17 @@ class Journal:
         with self._lock:
             rows = self._db.execute("SELECT * FROM events WHERE session_id = ? ORDER BY id", (session_id,)).fetchall()
         return [
-            EventRow(r["id"], r["session_id"], r["step_id"], r["kind"], r["status"], r["summary"], json.loads(r["evidence"]), r["ts_real"], r["ts_sim"])
+            EventRow(
+                r["id"],
+                r["session_id"],
+                r["step_id"],
+                r["kind"],
+                r["status"],
+                r["summary"],
+                json.loads(r["evidence"]),
+                r["ts_real"],
+                r["ts_sim"],
+            )
             for r in rows
         ]
 
@@ -313,7 +325,9 @@ class Journal:
 
     # -- validations of runbooks (the SOP's sandbox-rotation method) ----------------------
 
-    def record_validation(self, runbook_id: str, mode: str, account: str, session_id: str | None, started_at: str, outcome: str, detail: str) -> None:
+    def record_validation(
+        self, runbook_id: str, mode: str, account: str, session_id: str | None, started_at: str, outcome: str, detail: str
+    ) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO validations (runbook_id, mode, account, session_id, started_at, finished_at, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -356,7 +370,9 @@ class Journal:
     def release_holder(self, session_id: str) -> None:
         """The process driving the session let go of it (the lock itself stays)."""
         with self._tx() as db:
-            db.execute("UPDATE locks SET holder = '' WHERE session_id = ? AND holder = ?", (session_id, f"{socket.gethostname()}:{os.getpid()}"))
+            db.execute(
+                "UPDATE locks SET holder = '' WHERE session_id = ? AND holder = ?", (session_id, f"{socket.gethostname()}:{os.getpid()}")
+            )
 
     def release_lock(self, session_id: str) -> None:
         with self._tx() as db:

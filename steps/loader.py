@@ -47,9 +47,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark)
         seen[key] = key_node
     return yaml.SafeLoader.construct_mapping(loader, node, deep)
 
@@ -71,7 +69,7 @@ def read_yaml(path: Path | str, source: str | None = None) -> dict[str, Any]:
     except OSError as exc:
         raise RunbookError(source, "", exc.strerror or str(exc)) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.reader.ReaderError as exc:
         # A character YAML refuses (NUL, other control characters): say where it is.
         before = text[: exc.position]
@@ -119,7 +117,7 @@ def first_validation_error(source: str, exc: ValidationError) -> RunbookError:
     loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
     message = err["msg"]
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     kind = err["type"]
     if kind == "extra_forbidden":
         message = "unknown field"
@@ -184,9 +182,7 @@ def check(runbook: Runbook, raw: dict[str, Any], source: str) -> None:
             raise RunbookError(source, f"{at}.id", f"duplicate step id {step.id!r} (also steps[{seen_ids[step.id]}])")
         seen_ids[step.id] = i
         if step.number in seen_numbers:
-            raise RunbookError(
-                source, f"{at}.number", f"duplicate step number {step.number!r} (also steps[{seen_numbers[step.number]}])"
-            )
+            raise RunbookError(source, f"{at}.number", f"duplicate step number {step.number!r} (also steps[{seen_numbers[step.number]}])")
         seen_numbers[step.number] = i
 
         spec = None
@@ -197,14 +193,14 @@ def check(runbook: Runbook, raw: dict[str, Any], source: str) -> None:
             missing = sorted(spec.needs - known)
             if missing:
                 raise RunbookError(
-                    source, f"{at}.run",
+                    source,
+                    f"{at}.run",
                     f"action {step.run!r} needs {missing[0]!r}, which no input or earlier step provides",
                 )
             _check_params(source, f"{at}.with", spec, step.with_)
-        if step.gate:
-            if step.gate.after not in seen_ids or step.gate.after == step.id:
-                where = "is not an earlier step" if step.gate.after in (s.id for s in runbook.steps) else "is not a step"
-                raise RunbookError(source, f"{at}.gate.after", f"{step.gate.after!r} {where}")
+        if step.gate and (step.gate.after not in seen_ids or step.gate.after == step.id):
+            where = "is not an earlier step" if step.gate.after in (s.id for s in runbook.steps) else "is not a step"
+            raise RunbookError(source, f"{at}.gate.after", f"{step.gate.after!r} {where}")
 
         _check_placeholders(source, f"{at}.command", step.command, known)
         if step.manual:

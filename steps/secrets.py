@@ -96,7 +96,7 @@ class Secret:
     def __hash__(self) -> int:
         return hash(self.fingerprint())
 
-    def __reduce__(self):  # noqa: D105 - pickling would write the value somewhere
+    def __reduce__(self):
         raise TypeError("a Secret cannot be pickled")
 
     def __len__(self) -> int:

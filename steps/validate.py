@@ -55,7 +55,9 @@ def validate(engine, runbook_ref: str, wiring, printer: Printer, user: str | Non
         session = engine.start(runbook_ref, {"target_user": user, "reason": "operator-initiated"}, wiring, options={"validation": True})
         session_id = session.id
         simulated = wiring.clock.simulated
-        opts = DriveOptions(yes=True, fast_forward=simulated, override_gate=None if simulated else "sandbox validation of the runbook (throwaway user)")
+        opts = DriveOptions(
+            yes=True, fast_forward=simulated, override_gate=None if simulated else "sandbox validation of the runbook (throwaway user)"
+        )
         code, detail = drive(session, opts, printer)
         ok = code == 0
         if not ok and session.current() is not None and not session.status.startswith("roll"):
@@ -107,4 +109,3 @@ def describe_last(journal, runbook) -> str:
     if last is None:
         return header + "; never validated with handrail validate"
     return header + f"; handrail validate: {last['finished_at'][:10]} {last['mode']}, {last['outcome']}"
-

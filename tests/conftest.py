@@ -332,9 +332,7 @@ def cli() -> Callable[..., Result]:
     def invoke(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
         result = CliRunner().invoke(main, [str(a) for a in args], env=env, input=input, catch_exceptions=True)
         if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise AssertionError(
-                f"handrail {' '.join(map(str, args))} crashed with a traceback:\n{result.output}"
-            ) from result.exception
+            raise AssertionError(f"handrail {' '.join(map(str, args))} crashed with a traceback:\n{result.output}") from result.exception
         return result
 
     return invoke

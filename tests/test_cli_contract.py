@@ -52,7 +52,20 @@ def test_help_lists_every_command(cli, flag):
 
 def test_run_help_names_the_explicit_flags_for_what_yes_does_not_answer(cli):
     out = cli("run", "--help").stdout
-    for flag in ("--user", "--mode", "--reason", "--yes", "--fast-forward", "--override-gate", "--override-block", "--retire-key", "--json", "--world-out", "--check-call", "--allow-self-rotation"):
+    for flag in (
+        "--user",
+        "--mode",
+        "--reason",
+        "--yes",
+        "--fast-forward",
+        "--override-gate",
+        "--override-block",
+        "--retire-key",
+        "--json",
+        "--world-out",
+        "--check-call",
+        "--allow-self-rotation",
+    ):
         assert flag in out, flag
     assert "training" in out and "dry-run" in out and "live" in out
 
@@ -114,7 +127,9 @@ def test_bad_input_is_exit_2_with_one_line_and_changes_nothing(cli, args, says, 
     assert not (tmp_path / "w.json").exists()
 
 
-@pytest.mark.parametrize("args", [["run", "--mode", "production"], ["run", "--reason", "boredom"], ["no-such-command"], ["run", "--no-such-flag"]])
+@pytest.mark.parametrize(
+    "args", [["run", "--mode", "production"], ["run", "--reason", "boredom"], ["no-such-command"], ["run", "--no-such-flag"]]
+)
 def test_usage_errors_are_exit_2(cli, args):
     result = cli(*args)
     assert result.exit_code == 2
@@ -211,7 +226,9 @@ def test_dry_run_reads_the_account_and_mutates_nothing(live_world, cli):
     assert result.exit_code == 0, result.output
     after = {k.access_key_id: k.status for k in world.aws.iam.users["raxx-vault-operator"].access_keys}
     assert after == before
-    mutations = {c for c in world.aws.calls if c.split(":")[1].startswith(("Create", "Update", "Delete", "Put", "Attach", "PUT", "POST", "DELETE"))}
+    mutations = {
+        c for c in world.aws.calls if c.split(":")[1].startswith(("Create", "Update", "Delete", "Put", "Attach", "PUT", "POST", "DELETE"))
+    }
     assert mutations == set(), mutations
     assert world.aws.calls.get("iam:ListAccessKeys", 0) >= 1  # it did read
     out = result.stdout

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from steps.driver import EXIT_DONE, EXIT_FAILED
-from world_helpers import (  # noqa: F401  (fixtures are found by name)
+from world_helpers import (
     GITHUB_PLACE,
     HEROKU_PLACE,
     SSH_PLACE,
@@ -36,6 +34,8 @@ from world_helpers import (  # noqa: F401  (fixtures are found by name)
     secret_values,
     vault_history,
 )
+
+from steps.driver import EXIT_DONE, EXIT_FAILED
 
 CONSUMERS = (HEROKU_PLACE, GITHUB_PLACE, SSH_PLACE)
 
@@ -221,7 +221,7 @@ def test_rollback_while_the_host_key_is_still_wrong_stops_naming_the_host_then_c
 
     assert not ok
     assert session.status == "rollback-failed"
-    (item, outcome), = results
+    ((item, outcome),) = results
     assert item.step.id == "propagate" and SSH_PLACE in outcome.summary
     assert any("HOST KEY MISMATCH" in line for line in outcome.evidence)
     # It stopped there: the vault and IAM undo did not run behind a failed step.

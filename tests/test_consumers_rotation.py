@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from steps.driver import EXIT_DONE, EXIT_STOPPED
-from world_helpers import (  # noqa: F401  (fixtures are found by name)
+from world_helpers import (
     GITHUB_PLACE,
     HOLDER_PLACES,
     SSH_PLACE,
@@ -41,6 +39,8 @@ from world_helpers import (  # noqa: F401  (fixtures are found by name)
     secret_values,
     vault_history,
 )
+
+from steps.driver import EXIT_DONE, EXIT_STOPPED
 
 STEPS_BEFORE_DELETE = ["create-key", "validate-new-key", "store-in-vault", "propagate", "verify-downstream", "deactivate-old-key"]
 
@@ -386,7 +386,9 @@ def test_no_secret_value_reaches_the_journal_audit_output_world_out_or_ssh_comma
     assert not ssh_seen["env"], f"env requests carry values to the host: {[n for n, _ in ssh_seen['env']]}"
 
 
-def test_a_secret_that_slips_into_step_evidence_is_scrubbed_from_cli_output_journal_and_audit(home: Path, tmp_path: Path, monkeypatch) -> None:
+def test_a_secret_that_slips_into_step_evidence_is_scrubbed_from_cli_output_journal_and_audit(
+    home: Path, tmp_path: Path, monkeypatch
+) -> None:
     import dataclasses
 
     from steps.actions import registry

@@ -96,7 +96,9 @@ def test_repository_secret_is_sealed_with_repo_key_and_decrypts_on_server(sandbo
     assert NEW.key_id in result.summary and NEW.fingerprint() in result.summary
     assert any("updated_at" in line for line in result.evidence)
     assert {k: v for k, v in sandbox.calls.items() if v} == {
-        "repo_public_key": 2, "put_repo_secret": 2, "get_repo_secret": 2,
+        "repo_public_key": 2,
+        "put_repo_secret": 2,
+        "get_repo_secret": 2,
     }
 
 
@@ -127,7 +129,10 @@ def test_organisation_secret_is_written_with_its_visibility_and_selected_reposit
     assert any("visibility selected" in line for line in result.evidence)
     # One extra GET to learn the selected repository's id.
     assert {k: v for k, v in sandbox.calls.items() if v} == {
-        "get_repo": 1, "org_public_key": 2, "put_org_secret": 2, "get_org_secret": 2,
+        "get_repo": 1,
+        "org_public_key": 2,
+        "put_org_secret": 2,
+        "get_org_secret": 2,
     }
 
 
@@ -137,21 +142,28 @@ def test_server_rejects_a_value_not_sealed_with_its_public_key(sandbox: GitHubSa
     key = requests.get(f"{sandbox.url}/repos/acme/infra/actions/secrets/public-key", headers=headers, timeout=5).json()
 
     stranger = SealedBox(PrivateKey.generate().public_key).encrypt(b"sealed-for-someone-else")
-    wrong = requests.put(url, headers=headers, timeout=5,
-                         json={"key_id": key["key_id"], "encrypted_value": base64.b64encode(stranger).decode()})
-    plain = requests.put(url, headers=headers, timeout=5,
-                         json={"key_id": key["key_id"], "encrypted_value": base64.b64encode(b"not sealed at all").decode()})
+    wrong = requests.put(
+        url, headers=headers, timeout=5, json={"key_id": key["key_id"], "encrypted_value": base64.b64encode(stranger).decode()}
+    )
+    plain = requests.put(
+        url, headers=headers, timeout=5, json={"key_id": key["key_id"], "encrypted_value": base64.b64encode(b"not sealed at all").decode()}
+    )
     right_box = SealedBox(PublicKey(base64.b64decode(key["key"])))
-    stale_key = requests.put(url, headers=headers, timeout=5,
-                             json={"key_id": "1", "encrypted_value": base64.b64encode(right_box.encrypt(b"x" * 12)).decode()})
+    stale_key = requests.put(
+        url, headers=headers, timeout=5, json={"key_id": "1", "encrypted_value": base64.b64encode(right_box.encrypt(b"x" * 12)).decode()}
+    )
 
     assert (wrong.status_code, plain.status_code, stale_key.status_code) == (422, 422, 422)
     assert "decrypted" in wrong.json()["message"]
     assert sandbox.holdings()["github:acme/infra"] == (OLD.key_id, OLD.secret)
 
     # The same request sealed with the served key is accepted (204: it replaced a secret).
-    good = requests.put(url, headers=headers, timeout=5,
-                        json={"key_id": key["key_id"], "encrypted_value": base64.b64encode(right_box.encrypt(b"sealed-properly-123")).decode()})
+    good = requests.put(
+        url,
+        headers=headers,
+        timeout=5,
+        json={"key_id": key["key_id"], "encrypted_value": base64.b64encode(right_box.encrypt(b"sealed-properly-123")).decode()},
+    )
     assert good.status_code == 204
     assert sandbox.holdings()["github:acme/infra"][1] == Secret("sealed-properly-123")
 
@@ -167,8 +179,13 @@ def test_server_requires_a_token_it_issued(sandbox: GitHubSandbox) -> None:
 
 def test_server_serves_objects_pygithub_reads_eagerly(sandbox: GitHubSandbox) -> None:
     # A non-lazy client fetches every object it is handed: the shapes must parse.
-    gh = Github(base_url=sandbox.url, auth=Auth.Token(sandbox.token.reveal()), retry=None,
-                seconds_between_requests=None, seconds_between_writes=None)
+    gh = Github(
+        base_url=sandbox.url,
+        auth=Auth.Token(sandbox.token.reveal()),
+        retry=None,
+        seconds_between_requests=None,
+        seconds_between_writes=None,
+    )
     repo = gh.get_repo("acme/infra")
     assert repo.full_name == "acme/infra" and repo.private
     env = repo.get_environment("prod")
@@ -473,8 +490,10 @@ def test_secret_value_and_token_never_appear_in_evidence_errors_or_reprs(sandbox
 
 def test_command_shows_gh_equivalents_with_the_secret_masked(sandbox: GitHubSandbox) -> None:
     repo = consumer(sandbox).command("AKIAEXAMPLE")
-    assert repo == ("gh secret set AWS_ACCESS_KEY_ID --body AKIAEXAMPLE --repo acme/infra && "
-                    "gh secret set AWS_SECRET_ACCESS_KEY --body **** --repo acme/infra")
+    assert repo == (
+        "gh secret set AWS_ACCESS_KEY_ID --body AKIAEXAMPLE --repo acme/infra && "
+        "gh secret set AWS_SECRET_ACCESS_KEY --body **** --repo acme/infra"
+    )
     env = consumer(sandbox, "acme/infra@prod").command("AKIAEXAMPLE")
     assert "--env prod --repo acme/infra" in env
     org = consumer(sandbox, OrgTarget("acme", "selected", ("infra", "web"))).command("AKIAEXAMPLE")

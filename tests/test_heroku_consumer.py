@@ -73,7 +73,9 @@ def consumer(sandbox: HerokuSandbox, old_pair: Pair) -> Iterator[HerokuConsumer]
 
 
 def write_netrc(path: Path, token: str) -> Path:
-    path.write_text(f"machine api.heroku.com\n  login ops@example.com\n  password {token}\nmachine git.heroku.com\n  login ops@example.com\n  password {token}\n")
+    path.write_text(
+        f"machine api.heroku.com\n  login ops@example.com\n  password {token}\nmachine git.heroku.com\n  login ops@example.com\n  password {token}\n"
+    )
     path.chmod(0o600)
     return path
 
@@ -157,9 +159,7 @@ def test_verify_fails_when_aws_rejects_the_key(sandbox: HerokuSandbox, consumer:
     assert any("HTTP 500" in line and "InvalidClientTokenId" in line for line in result.evidence)
 
 
-def test_verify_fails_without_calling_the_app_when_the_config_holds_another_pair(
-    sandbox: HerokuSandbox, consumer: HerokuConsumer
-) -> None:
+def test_verify_fails_without_calling_the_app_when_the_config_holds_another_pair(sandbox: HerokuSandbox, consumer: HerokuConsumer) -> None:
     result = consumer.verify(new_pair())
 
     assert not result.ok
@@ -225,7 +225,9 @@ def test_unparsable_netrc_is_reported_without_its_contents(tmp_path: Path, monke
     assert str(path) in str(err.value) and "9f8e7d6c" not in str(err.value)
 
 
-def test_rejected_token_raises_unauthorized_and_names_the_source(sandbox: HerokuSandbox, old_pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rejected_token_raises_unauthorized_and_names_the_source(
+    sandbox: HerokuSandbox, old_pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HEROKU_API_KEY", "HRKU-" + secrets.token_hex(16))
     with pytest.raises(AdapterError, match=r"HTTP 401 unauthorized: Invalid credentials provided\. \(token from HEROKU_API_KEY\)"):
         HerokuConsumer(APP, api_url=sandbox.url).read_key_id()
@@ -267,9 +269,7 @@ def test_command_shows_the_cli_equivalent_without_the_secret(consumer: HerokuCon
     assert consumer.command("AKIAEXAMPLE") == f"heroku config:set {KEY}=AKIAEXAMPLE {SECRET}=**** -a {APP}"
 
 
-def test_secret_value_never_appears_in_evidence_errors_or_reprs(
-    sandbox: HerokuSandbox, consumer: HerokuConsumer, aws: FakeAws
-) -> None:
+def test_secret_value_never_appears_in_evidence_errors_or_reprs(sandbox: HerokuSandbox, consumer: HerokuConsumer, aws: FakeAws) -> None:
     pair = new_pair()
     value = pair.secret.reveal()
     aws.active[pair.key_id] = pair.secret
@@ -282,8 +282,15 @@ def test_secret_value_never_appears_in_evidence_errors_or_reprs(
 
     token = sandbox.token.reveal()
     texts = [
-        *written.evidence, *verified.evidence, repr(written), repr(verified), str(err.value), repr(err.value),
-        repr(consumer), repr(consumer.read_pair()), repr(sandbox.holdings()),
+        *written.evidence,
+        *verified.evidence,
+        repr(written),
+        repr(verified),
+        str(err.value),
+        repr(err.value),
+        repr(consumer),
+        repr(consumer.read_pair()),
+        repr(sandbox.holdings()),
     ]
     for text in texts:
         assert value not in text and token not in text

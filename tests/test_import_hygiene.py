@@ -64,7 +64,18 @@ def test_the_wrapper_sees_what_is_imported(tmp_path):
 
 
 def test_the_domain_imports_without_textual(tmp_path):
-    modules = ["steps", "steps.engine", "steps.driver", "steps.loader", "steps.journal", "steps.audit", "steps.secrets", "steps.model", "steps.plan", "steps.wiring"]
+    modules = [
+        "steps",
+        "steps.engine",
+        "steps.driver",
+        "steps.loader",
+        "steps.journal",
+        "steps.audit",
+        "steps.secrets",
+        "steps.model",
+        "steps.plan",
+        "steps.wiring",
+    ]
     loaded, proc = loaded_by("import", *modules, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "textual" not in loaded, loaded
@@ -85,7 +96,13 @@ def test_help_and_version_import_no_sdk(tmp_path, args):
 
 @pytest.mark.parametrize(
     "args",
-    [["check", "aws-iam-access-key"], ["plan", "aws-iam-access-key"], ["plan", "--format", "markdown"], ["sessions", "--json"], ["audit", "verify"]],
+    [
+        ["check", "aws-iam-access-key"],
+        ["plan", "aws-iam-access-key"],
+        ["plan", "--format", "markdown"],
+        ["sessions", "--json"],
+        ["audit", "verify"],
+    ],
     ids=" ".join,
 )
 def test_the_cheap_commands_import_no_sdk_and_no_textual(tmp_path, monkeypatch, args):

@@ -85,7 +85,11 @@ def test_access_token_from_infisical_token_reads_without_login(
 
 def test_auth_from_env_prefers_the_token_like_the_cli() -> None:
     auth = InfisicalAuth.from_env(
-        {"INFISICAL_TOKEN": "tok-123456789", "INFISICAL_UNIVERSAL_AUTH_CLIENT_ID": "cid", "INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET": "csec-123456789"}
+        {
+            "INFISICAL_TOKEN": "tok-123456789",
+            "INFISICAL_UNIVERSAL_AUTH_CLIENT_ID": "cid",
+            "INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET": "csec-123456789",
+        }
     )
     assert auth.method == "token" and auth.source == "INFISICAL_TOKEN"
 
@@ -105,7 +109,9 @@ def test_half_of_universal_auth_names_the_missing_variable() -> None:
         InfisicalAuth.from_env({"INFISICAL_UNIVERSAL_AUTH_CLIENT_ID": "cid"})
 
 
-def test_wrong_client_secret_fails_login_with_a_clear_message(sandbox: InfisicalSandbox, old_pair: Pair, identity: tuple[str, Secret]) -> None:
+def test_wrong_client_secret_fails_login_with_a_clear_message(
+    sandbox: InfisicalSandbox, old_pair: Pair, identity: tuple[str, Secret]
+) -> None:
     wrong = Secret("wrong-" + secrets.token_hex(16))
     vault = InfisicalVault(sandbox.url, PROJECT, ENV, PATH, auth=InfisicalAuth.universal(identity[0], wrong))
     with pytest.raises(AdapterError) as err:
@@ -264,9 +270,7 @@ def test_name_command_and_holdings_use_the_same_place_name(sandbox: InfisicalSan
     assert default_site.command("AKIAX").endswith("--projectId=p --env=dev --path=/")
 
 
-def test_secret_value_never_appears_in_evidence_errors_or_reprs(
-    sandbox: InfisicalSandbox, old_pair: Pair, vault: InfisicalVault
-) -> None:
+def test_secret_value_never_appears_in_evidence_errors_or_reprs(sandbox: InfisicalSandbox, old_pair: Pair, vault: InfisicalVault) -> None:
     pair = new_pair()
     value = pair.secret.reveal()
     versions, evidence = vault.write_pair(pair)
@@ -276,7 +280,16 @@ def test_secret_value_never_appears_in_evidence_errors_or_reprs(
     with pytest.raises(AdapterError) as err:
         vault.write_pair(Pair(pair.key_id, Secret(value + "x")))
 
-    texts = [*evidence, str(err.value), repr(err.value), repr(vault), repr(read), repr(versions), repr(read_versions), repr(sandbox.holdings())]
+    texts = [
+        *evidence,
+        str(err.value),
+        repr(err.value),
+        repr(vault),
+        repr(read),
+        repr(versions),
+        repr(read_versions),
+        repr(sandbox.holdings()),
+    ]
     for text in texts:
         assert value not in text
     assert "****" in str(err.value)

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-
-from world_helpers import home, lab  # noqa: F401  (fixtures are found by name)
+from world_helpers import home, lab
 
 USER = "raxx-vault-operator"
 
@@ -93,7 +92,11 @@ BAD_ENTRIES = {
         f"{C}[1].github",
         "either 'repository'",
     ),
-    "environment without repository": (lambda u: u["consumers"][2].update(environment="prod"), f"{C}[2].github", "'environment' belongs to a repository"),
+    "environment without repository": (
+        lambda u: u["consumers"][2].update(environment="prod"),
+        f"{C}[2].github",
+        "'environment' belongs to a repository",
+    ),
     "selected repositories without visibility selected": (
         lambda u: u["consumers"][2].update(visibility="all"),
         f"{C}[2].github",
@@ -103,13 +106,21 @@ BAD_ENTRIES = {
     "port out of range": (lambda u: u["consumers"][3].update(port=70000), f"{C}[3].ssh.port", "70000"),
     "port zero": (lambda u: u["consumers"][3].update(port=0), f"{C}[3].ssh.port", "0"),
     "relative env file": (lambda u: u["consumers"][3].update(env_file="etc/raxx/credentials.env"), f"{C}[3].ssh.env_file", "etc/raxx"),
-    "duplicate consumer": (lambda u: u["consumers"].append({"type": "heroku", "app": "raxx-api-prod"}), f"users.{USER}", "heroku:raxx-api-prod is listed twice"),
+    "duplicate consumer": (
+        lambda u: u["consumers"].append({"type": "heroku", "app": "raxx-api-prod"}),
+        f"users.{USER}",
+        "heroku:raxx-api-prod is listed twice",
+    ),
     "unknown field in a consumer": (lambda u: u["consumers"][0].update(aap="x"), f"{C}[0].heroku.aap", "unknown field"),
     "unknown field in a user": (lambda u: u.update(consumer=[]), f"users.{USER}.consumer", "unknown field"),
     "write call as check_call": (lambda u: u.update(check_call="s3:PutObject Bucket=x"), f"users.{USER}.check_call", "read-only"),
     "malformed check_call": (lambda u: u.update(check_call="listbuckets"), f"users.{USER}.check_call", "service:Operation"),
     "vault without project": (lambda u: u["vault"].pop("project_id"), f"users.{USER}.vault.project_id", "missing"),
-    "vault site url without scheme": (lambda u: u["vault"].update(site_url="infisical.example.com"), f"users.{USER}.vault.site_url", "infisical.example.com"),
+    "vault site url without scheme": (
+        lambda u: u["vault"].update(site_url="infisical.example.com"),
+        f"users.{USER}.vault.site_url",
+        "infisical.example.com",
+    ),
 }
 
 
@@ -119,7 +130,10 @@ def test_inventory_check_accepts_a_good_file_and_lists_each_user(write) -> None:
     result = handrail("inventory", "check", path)
 
     assert result.exit_code == 0, result.output
-    assert f"{USER}: infisical; 4 consumer(s): heroku:raxx-api-prod, github:raxx/infra@production, github-org:raxx, ssh:vault-host" in result.stdout
+    assert (
+        f"{USER}: infisical; 4 consumer(s): heroku:raxx-api-prod, github:raxx/infra@production, github-org:raxx, ssh:vault-host"
+        in result.stdout
+    )
     assert "raxx-backup-writer: infisical; 0 consumer(s)" in result.stdout
     assert result.stdout.rstrip().endswith(f"{path}: ok (2 user(s))")
 

@@ -221,7 +221,11 @@ def test_the_journal_records_sessions_events_and_key_id_facts(rig, lean):
     journal = Journal(paths.journal_path())
     row = journal.session(session.id)
     assert (row.runbook_id, row.mode, row.target, row.account, row.status) == (
-        "aws-iam-access-key", "training", "raxx-vault-operator", world.aws.account_id, "done",
+        "aws-iam-access-key",
+        "training",
+        "raxx-vault-operator",
+        world.aws.account_id,
+        "done",
     )
     facts = journal.facts(session.id)
     assert facts["old_key_id"] == old_id and facts["new_key_id"] == session.facts["new_key_id"]

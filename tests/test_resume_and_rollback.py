@@ -117,7 +117,10 @@ def test_the_rollback_plan_lists_undos_in_reverse_order_with_their_commands(rig)
     assert order == sorted(order, key=STEP_IDS.index, reverse=True), "undos must run in reverse step order"
     assert order[0] == "deactivate-old-key" and order[-1] == "create-key"
     commands = {item.step.id: item.command for item in plan.items}
-    assert commands["deactivate-old-key"] == f"aws iam update-access-key --user-name raxx-vault-operator --access-key-id {old_id} --status Active"
+    assert (
+        commands["deactivate-old-key"]
+        == f"aws iam update-access-key --user-name raxx-vault-operator --access-key-id {old_id} --status Active"
+    )
     assert commands["create-key"] == f"aws iam update-access-key --user-name raxx-vault-operator --access-key-id {new_id} --status Inactive"
     assert all(item.command.strip() for item in plan.items)
     # Showing the plan runs nothing.
@@ -182,6 +185,7 @@ def test_cli_rollback_of_a_finished_rotation_is_refused_and_changes_nothing(cli,
     done = cli("run", "--yes", "--fast-forward", "--json", "--world-out", out)
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout)
+
     def keys() -> dict[str, list[tuple[str, str]]]:
         # Ids and statuses: a world restored from the journal gets fresh secrets by design.
         users = json.loads(out.read_text())["iam_users"]

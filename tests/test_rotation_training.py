@@ -405,8 +405,17 @@ def test_two_training_worlds_of_the_same_scenario_coexist_in_one_process(make_wo
 def test_cli_training_rotation_exits_0_with_one_new_active_key_in_world_out(cli, tmp_path):
     out = tmp_path / "w.json"
     result = cli(
-        "run", "aws-iam-access-key", "--mode", "training", "--user", "raxx-vault-operator",
-        "--yes", "--fast-forward", "--json", "--world-out", out,
+        "run",
+        "aws-iam-access-key",
+        "--mode",
+        "training",
+        "--user",
+        "raxx-vault-operator",
+        "--yes",
+        "--fast-forward",
+        "--json",
+        "--world-out",
+        out,
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

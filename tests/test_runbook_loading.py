@@ -119,17 +119,33 @@ def _drop_top(key: str) -> Callable[[dict[str, Any]], None]:
 
 BROKEN: dict[str, Broken] = {
     "unknown-run-action": Broken(_set("create-key", "run", "iam.create_kee"), _at("create-key", ".run"), "unknown action 'iam.create_kee'"),
-    "unknown-undo-action-shorthand": Broken(_set("create-key", "undo", "iam.delte_key"), _at("create-key", ".undo"), "unknown action 'iam.delte_key'"),
-    "unknown-undo-action-object": Broken(
-        _undo_run("deactivate-old-key", "iam.reactivate_old_kee"), _at("deactivate-old-key", ".undo.run"), "unknown action 'iam.reactivate_old_kee'"
+    "unknown-undo-action-shorthand": Broken(
+        _set("create-key", "undo", "iam.delte_key"), _at("create-key", ".undo"), "unknown action 'iam.delte_key'"
     ),
-    "duplicate-step-id": Broken(_set("validate-new-key", "id", "create-key"), _at("validate-new-key", ".id"), "duplicate step id 'create-key'"),
-    "duplicate-step-number": Broken(_set("validate-new-key", "number", "2"), _at("validate-new-key", ".number"), "duplicate step number '2'"),
-    "gate-after-missing-step": Broken(_gate_after("deactivate-old"), _at("delete-old-key", ".gate.after"), "'deactivate-old' is not a step"),
-    "gate-after-later-step": Broken(_gate_after("audit-record"), _at("delete-old-key", ".gate.after"), "'audit-record' is not an earlier step"),
-    "gate-after-itself": Broken(_gate_after("delete-old-key"), _at("delete-old-key", ".gate.after"), "'delete-old-key' is not an earlier step"),
+    "unknown-undo-action-object": Broken(
+        _undo_run("deactivate-old-key", "iam.reactivate_old_kee"),
+        _at("deactivate-old-key", ".undo.run"),
+        "unknown action 'iam.reactivate_old_kee'",
+    ),
+    "duplicate-step-id": Broken(
+        _set("validate-new-key", "id", "create-key"), _at("validate-new-key", ".id"), "duplicate step id 'create-key'"
+    ),
+    "duplicate-step-number": Broken(
+        _set("validate-new-key", "number", "2"), _at("validate-new-key", ".number"), "duplicate step number '2'"
+    ),
+    "gate-after-missing-step": Broken(
+        _gate_after("deactivate-old"), _at("delete-old-key", ".gate.after"), "'deactivate-old' is not a step"
+    ),
+    "gate-after-later-step": Broken(
+        _gate_after("audit-record"), _at("delete-old-key", ".gate.after"), "'audit-record' is not an earlier step"
+    ),
+    "gate-after-itself": Broken(
+        _gate_after("delete-old-key"), _at("delete-old-key", ".gate.after"), "'delete-old-key' is not an earlier step"
+    ),
     "undefined-placeholder-in-command": Broken(
-        _set("create-key", "command", "aws iam create-access-key --user-name {target_usr}"), _at("create-key", ".command"), "undefined placeholder {target_usr}"
+        _set("create-key", "command", "aws iam create-access-key --user-name {target_usr}"),
+        _at("create-key", ".command"),
+        "undefined placeholder {target_usr}",
     ),
     "placeholder-only-a-later-step-defines": Broken(
         _set("create-key", "command", "echo {deactivated_at}"), _at("create-key", ".command"), "undefined placeholder {deactivated_at}"
@@ -142,10 +158,14 @@ BROKEN: dict[str, Broken] = {
         _at("create-key", ".undo.command"),
         "undefined placeholder {new_key}",
     ),
-    "unbalanced-brace-in-command": Broken(_set("create-key", "command", "echo {target_user"), _at("create-key", ".command"), "bad placeholder syntax"),
+    "unbalanced-brace-in-command": Broken(
+        _set("create-key", "command", "echo {target_user"), _at("create-key", ".command"), "bad placeholder syntax"
+    ),
     "confirm-maybe": Broken(_set("create-key", "confirm", "maybe"), _at("create-key", ".confirm"), "'maybe'"),
     "gate-at-least-soon": Broken(
-        lambda d: step(d, "delete-old-key")["gate"].__setitem__("at_least", "soon"), _at("delete-old-key", ".gate.at_least"), "not a duration: 'soon'"
+        lambda d: step(d, "delete-old-key")["gate"].__setitem__("at_least", "soon"),
+        _at("delete-old-key", ".gate.at_least"),
+        "not a duration: 'soon'",
     ),
     "irreversible-sometimes": Broken(_set("create-key", "irreversible", "sometimes"), _at("create-key", ".irreversible"), "'sometimes'"),
     "step-missing-title": Broken(_del("create-key", "title"), _at("create-key", ".title"), "required field is missing"),
@@ -154,13 +174,19 @@ BROKEN: dict[str, Broken] = {
     "unknown-top-level-field": Broken(_top("owner", "ops"), lambda d: "owner", "unknown field"),
     "confirm-typed-without-typed": Broken(_confirm_typed_without_typed, _at("delete-old-key"), "confirm: typed needs 'typed'"),
     "typed-names-nothing": Broken(
-        lambda d: step(d, "delete-old-key").update(confirm="typed", typed="old_key"), _at("delete-old-key", ".typed"), "'old_key' is not an input or a fact"
+        lambda d: step(d, "delete-old-key").update(confirm="typed", typed="old_key"),
+        _at("delete-old-key", ".typed"),
+        "'old_key' is not an input or a fact",
     ),
-    "action-param-wrong-type": Broken(_with("validate-new-key", deadline="soon"), _at("validate-new-key", ".with.deadline"), "not a duration: 'soon'"),
+    "action-param-wrong-type": Broken(
+        _with("validate-new-key", deadline="soon"), _at("validate-new-key", ".with.deadline"), "not a duration: 'soon'"
+    ),
     "action-param-unknown": Broken(_with("validate-new-key", timeout="5s"), _at("validate-new-key", ".with.timeout"), "unknown field"),
     "params-for-an-action-without-params": Broken(_with("create-key", x=1), _at("create-key", ".with"), "takes no parameters"),
     "two-points-of-no-return": Broken(_second_point_of_no_return, lambda d: "steps", "more than one point_of_no_return"),
-    "point-of-no-return-not-irreversible": Broken(_set("create-key", "point_of_no_return", True), _at("create-key"), "must also be irreversible"),
+    "point-of-no-return-not-irreversible": Broken(
+        _set("create-key", "point_of_no_return", True), _at("create-key"), "must also be irreversible"
+    ),
     "step-without-run-or-manual": Broken(_del("create-key", "run"), _at("create-key"), "needs 'run' (an action) or 'manual'"),
     "undo-needs-a-fact-nothing-provides": Broken(
         _set("free-key-slot", "undo", "iam.deactivate_new_key"), _at("free-key-slot", ".undo"), "needs 'new_key_id'"
@@ -168,7 +194,9 @@ BROKEN: dict[str, Broken] = {
     "no-steps": Broken(_top("steps", []), lambda d: "steps", "at least 1"),
     "bad-step-id": Broken(lambda d: d["steps"][0].__setitem__("id", "Pre Checks"), lambda d: "steps[0].id", "'Pre Checks'"),
     "input-default-not-a-choice": Broken(
-        lambda d: d["inputs"]["reason"].__setitem__("default", "whim"), lambda d: "inputs.reason.default", "'whim' is not one of the choices"
+        lambda d: d["inputs"]["reason"].__setitem__("default", "whim"),
+        lambda d: "inputs.reason.default",
+        "'whim' is not one of the choices",
     ),
     "prerequisite-checked-by-missing-step": Broken(
         lambda d: d["prerequisites"][0].__setitem__("checked_by", "nope"), lambda d: "prerequisites[0].checked_by", "'nope' is not a step"

@@ -17,9 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
-from steps.driver import EXIT_DONE
-from world_helpers import (  # noqa: F401  (fixtures are found by name)
+from world_helpers import (
     TARGET,
     Handrail,
     Served,
@@ -29,6 +27,8 @@ from world_helpers import (  # noqa: F401  (fixtures are found by name)
     rest_of_output,
     served,
 )
+
+from steps.driver import EXIT_DONE
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +105,7 @@ def test_serve_prints_ready_and_writes_a_private_env_file_and_a_valid_inventory(
     assert served.banner[-1].strip() == "ready"
     env_file = served.directory / "env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    assert ENV_NAMES <= set(served.env), sorted(ENV_NAMES - set(served.env))
+    assert set(served.env) >= ENV_NAMES, sorted(ENV_NAMES - set(served.env))
     assert served.env["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
     assert "unset AWS_PROFILE" in env_file.read_text()
     assert stat.S_IMODE((served.directory / "ssh_client_key").stat().st_mode) == 0o600
@@ -116,7 +116,9 @@ def test_serve_prints_ready_and_writes_a_private_env_file_and_a_valid_inventory(
     assert f"{TARGET}: infisical; 3 consumer(s): heroku:raxx-api-prod, github:raxx/infra, ssh:vault-host" in check.stdout
 
 
-def test_live_run_against_the_served_sandbox_rotates_every_consumer_onto_the_new_key(served: Served, handrail: Handrail, monkeypatch) -> None:
+def test_live_run_against_the_served_sandbox_rotates_every_consumer_onto_the_new_key(
+    served: Served, handrail: Handrail, monkeypatch
+) -> None:
     live = _live(handrail, served)
     before = _state(served, monkeypatch, datetime.now(UTC))
     (old,) = before["keys"]

@@ -175,7 +175,17 @@ def test_cli_runs_resume_and_rollback_leak_no_secret(cli, seen_secrets, handrail
     waiting = run("run", "--scenario", "two-active-keys", "--yes", "--json")
     assert waiting["status"] in ("active", "waiting")
     run("resume", waiting["session"], "--yes", "--fast-forward", "--retire-key", "AKIANOTHERE00000000X", "--json")
-    run("run", "--scenario", "self-rotation", "--yes", "--fast-forward", "--allow-self-rotation", "--json", "--world-out", tmp_path / "self.json")
+    run(
+        "run",
+        "--scenario",
+        "self-rotation",
+        "--yes",
+        "--fast-forward",
+        "--allow-self-rotation",
+        "--json",
+        "--world-out",
+        tmp_path / "self.json",
+    )
     for args in (("sessions", "--all", "--json"), ("show", done["session"], "--json"), ("show", rolled["session"]), ("audit", "show")):
         run(*args)
 
@@ -214,8 +224,8 @@ def test_a_secret_never_renders_its_value():
         f"{secret}",
         f"{secret!r}",
         f"{secret:>60}",
-        "%s %r" % (secret, secret),
-        "{}".format(secret),
+        "%s %r" % (secret, secret),  # noqa: UP031 -- the old formatting path must be masked too
+        f"{secret}",
         repr([secret]),
         repr({"k": secret}),
         json.dumps({"k": secret}, default=str),

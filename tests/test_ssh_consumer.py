@@ -307,8 +307,15 @@ def test_a_failed_chown_leaves_the_original_and_no_temp_file(aws, tmp_path, new_
         host.write_known_hosts(known)
         config.write_text("")
         consumer = SshHostConsumer(
-            "vault-host", host.host, port=host.port, user=host.user, pkey=host.client_key, use_agent=False,
-            known_hosts=known, ssh_config=config, env_file="/srv/raxx/credentials.env",
+            "vault-host",
+            host.host,
+            port=host.port,
+            user=host.user,
+            pkey=host.client_key,
+            use_agent=False,
+            known_hosts=known,
+            ssh_config=config,
+            env_file="/srv/raxx/credentials.env",
         )
 
         with pytest.raises(AdapterError, match="chown 0:0.*permission denied.*is unchanged"):
@@ -355,8 +362,7 @@ def test_explicit_ssh_config_path_and_its_user_known_hosts_file_are_used(host, t
     host.write_known_hosts(known)
     config = tmp_path / "config"
     config.write_text(
-        f"Host vault\n  HostName 127.0.0.1\n  Port {host.port}\n  User {host.user}\n"
-        f"  IdentityFile {key}\n  UserKnownHostsFile {known}\n"
+        f"Host vault\n  HostName 127.0.0.1\n  Port {host.port}\n  User {host.user}\n  IdentityFile {key}\n  UserKnownHostsFile {known}\n"
     )
 
     consumer = SshHostConsumer("vault", "vault", ssh_config=config, use_agent=False)
@@ -395,8 +401,14 @@ def test_an_rsa_host_key_is_verified_too(aws, tmp_path, new_pair):
         host.write_known_hosts(known)
         (tmp_path / "cfg").write_text("")
         consumer = SshHostConsumer(
-            "vault-host", host.host, port=host.port, user=host.user, pkey=host.client_key,
-            use_agent=False, known_hosts=known, ssh_config=tmp_path / "cfg",
+            "vault-host",
+            host.host,
+            port=host.port,
+            user=host.user,
+            pkey=host.client_key,
+            use_agent=False,
+            known_hosts=known,
+            ssh_config=tmp_path / "cfg",
         )
         assert host.known_hosts_line().split()[1] == "ssh-rsa"
         assert consumer.write_pair(new_pair).ok
@@ -408,23 +420,35 @@ def test_an_rsa_host_key_is_verified_too(aws, tmp_path, new_pair):
 @pytest.mark.parametrize(
     ("before", "after"),
     [
-        pytest.param("A=1\nAWS_ACCESS_KEY_ID=old\nB=2\nAWS_SECRET_ACCESS_KEY=old\n",
-                     "A=1\nAWS_ACCESS_KEY_ID=KID\nB=2\nAWS_SECRET_ACCESS_KEY=s/e+c\n", id="plain"),
-        pytest.param("export AWS_ACCESS_KEY_ID='old'\nexport AWS_SECRET_ACCESS_KEY=\"old\" # rotated\n",
-                     "export AWS_ACCESS_KEY_ID='KID'\nexport AWS_SECRET_ACCESS_KEY=\"s/e+c\" # rotated\n",
-                     id="export-and-quotes-and-trailing-comment"),
-        pytest.param("export A=1\n", "export A=1\nexport AWS_ACCESS_KEY_ID=KID\nexport AWS_SECRET_ACCESS_KEY=s/e+c\n",
-                     id="missing-appended-in-export-style"),
+        pytest.param(
+            "A=1\nAWS_ACCESS_KEY_ID=old\nB=2\nAWS_SECRET_ACCESS_KEY=old\n",
+            "A=1\nAWS_ACCESS_KEY_ID=KID\nB=2\nAWS_SECRET_ACCESS_KEY=s/e+c\n",
+            id="plain",
+        ),
+        pytest.param(
+            "export AWS_ACCESS_KEY_ID='old'\nexport AWS_SECRET_ACCESS_KEY=\"old\" # rotated\n",
+            "export AWS_ACCESS_KEY_ID='KID'\nexport AWS_SECRET_ACCESS_KEY=\"s/e+c\" # rotated\n",
+            id="export-and-quotes-and-trailing-comment",
+        ),
+        pytest.param(
+            "export A=1\n",
+            "export A=1\nexport AWS_ACCESS_KEY_ID=KID\nexport AWS_SECRET_ACCESS_KEY=s/e+c\n",
+            id="missing-appended-in-export-style",
+        ),
         pytest.param("A=1", "A=1\nAWS_ACCESS_KEY_ID=KID\nAWS_SECRET_ACCESS_KEY=s/e+c\n", id="no-final-newline"),
         pytest.param("", "AWS_ACCESS_KEY_ID=KID\nAWS_SECRET_ACCESS_KEY=s/e+c\n", id="empty"),
-        pytest.param("A=1\r\nAWS_ACCESS_KEY_ID=old\r\n", "A=1\r\nAWS_ACCESS_KEY_ID=KID\r\nAWS_SECRET_ACCESS_KEY=s/e+c\r\n",
-                     id="crlf"),
-        pytest.param("# AWS_ACCESS_KEY_ID=commented\nAWS_ACCESS_KEY_ID=a\nAWS_ACCESS_KEY_ID=b\nAWS_SECRET_ACCESS_KEY = x\n",
-                     "# AWS_ACCESS_KEY_ID=commented\nAWS_ACCESS_KEY_ID=KID\nAWS_ACCESS_KEY_ID=KID\nAWS_SECRET_ACCESS_KEY = s/e+c\n",
-                     id="comments-untouched-duplicates-all-replaced-spacing-kept"),
+        pytest.param("A=1\r\nAWS_ACCESS_KEY_ID=old\r\n", "A=1\r\nAWS_ACCESS_KEY_ID=KID\r\nAWS_SECRET_ACCESS_KEY=s/e+c\r\n", id="crlf"),
+        pytest.param(
+            "# AWS_ACCESS_KEY_ID=commented\nAWS_ACCESS_KEY_ID=a\nAWS_ACCESS_KEY_ID=b\nAWS_SECRET_ACCESS_KEY = x\n",
+            "# AWS_ACCESS_KEY_ID=commented\nAWS_ACCESS_KEY_ID=KID\nAWS_ACCESS_KEY_ID=KID\nAWS_SECRET_ACCESS_KEY = s/e+c\n",
+            id="comments-untouched-duplicates-all-replaced-spacing-kept",
+        ),
         pytest.param("  AWS_ACCESS_KEY_ID=old\n", "  AWS_ACCESS_KEY_ID=KID\nAWS_SECRET_ACCESS_KEY=s/e+c\n", id="indent-kept"),
-        pytest.param("AWS_ACCESS_KEY_ID_OLD=x\n", "AWS_ACCESS_KEY_ID_OLD=x\nAWS_ACCESS_KEY_ID=KID\nAWS_SECRET_ACCESS_KEY=s/e+c\n",
-                     id="similar-names-untouched"),
+        pytest.param(
+            "AWS_ACCESS_KEY_ID_OLD=x\n",
+            "AWS_ACCESS_KEY_ID_OLD=x\nAWS_ACCESS_KEY_ID=KID\nAWS_SECRET_ACCESS_KEY=s/e+c\n",
+            id="similar-names-untouched",
+        ),
     ],
 )
 def test_rewrite_env_touches_only_the_two_variables(before, after):

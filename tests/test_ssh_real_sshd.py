@@ -14,9 +14,9 @@ from steps.consumers.ssh import SshHostConsumer
 from steps.secrets import Secret
 
 try:  # tests/ is on sys.path while it has no __init__.py; tests.sshd if it gets one
-    from sshd import RealSshd, real_sshd  # noqa: F401  (real_sshd is a fixture)
+    from sshd import RealSshd, real_sshd
 except ImportError:  # pragma: no cover
-    from tests.sshd import RealSshd, real_sshd  # noqa: F401
+    from tests.sshd import RealSshd, real_sshd
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
@@ -78,9 +78,7 @@ def make_consumer(real_sshd: RealSshd, env_file: Path, tmp_path: Path) -> Callab
     return make
 
 
-def test_write_pair_on_real_sshd_keeps_mode_owner_and_other_lines_then_restarts(
-    make_consumer, env_file, tmp_path, new_pair, real_sshd
-):
+def test_write_pair_on_real_sshd_keeps_mode_owner_and_other_lines_then_restarts(make_consumer, env_file, tmp_path, new_pair, real_sshd):
     inode_before = env_file.stat().st_ino
     consumer = make_consumer()
 

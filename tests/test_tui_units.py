@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tui.frozen import Frozen, FrozenClock
-from tui.launcher import LaunchError, Launcher, Request, load_catalog
+from tui.launcher import Launcher, LaunchError, Request, load_catalog
 from tui.startup import process_age
 from tui.states import elapsed_text, look
 from tui.widgets.banner import short_actor
@@ -119,7 +119,9 @@ def test_the_app_imports_no_sdk_before_its_first_frame():
 
 def test_catalog_lists_the_inventory_users_and_reports_a_bad_inventory(tmp_path: Path):
     good = tmp_path / "inventory.yaml"
-    good.write_text("version: 1\nusers:\n  raxx-s3-backup: {check_call: 's3:ListObjectsV2 Bucket=raxx-backups'}\n  raxx-vault-operator: {}\n")
+    good.write_text(
+        "version: 1\nusers:\n  raxx-s3-backup: {check_call: 's3:ListObjectsV2 Bucket=raxx-backups'}\n  raxx-vault-operator: {}\n"
+    )
     catalog = load_catalog(inventory=str(good))
     assert catalog.inventory == str(good)
     assert catalog.inventory_users == ["raxx-s3-backup", "raxx-vault-operator"]

@@ -43,7 +43,9 @@ def training_app(scenario: str | None = None, **kwargs: Any) -> HandrailApp:
 def screen_text(app: HandrailApp) -> str:
     """What the terminal shows now, as plain text (the modal and what is under it)."""
     width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), record=True, force_terminal=True, color_system=None, legacy_windows=False)
+    console = Console(
+        width=width, height=height, file=io.StringIO(), record=True, force_terminal=True, color_system=None, legacy_windows=False
+    )
     console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
     return console.export_text()
 
@@ -111,7 +113,11 @@ async def take_step(pilot, screen, answer: str | None = None) -> str:
         await wait_until(pilot, lambda: screen.shown_step == step_id, f"step {step_id} to show")
     await pilot.press("r")
     await pilot.pause()
-    await wait_until(pilot, lambda: app.screen is not screen or not screen.idle or screen.session.states[step_id].status != "pending", f"step {step_id} to ask or start")
+    await wait_until(
+        pilot,
+        lambda: app.screen is not screen or not screen.idle or screen.session.states[step_id].status != "pending",
+        f"step {step_id} to ask or start",
+    )
     if isinstance(app.screen, ConfirmRunScreen):
         await pilot.press("y")
     elif isinstance(app.screen, TypedConfirmScreen):

@@ -224,11 +224,7 @@ def assert_everyone_holds(world_or_export: Any, key_id: str, user: str = TARGET)
     expected = keys[key_id]["fingerprint"]
     held = holders(data)
     assert set(HOLDER_PLACES) <= set(held), f"holders missing: {sorted(set(HOLDER_PLACES) - set(held))}"
-    wrong = {
-        place: (h["key_id"], h["fingerprint"])
-        for place, h in held.items()
-        if (h["key_id"], h["fingerprint"]) != (key_id, expected)
-    }
+    wrong = {place: (h["key_id"], h["fingerprint"]) for place, h in held.items() if (h["key_id"], h["fingerprint"]) != (key_id, expected)}
     assert not wrong, f"expected every holder on {key_id} ({expected}); these are not: {wrong}"
 
 

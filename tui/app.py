@@ -7,8 +7,6 @@ journal load in a worker, and boto3 and moto only when a session opens (in a wor
 
 from __future__ import annotations
 
-from tui.startup import process_age  # noqa: I001 - first, so the fallback clock starts early
-
 import asyncio
 import os
 import sys
@@ -23,11 +21,12 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from tui.frozen import Frozen
-from tui.launcher import Catalog, LaunchError, Launcher, Request, load_catalog
+from tui.launcher import Catalog, Launcher, LaunchError, Request, load_catalog
 from tui.messages import CatalogLoaded, LaunchFailed, SessionOpened
 from tui.screens.help import HelpScreen, Section
 from tui.screens.start import StartScreen
 from tui.screens.training import ScenarioList, TrainingScreen
+from tui.startup import process_age
 
 THEMES = ("textual-dark", "textual-light")
 
@@ -37,6 +36,8 @@ def handrail_commands():
     from tui.commands import HandrailCommands
 
     return HandrailCommands
+
+
 NAVIGATION = [
     ("↑ ↓ / mouse", "move in a list; the step you highlight shows on the right"),
     ("enter / click", "choose; the footer's keys can be clicked too"),
@@ -175,7 +176,9 @@ class HandrailApp(App):
             if session.status in ("done", "rolled-back", "abandoned"):
                 self.exit_note = f"handrail: session {session.id} is {session.status}."
             else:
-                self.exit_note = f"handrail: session {session.id} is {session.status}; resume it with `handrail`, or `handrail resume {session.id}`."
+                self.exit_note = (
+                    f"handrail: session {session.id} is {session.status}; resume it with `handrail`, or `handrail resume {session.id}`."
+                )
         if back_to_start and not abandon_work:
             from tui.screens.checklist import ChecklistScreen
 

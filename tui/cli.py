@@ -112,9 +112,19 @@ def _run_options(f):
         click.option("--override-gate", metavar="REASON", help="Pass a time gate early; the reason goes to the audit log."),
         click.option("--override-block", metavar="REASON", help="Go past an evidence block (e.g. a use after deactivation); audited."),
         click.option("--retire-key", metavar="KEY_ID", help="With two Active keys: the one to retire (the typed choice)."),
-        click.option("--confirm-key", "confirm_keys", metavar="KEY_ID", multiple=True, help="Answer a typed confirmation by the key id you would type."),
+        click.option(
+            "--confirm-key",
+            "confirm_keys",
+            metavar="KEY_ID",
+            multiple=True,
+            help="Answer a typed confirmation by the key id you would type.",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end (progress goes to stderr)."),
-        click.option("--world-out", type=click.Path(dir_okay=False, writable=True), help="Training: write the final simulated world (fingerprints, never values)."),
+        click.option(
+            "--world-out",
+            type=click.Path(dir_okay=False, writable=True),
+            help="Training: write the final simulated world (fingerprints, never values).",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -163,7 +173,9 @@ def load_inventory(path: Path | None):
     return inventory.load(path)
 
 
-def _make_wiring(mode: str, *, scenario: str | None = None, profile: str | None = None, region: str | None = None, inventory=None, headless: bool = True):
+def _make_wiring(
+    mode: str, *, scenario: str | None = None, profile: str | None = None, region: str | None = None, inventory=None, headless: bool = True
+):
     from steps.wiring import LiveWiring, TrainingWiring, training_clock
 
     if mode == "training":
@@ -266,9 +278,33 @@ def _drive_session(session, opts, as_json: bool, world_out: str | None) -> None:
 @click.option("--allow-self-rotation", is_flag=True, help="Allow rotating the key you are signed in with (warned, audited).")
 @click.option("--profile", metavar="PROFILE", help="Live/dry-run: the AWS profile to act as.")
 @click.option("--region", metavar="REGION", help="Live/dry-run: the AWS region for API calls.")
-@click.option("--inventory", "inventory_path", metavar="FILE", help="Live/dry-run: where each user's pair lives and who consumes it (default: $HANDRAIL_INVENTORY, then the config dir's inventory.yaml).")
+@click.option(
+    "--inventory",
+    "inventory_path",
+    metavar="FILE",
+    help="Live/dry-run: where each user's pair lives and who consumes it (default: $HANDRAIL_INVENTORY, then the config dir's inventory.yaml).",
+)
 @_run_options
-def run(runbook, user, mode, scenario, reason, check_call, allow_self_rotation, profile, region, inventory_path, yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, as_json, world_out) -> None:
+def run(
+    runbook,
+    user,
+    mode,
+    scenario,
+    reason,
+    check_call,
+    allow_self_rotation,
+    profile,
+    region,
+    inventory_path,
+    yes,
+    fast_forward,
+    override_gate,
+    override_block,
+    retire_key,
+    confirm_keys,
+    as_json,
+    world_out,
+) -> None:
     """Run a runbook headless, from the first step to the end or the first stop."""
     from steps.driver import DriveOptions
     from steps.engine import InputError
@@ -422,11 +458,11 @@ def skip(session_ref: str, reason: str) -> None:
 @click.option("--reason", required=True, help="Why the session is abandoned (audited).")
 def abandon(session_ref: str, reason: str) -> None:
     """Give up a session without undoing it, releasing its lock (audited)."""
+    from steps.clock import Clock
     from steps.engine import Session
     from steps.journal import SessionNotFound
     from steps.loader import load
     from steps.wiring import Wiring
-    from steps.clock import Clock
 
     engine = _engine()
     try:
@@ -461,7 +497,9 @@ def sessions(as_json: bool, show_all: bool) -> None:
         return
     for r in rows:
         facts = journal.facts(r.id)
-        click.echo(f"{r.id}  {r.status:<15} {r.mode:<8} {r.runbook_id}  user {r.target or '-'}  old {facts.get('old_key_id', '-')}  new {facts.get('new_key_id', '-')}  updated {r.updated_at}")
+        click.echo(
+            f"{r.id}  {r.status:<15} {r.mode:<8} {r.runbook_id}  user {r.target or '-'}  old {facts.get('old_key_id', '-')}  new {facts.get('new_key_id', '-')}  updated {r.updated_at}"
+        )
 
 
 def _session_json(journal, row) -> dict[str, Any]:
@@ -519,7 +557,8 @@ def validate(runbook: str, mode: str, yes: bool, profile: str | None, region: st
     RUNBOOK, delete the user (even on failure); records the date and outcome."""
     from steps.driver import Printer
     from steps.loader import RunbookError, load
-    from steps.validate import throwaway_user, validate as run_validation
+    from steps.validate import throwaway_user
+    from steps.validate import validate as run_validation
     from steps.wiring import WiringError
 
     try:
@@ -672,7 +711,12 @@ def sandbox() -> None:
 
 @sandbox.command("serve")
 @click.option("--scenario", metavar="NAME", help="The scenario to seed (default: happy-path).")
-@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Where to write the inventory, env file and SSH files (default: a new temp dir).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    help="Where to write the inventory, env file and SSH files (default: a new temp dir).",
+)
 def sandbox_serve(scenario: str | None, directory: str | None) -> None:
     """Serve the whole sandbox until interrupted, and print the environment a
     `handrail run --mode live` needs to point at it."""
@@ -693,7 +737,12 @@ def sandbox_serve(scenario: str | None, directory: str | None) -> None:
 @click.option("--user", metavar="NAME")
 @click.option("--mode", type=click.Choice(MODES), default=None)
 @click.option("--scenario", metavar="NAME")
-@click.option("--inventory", "inventory_path", metavar="FILE", help="Live/dry-run: the inventory (default: $HANDRAIL_INVENTORY, then the config dir's).")
+@click.option(
+    "--inventory",
+    "inventory_path",
+    metavar="FILE",
+    help="Live/dry-run: the inventory (default: $HANDRAIL_INVENTORY, then the config dir's).",
+)
 def tui(runbook: str | None, user: str | None, mode: str | None, scenario: str | None, inventory_path: str | None = None) -> None:
     """Open the app (the default when no command is given; training needs no credentials)."""
     from steps.loader import RunbookError

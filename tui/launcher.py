@@ -101,7 +101,9 @@ class LaunchError(Exception):
     """Why a session could not be opened, as one line for the operator."""
 
 
-def load_catalog(journal_factory: Callable[[], Any] | None = None, scenario_file: str | None = None, inventory: str | None = None) -> Catalog:
+def load_catalog(
+    journal_factory: Callable[[], Any] | None = None, scenario_file: str | None = None, inventory: str | None = None
+) -> Catalog:
     """What the start screen offers. `scenario_file`: a scenario given by path (a
     trainer's own), offered beside the shipped ones under its path. `inventory`: the
     inventory file (else $HANDRAIL_INVENTORY, else the config dir's), whose users the
@@ -258,7 +260,6 @@ class Launcher:
         """Resume an unfinished session from the journal (training: its saved world)."""
         from steps.engine import EngineError
         from steps.journal import LockHeld, SessionBusy, SessionNotFound
-
         from tui.cli import wiring_for_session
 
         try:

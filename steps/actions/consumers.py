@@ -13,7 +13,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-
 from steps.actions import action
 from steps.actions.base import ActionFailed, Outcome, StepContext
 from steps.actions.iam import WaitParams
@@ -57,7 +56,9 @@ def old_pair(ctx: StepContext) -> Pair:
     return pair
 
 
-def each_consumer(ctx: StepContext, consumers: list[Any], work: Callable[[Any], Result], verb: str) -> tuple[list[tuple[Any, Result]], list[str]]:
+def each_consumer(
+    ctx: StepContext, consumers: list[Any], work: Callable[[Any], Result], verb: str
+) -> tuple[list[tuple[Any, Result]], list[str]]:
     """Run `work` on every consumer at once; a line per consumer as each finishes."""
     results: list[tuple[Any, Result]] = []
 
@@ -103,7 +104,12 @@ def store_pair(ctx: StepContext) -> Outcome:
         raise ActionFailed(str(exc)) from None
     before = ctx.facts.get("vault_versions_before") or json.dumps(versions)
     if current is not None and current.key_id == pair.key_id and current.secret == pair.secret:
-        return Outcome.done(f"{vault.name} already holds the new pair", [f"{vault.name}: {pair.key_id} ({pair.fingerprint()})"], vault_versions_before=before, vault_versions_after=json.dumps(versions))
+        return Outcome.done(
+            f"{vault.name} already holds the new pair",
+            [f"{vault.name}: {pair.key_id} ({pair.fingerprint()})"],
+            vault_versions_before=before,
+            vault_versions_after=json.dumps(versions),
+        )
     evidence = [f"{vault.name} held {current.key_id if current else 'no pair'} (versions {versions or 'none'}): kept for rollback"]
     if current is not None and current.key_id == ctx.fact("old_key_id"):
         ctx.secrets.setdefault("old_secret", current.secret)
@@ -112,7 +118,12 @@ def store_pair(ctx: StepContext) -> Outcome:
     except AdapterError as exc:
         raise ActionFailed(str(exc), evidence) from None
     evidence += lines
-    return Outcome.done(f"{vault.name} holds {pair.key_id} (versions {after})", evidence, vault_versions_before=before, vault_versions_after=json.dumps(after))
+    return Outcome.done(
+        f"{vault.name} holds {pair.key_id} (versions {after})",
+        evidence,
+        vault_versions_before=before,
+        vault_versions_after=json.dumps(after),
+    )
 
 
 @action(
@@ -276,4 +287,3 @@ def vault_old_pair(ctx: StepContext) -> tuple[Pair | None, dict[str, int], list[
     if pair is None:
         return None, versions, [f"{vault.name} holds no pair for this user yet"]
     return pair, versions, [f"{vault.name} holds {pair.key_id} ({pair.fingerprint()}), versions {versions}"]
-

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-
 from steps.actions import action
 from steps.actions.base import ActionFailed, Choice, Outcome, Params, Preview, StepContext
 from steps.clock import human_duration, iso, parse_iso, utc
@@ -582,7 +581,11 @@ def deactivate_old_key(ctx: StepContext) -> Outcome:
             "the observation gate and the last-used check before the delete are the safety net"
         )
     if old is None:
-        return Outcome.done(f"old key {old_id} no longer exists", evidence + [f"{old_id} is already deleted"], deactivated_at=ctx.facts.get("deactivated_at") or iso(ctx.now()))
+        return Outcome.done(
+            f"old key {old_id} no longer exists",
+            evidence + [f"{old_id} is already deleted"],
+            deactivated_at=ctx.facts.get("deactivated_at") or iso(ctx.now()),
+        )
     if old.status == "Active":
         set_status(ctx, user, old_id, "Inactive")
         deactivated_at = iso(ctx.now())
@@ -608,7 +611,11 @@ def deactivate_old_key(ctx: StepContext) -> Outcome:
             ctx.progress("waiting for AWS to refuse the old key", elapsed, params.settle)
             ctx.clock.sleep(min(2.0, params.settle - elapsed))
         took = human_duration(ctx.clock.monotonic() - start)
-        evidence.append(f"AWS refuses the old key after {took}" if refused else f"AWS still accepted the old key after {took} (propagation is slow): continuing")
+        evidence.append(
+            f"AWS refuses the old key after {took}"
+            if refused
+            else f"AWS still accepted the old key after {took} (propagation is slow): continuing"
+        )
     else:
         while (elapsed := ctx.clock.monotonic() - start) < params.settle:
             ctx.progress("settling: consumers may cache credentials", elapsed, params.settle)

@@ -7,8 +7,8 @@ modes: the engine's actions call them, and the wiring decides where they point.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from steps.secrets import Secret

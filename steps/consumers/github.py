@@ -259,8 +259,7 @@ class GitHubSecretsConsumer:
                 timeout=self.timeout,
                 # Retry only connections that never got a request through; a 5xx or a
                 # rate limit is reported at once instead of sleeping through backoff.
-                retry=Retry(total=2, connect=2, read=0, status=0, other=0, backoff_factor=0.2,
-                            respect_retry_after_header=False),
+                retry=Retry(total=2, connect=2, read=0, status=0, other=0, backoff_factor=0.2, respect_retry_after_header=False),
                 seconds_between_requests=None,
                 seconds_between_writes=self.write_interval,
                 # Lazy: get_repo/get_organization/get_environment make no request; only
@@ -322,8 +321,8 @@ class GitHubSecretsConsumer:
         if t.visibility == "selected":
             # PyGithub sends repository ids: one GET per repository, before any write.
             repos = [gh.get_repo(full) for full in t.repo_full_names()]
-            for full, repo in zip(t.repo_full_names(), repos):
-                self._call(f"looking up selected repository {full}", lambda: repo.id)
+            for full, repo in zip(t.repo_full_names(), repos, strict=True):
+                self._call(f"looking up selected repository {full}", lambda repo=repo: repo.id)
             selected = repos
         return lambda name, value: org.create_secret(name, value, visibility=t.visibility, selected_repositories=selected)
 
@@ -355,7 +354,7 @@ class GitHubSecretsConsumer:
         missing: list[str] = []
         written = _iso(self.written_at)  # type: ignore[arg-type]
         for name in (self.key_id_name, self.secret_name):
-            meta = self._call(f"reading {name}", lambda: self._metadata(name))
+            meta = self._call(f"reading {name}", lambda name=name: self._metadata(name))
             if meta is None:
                 missing.append(name)
                 evidence.append(f"{name} at {self.name}: missing")
@@ -364,8 +363,7 @@ class GitHubSecretsConsumer:
             extra = f", visibility {secret.visibility}" if isinstance(self.target, OrgTarget) else ""
             fresh = updated >= self._floor()
             evidence.append(
-                f"{name} at {self.name}: updated_at {_iso(updated)}{extra} "
-                f"({'at or after' if fresh else 'BEFORE'} the write at {written})"
+                f"{name} at {self.name}: updated_at {_iso(updated)}{extra} ({'at or after' if fresh else 'BEFORE'} the write at {written})"
             )
             if not fresh:
                 stale.append(name)
@@ -408,7 +406,7 @@ class GitHubSecretsConsumer:
         self.written_key_id, self._written_fingerprint = pair.key_id, pair.fingerprint()
         evidence: list[str] = []
         for name, value in ((self.key_id_name, pair.key_id), (self.secret_name, pair.secret.reveal())):
-            self._call(f"writing {name}", lambda: writer(name, value))
+            self._call(f"writing {name}", lambda name=name, value=value: writer(name, value))
             evidence.append(f"PUT {name} to {self.name}, sealed with the {self._scope_label()} public key")
         problem = self._check_fresh(evidence)
         what = f"{self.key_id_name}={pair.key_id} and {self.secret_name} ({pair.fingerprint()})"
@@ -421,20 +419,29 @@ class GitHubSecretsConsumer:
         """Both secrets were updated at or after this adapter wrote `pair`; then, with a
         verify_workflow, a dispatched run that uses them concludes "success"."""
         if self.written_at is None:
-            return Result(False, f"{self.name}: no write of {pair.key_id} by this adapter is recorded; "
-                                 "GitHub secrets are write-only, so there is nothing else to compare")
+            return Result(
+                False,
+                f"{self.name}: no write of {pair.key_id} by this adapter is recorded; "
+                "GitHub secrets are write-only, so there is nothing else to compare",
+            )
         if self.written_key_id is not None and self.written_key_id != pair.key_id:
             return Result(False, f"{self.name}: the last write here was {self.written_key_id}, not {pair.key_id}")
         if self._written_fingerprint is not None and self._written_fingerprint != pair.fingerprint():
-            return Result(False, f"{self.name}: the last write here was {pair.key_id} with secret "
-                                 f"{self._written_fingerprint}, not {pair.fingerprint()}")
+            return Result(
+                False,
+                f"{self.name}: the last write here was {pair.key_id} with secret {self._written_fingerprint}, not {pair.fingerprint()}",
+            )
         evidence: list[str] = []
         problem = self._check_fresh(evidence)
         if problem:
             return Result(False, f"{self.name}: {problem}", evidence)
         if self.verify_workflow is None:
-            return Result(True, f"{self.name}: both secrets updated at or after the write at {_iso(self.written_at)} "
-                                "(no verify workflow: the consumer's use of the key is not exercised)", evidence)
+            return Result(
+                True,
+                f"{self.name}: both secrets updated at or after the write at {_iso(self.written_at)} "
+                "(no verify workflow: the consumer's use of the key is not exercised)",
+                evidence,
+            )
         return self._verify_by_workflow(evidence)
 
     # -- workflow verification ---------------------------------------------------------
@@ -448,8 +455,7 @@ class GitHubSecretsConsumer:
         dispatched_at = _utc(self._now())
         # return_run_details: GitHub answers with the new run, so there is no guessing
         # which run is ours. Servers that ignore it answer 204 (PyGithub gives True).
-        run: Any = self._call(f"dispatching {label} on {ref}",
-                              lambda: workflow.create_dispatch(ref, throw=True, return_run_details=True))
+        run: Any = self._call(f"dispatching {label} on {ref}", lambda: workflow.create_dispatch(ref, throw=True, return_run_details=True))
         evidence.append(f"dispatched {label} on {ref} at {_iso(dispatched_at)}")
         deadline = self._monotonic() + self.run_timeout
         interval = min(0.25, self.poll_interval)
@@ -457,12 +463,16 @@ class GitHubSecretsConsumer:
             run = None
             since = _iso(dispatched_at.replace(microsecond=0) - timedelta(seconds=self.clock_skew))
             while run is None:
-                runs = self._call(f"listing runs of {label}", lambda: workflow.get_runs(
-                    branch=ref, event="workflow_dispatch", created=f">={since}").get_page(0))
+                runs = self._call(
+                    f"listing runs of {label}",
+                    lambda: workflow.get_runs(branch=ref, event="workflow_dispatch", created=f">={since}").get_page(0),
+                )
                 run = runs[0] if runs else None  # newest first
                 if run is None:
                     if self._monotonic() >= deadline:
-                        return Result(False, f"{self.name}: no run of {label} appeared within {self.run_timeout:g}s of the dispatch", evidence)
+                        return Result(
+                            False, f"{self.name}: no run of {label} appeared within {self.run_timeout:g}s of the dispatch", evidence
+                        )
                     self._sleep(interval)
                     interval = min(interval * 2, self.poll_interval)
         run_id = run.id
@@ -473,7 +483,9 @@ class GitHubSecretsConsumer:
             if status == "completed":
                 break
             if self._monotonic() >= deadline:
-                return Result(False, f"{self.name}: run {run_id} of {label} still {status} after {self.run_timeout:g}s: {run.html_url}", evidence)
+                return Result(
+                    False, f"{self.name}: run {run_id} of {label} still {status} after {self.run_timeout:g}s: {run.html_url}", evidence
+                )
             self._sleep(interval)
             interval = min(interval * 2, self.poll_interval)
         conclusion = run.conclusion

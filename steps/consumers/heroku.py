@@ -56,9 +56,7 @@ def heroku_token(environ: Mapping[str, str] | None = None) -> tuple[Secret, str]
             raise AdapterError(f"heroku: cannot read {path}: {exc.strerror}; set {ENV_API_KEY} instead") from None
         if entry and entry[2]:
             return Secret(entry[2], "heroku token"), path
-    raise AdapterError(
-        f"heroku: no API token: set {ENV_API_KEY} or run `heroku login` (no machine {NETRC_MACHINE} in {path})"
-    )
+    raise AdapterError(f"heroku: no API token: set {ENV_API_KEY} or run `heroku login` (no machine {NETRC_MACHINE} in {path})")
 
 
 class _BearerAuth(AuthBase):
@@ -125,12 +123,9 @@ class HerokuConsumer:
 
     def write_pair(self, pair: Pair) -> Result:
         path = f"/apps/{self.app}/config-vars"
-        answer = self._request(
-            "PATCH", path, f"PATCH {path}", json={self.key_id_var: pair.key_id, self.secret_var: pair.secret.reveal()}
-        )
+        answer = self._request("PATCH", path, f"PATCH {path}", json={self.key_id_var: pair.key_id, self.secret_var: pair.secret.reveal()})
         evidence = [
-            f"{self.name}: PATCH {path} set {self.key_id_var}={pair.key_id} and "
-            f"{self.secret_var}={pair.fingerprint()} in one config change"
+            f"{self.name}: PATCH {path} set {self.key_id_var}={pair.key_id} and {self.secret_var}={pair.fingerprint()} in one config change"
         ]
         if not isinstance(answer, dict) or answer.get(self.key_id_var) != pair.key_id:
             evidence.append(f"{self.name}: the PATCH answer does not show the new {self.key_id_var}")
@@ -169,9 +164,7 @@ class HerokuConsumer:
         return f"{self.name}: restart of all dynos accepted"
 
     def latest_release(self) -> dict[str, Any] | None:
-        releases = self._request(
-            "GET", f"/apps/{self.app}/releases", "list releases", headers={"Range": "version ..; order=desc, max=1"}
-        )
+        releases = self._request("GET", f"/apps/{self.app}/releases", "list releases", headers={"Range": "version ..; order=desc, max=1"})
         return releases[0] if isinstance(releases, list) and releases else None
 
     def close(self) -> None:

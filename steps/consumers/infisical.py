@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
-from requests.adapters import HTTPAdapter
-
 from infisical_sdk import InfisicalError, InfisicalSDKClient
 from infisical_sdk.infisical_requests import APIError
+from requests.adapters import HTTPAdapter
 
 from steps.consumers.base import AdapterError, Pair
 from steps.secrets import MASK, Secret, redact
@@ -45,7 +44,7 @@ def normalize_path(path: str) -> str:
 
 
 def place_name(project_id: str, environment: str, path: str) -> str:
-    """"infisical:<project>/<env><path>": the vault's name, shared with the sandbox."""
+    """ "infisical:<project>/<env><path>": the vault's name, shared with the sandbox."""
     return f"infisical:{project_id}/{environment}{normalize_path(path)}"
 
 
@@ -76,9 +75,7 @@ class InfisicalAuth:
             if isinstance(value, str):
                 object.__setattr__(self, attr, Secret(value, label) if value else None)
         if self.token is None and not (self.client_id and self.client_secret):
-            raise AdapterError(
-                "infisical: no credentials: give a token, or both a universal-auth client id and client secret"
-            )
+            raise AdapterError("infisical: no credentials: give a token, or both a universal-auth client id and client secret")
 
     @classmethod
     def universal(cls, client_id: str, client_secret: str | Secret, source: str = "given") -> InfisicalAuth:

@@ -48,9 +48,7 @@ _WIRE_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 # -- env file editing (pure functions) ----------------------------------------------------
 
-_ASSIGN = re.compile(
-    r"^(?P<indent>[ \t]*)(?P<export>export[ \t]+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<eq>[ \t]*=[ \t]*)(?P<value>.*)$"
-)
+_ASSIGN = re.compile(r"^(?P<indent>[ \t]*)(?P<export>export[ \t]+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<eq>[ \t]*=[ \t]*)(?P<value>.*)$")
 _BARE_SAFE = re.compile(r"[A-Za-z0-9_+/=.,:@%-]+")
 _DQ_ESCAPES = '"\\$`'
 
@@ -64,7 +62,7 @@ def _split_value(raw: str) -> tuple[str, str | None, str]:
     if raw[:1] == "'":
         end = raw.find("'", 1)
         if end != -1:
-            return raw[1:end], "'", raw[end + 1:]
+            return raw[1:end], "'", raw[end + 1 :]
     elif raw[:1] == '"':
         out, i = [], 1
         while i < len(raw):
@@ -75,7 +73,7 @@ def _split_value(raw: str) -> tuple[str, str | None, str]:
                 i += 2
                 continue
             if ch == '"':
-                return "".join(out), '"', raw[i + 1:]
+                return "".join(out), '"', raw[i + 1 :]
             out.append(ch)
             i += 1
     return raw.strip(), None, ""
@@ -129,7 +127,7 @@ def rewrite_env(text: str, updates: dict[str, str]) -> Rewrite:
     replaced = kept = 0
     for line in lines:
         body = line.rstrip("\r\n")
-        eol = line[len(body):]
+        eol = line[len(body) :]
         m = _ASSIGN.match(body)
         if m and m["export"]:
             file_export = True
@@ -289,10 +287,7 @@ class SshHostConsumer:
         if self._explicit_port is not None and self._explicit_port != 22:
             ssh += f" -p {self._explicit_port}"
         target = f"{self.user}@{self.host}"
-        text = (
-            f"{ssh} {target} {shlex.quote('sudoedit ' + self.env_file)} "
-            f"({self.key_id_var}={pair_key_id}, {self.secret_var}={MASK})"
-        )
+        text = f"{ssh} {target} {shlex.quote('sudoedit ' + self.env_file)} ({self.key_id_var}={pair_key_id}, {self.secret_var}={MASK})"
         if self.restart_command:
             text += f" && {ssh} {target} {shlex.quote(self.restart_command)}"
         return redact(text)
@@ -301,9 +296,7 @@ class SshHostConsumer:
 
     def _open_socket(self) -> socket.socket | paramiko.ProxyCommand:
         if self._proxy_jump and self._proxy_jump.lower() != "none":
-            raise self._fail(
-                f"ProxyJump {self._proxy_jump} is not supported; use ProxyCommand ssh -W %h:%p {self._proxy_jump}"
-            )
+            raise self._fail(f"ProxyJump {self._proxy_jump} is not supported; use ProxyCommand ssh -W %h:%p {self._proxy_jump}")
         if self._proxy_command:
             try:
                 return paramiko.ProxyCommand(self._proxy_command)
@@ -315,7 +308,7 @@ class SshHostConsumer:
             raise self._fail(f"cannot resolve host name {self.hostname}: {exc.strerror or exc}") from None
         except ConnectionRefusedError:
             raise self._fail("connection refused (is sshd running and listening on that port?)") from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise self._fail(f"connection timed out after {self.timeout:g}s") from None
         except OSError as exc:
             raise self._fail(f"cannot connect: {exc.strerror or exc}") from None
@@ -377,7 +370,7 @@ class SshHostConsumer:
             if not (self._pkey or self._key_filenames):
                 tried.append("default keys in ~/.ssh")
             raise self._fail(f"authentication failed ({exc}); tried: {', '.join(tried) or 'nothing'}") from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             client.close()
             raise self._fail(f"SSH handshake timed out after {self.timeout:g}s") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -423,7 +416,7 @@ class SshHostConsumer:
             if not channel.status_event.wait(self.command_timeout):
                 raise self._fail(f"`{command}` gave no exit status within {self.command_timeout:g}s")
             status = channel.exit_status
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise self._fail(f"`{command}` timed out after {self.command_timeout:g}s") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise self._fail(f"running `{command}` failed: {exc or type(exc).__name__}") from None
@@ -529,9 +522,7 @@ class SshHostConsumer:
         summary = f"{self.name}: {path} holds {pair.key_id}" + ("; service restarted" if self.restart_command else "")
         return Result(True, redact(summary), [redact(e) for e in evidence])
 
-    def _replace_atomically(
-        self, sftp: paramiko.SFTPClient, path: str, data: bytes, mode: int, uid: int | None, gid: int | None
-    ) -> str:
+    def _replace_atomically(self, sftp: paramiko.SFTPClient, path: str, data: bytes, mode: int, uid: int | None, gid: int | None) -> str:
         """Write `data` to a temp file beside `path`, give it `path`'s owner and mode,
         and posix-rename it over `path`. Returns the temp file's name."""
         directory, base = posixpath.split(path)
@@ -578,8 +569,7 @@ class SshHostConsumer:
             held_id, held_secret = self._held(self._read_text(sftp, path))
             held_fp = held_secret.fingerprint() if held_secret is not None else None
             evidence = [
-                f"{self.where}: {path} holds {self.key_id_var}={held_id or 'absent'}, "
-                f"{self.secret_var} fingerprint {held_fp or 'absent'}"
+                f"{self.where}: {path} holds {self.key_id_var}={held_id or 'absent'}, {self.secret_var} fingerprint {held_fp or 'absent'}"
             ]
             if held_id != pair.key_id or held_fp != pair.fingerprint():
                 wrong = "key id" if held_id != pair.key_id else "secret"

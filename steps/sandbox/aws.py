@@ -321,7 +321,9 @@ class AwsWorld:
                     endpoint_url=self.url,
                     aws_access_key_id=pair.key_id,
                     aws_secret_access_key=pair.secret.reveal(),
-                    config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30, s3={"addressing_style": "path"}),
+                    config=Config(
+                        retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30, s3={"addressing_style": "path"}
+                    ),
                 )
                 self._clients[cache_key] = client
             return client
@@ -336,8 +338,9 @@ class AwsWorld:
             user = arn.rpartition("/")[2]
             call = call or self.check_calls.get(user)
             if call:
-                from steps.actions.iam import parse_check_call
                 from botocore import xform_name
+
+                from steps.actions.iam import parse_check_call
 
                 parsed = parse_check_call(call)
                 getattr(self.client(parsed.service, pair), xform_name(parsed.operation))(**parsed.params)
@@ -403,8 +406,7 @@ class AwsWorld:
     def restore(cls, snapshot: dict[str, Any], clock: Clock) -> tuple[AwsWorld, dict[str, Secret]]:
         """Rebuild from a snapshot. Secrets were never saved: every key gets a fresh one,
         returned by key id so the holders of a key can be given its new secret."""
-        from moto.iam.models import AccessKeyLastUsed
-        from moto.iam.models import iam_backends
+        from moto.iam.models import AccessKeyLastUsed, iam_backends
 
         if snapshot["account_id"] in iam_backends and snapshot["account_id"] in _worlds:
             raise RuntimeError(f"simulated account {snapshot['account_id']} is already running in this process")

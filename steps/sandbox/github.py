@@ -575,21 +575,24 @@ class GitHubSandbox(FakeApi):
 
     def _put_secret_locked(self, request: Request, scope: _Scope, name: str, org: str | None) -> Reply:
         if not _SECRET_NAME.match(name) or name.upper().startswith("GITHUB_"):
-            return _error(422, f"Invalid secret name: {name}. Secret names can only contain alphanumeric characters ([a-z], [A-Z], [0-9]) or underscores (_), must not start with a number or GITHUB_.")
+            return _error(
+                422,
+                f"Invalid secret name: {name}. Secret names can only contain alphanumeric characters ([a-z], [A-Z], [0-9]) or underscores (_), must not start with a number or GITHUB_.",
+            )
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             return _error(400, "Problems parsing JSON")
         encrypted, key_id = body.get("encrypted_value"), body.get("key_id")
         if not isinstance(encrypted, str) or not encrypted:
-            return _error(422, "Invalid request.\n\n\"encrypted_value\" is required.")
+            return _error(422, 'Invalid request.\n\n"encrypted_value" is required.')
         if not isinstance(key_id, str) or not key_id:
-            return _error(422, "Invalid request.\n\n\"key_id\" is required.")
+            return _error(422, 'Invalid request.\n\n"key_id" is required.')
         visibility: str | None = None
         selected: set[str] = set()
         if org is not None:
             visibility = body.get("visibility")
             if visibility not in ORG_VISIBILITIES:
-                return _error(422, f"Invalid request.\n\n\"visibility\" must be one of: {', '.join(ORG_VISIBILITIES)}.")
+                return _error(422, f'Invalid request.\n\n"visibility" must be one of: {", ".join(ORG_VISIBILITIES)}.')
             ids = body.get("selected_repository_ids") or []
             if visibility == "selected":
                 by_id = {r.id: r for r in self._repos.values() if r.owner.lower() == org.lower()}
@@ -670,7 +673,7 @@ class GitHubSandbox(FakeApi):
                 return (lo == "*" or at >= _parse_iso(lo)) and (hi == "*" or at <= _parse_iso(hi))
             for op, test in ((">=", at.__ge__), ("<=", at.__le__), (">", at.__gt__), ("<", at.__lt__)):
                 if created.startswith(op):
-                    return test(_parse_iso(created[len(op):]))
+                    return test(_parse_iso(created[len(op) :]))
             return _iso(at).startswith(created)
         except ValueError:
             return False
@@ -735,17 +738,20 @@ class GitHubSandbox(FakeApi):
                 if found is None:
                     return _error(404, NOT_FOUND)
                 base = self._base(request)
-                return Reply(200, {
-                    "id": found.id,
-                    "node_id": f"EN_{found.id}",
-                    "name": found.name,
-                    "url": f"{base}/repos/{owner}/{repo}/environments/{found.name}",
-                    "html_url": f"{base}/{owner}/{repo}/deployments/activity_log?environments_filter={found.name}",
-                    "created_at": _iso(found.created_at),
-                    "updated_at": _iso(found.created_at),
-                    "protection_rules": [],
-                    "deployment_branch_policy": None,
-                })
+                return Reply(
+                    200,
+                    {
+                        "id": found.id,
+                        "node_id": f"EN_{found.id}",
+                        "name": found.name,
+                        "url": f"{base}/repos/{owner}/{repo}/environments/{found.name}",
+                        "html_url": f"{base}/{owner}/{repo}/deployments/activity_log?environments_filter={found.name}",
+                        "created_at": _iso(found.created_at),
+                        "updated_at": _iso(found.created_at),
+                        "protection_rules": [],
+                        "deployment_branch_policy": None,
+                    },
+                )
 
         @server.route("GET", "/repos/{owner}/{repo}/environments/{env}/secrets/public-key", name="env_public_key")
         @guard
@@ -781,17 +787,20 @@ class GitHubSandbox(FakeApi):
                 if found is None:
                     return _error(404, NOT_FOUND)
                 base = self._base(request)
-                return Reply(200, {
-                    "login": found.login,
-                    "id": found.id,
-                    "node_id": f"O_{found.id}",
-                    "type": "Organization",
-                    "url": f"{base}/orgs/{found.login}",
-                    "repos_url": f"{base}/orgs/{found.login}/repos",
-                    "html_url": f"{base}/{found.login}",
-                    "created_at": _iso(found.created_at),
-                    "updated_at": _iso(found.created_at),
-                })
+                return Reply(
+                    200,
+                    {
+                        "login": found.login,
+                        "id": found.id,
+                        "node_id": f"O_{found.id}",
+                        "type": "Organization",
+                        "url": f"{base}/orgs/{found.login}",
+                        "repos_url": f"{base}/orgs/{found.login}/repos",
+                        "html_url": f"{base}/{found.login}",
+                        "created_at": _iso(found.created_at),
+                        "updated_at": _iso(found.created_at),
+                    },
+                )
 
         @server.route("GET", "/orgs/{org}/actions/secrets/public-key", name="org_public_key")
         @guard
@@ -835,7 +844,7 @@ class GitHubSandbox(FakeApi):
                 return _error(400, "Problems parsing JSON")
             ref = body.get("ref")
             if not isinstance(ref, str) or not ref:
-                return _error(422, "Invalid request.\n\n\"ref\" wasn't supplied.")
+                return _error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.')
             with self._lock:
                 found = self._repo(owner, repo)
                 wf = self._find_workflow(found, workflow) if found else None

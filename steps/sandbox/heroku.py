@@ -22,7 +22,7 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from werkzeug.wrappers import Request
@@ -37,7 +37,7 @@ SANDBOX_USER = "operator@sandbox.handrail.invalid"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _error(status: int, error_id: str, message: str, **extra: Any) -> Reply:
@@ -211,7 +211,7 @@ class HerokuSandbox(FakeApi):
                         "For example, `Accept: application/vnd.heroku+json; version=3`.",
                     )
                 header = request.headers.get("Authorization", "")
-                token = header[len("Bearer "):].strip() if header.startswith("Bearer ") else ""
+                token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else ""
                 with self._lock:
                     user = self._tokens.get(token)
                     if user is None:
@@ -271,9 +271,7 @@ class HerokuSandbox(FakeApi):
             # Range: version ..; order=desc, max=1  (the range bounds themselves are ignored)
             range_header = request.headers.get("Range", "")
             if ";" in range_header:
-                options = dict(
-                    part.strip().split("=", 1) for part in range_header.split(";", 1)[1].split(",") if "=" in part
-                )
+                options = dict(part.strip().split("=", 1) for part in range_header.split(";", 1)[1].split(",") if "=" in part)
                 if options.get("order") == "desc":
                     releases.reverse()
                 if options.get("max", "").isdigit():

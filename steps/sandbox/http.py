@@ -136,7 +136,7 @@ class LoopbackServer:
             mimetype="application/json",
         )(environ, start_response)
 
-    def start(self) -> "LoopbackServer":
+    def start(self) -> LoopbackServer:
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=QuietRequestHandler)
         # A short poll interval: stop() waits for serve_forever to notice, 0.5 s by default.
         self._thread = threading.Thread(
@@ -162,7 +162,7 @@ class LoopbackServer:
             self._thread.join(timeout=5)
         self._server = self._thread = None
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self) -> LoopbackServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

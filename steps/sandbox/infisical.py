@@ -20,7 +20,7 @@ import secrets as _random
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from werkzeug.wrappers import Request
@@ -36,7 +36,7 @@ TOKEN_TTL = 7200
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -178,14 +178,16 @@ class InfisicalSandbox(FakeApi):
         if not header.startswith("Bearer "):
             return _error(401, "UnauthorizedError", "Missing authorization header")
         with self._lock:
-            token = self._tokens.get(header[len("Bearer "):].strip())
+            token = self._tokens.get(header[len("Bearer ") :].strip())
         if token is None:
             return _error(401, "UnauthorizedError", "Invalid token")
         if not token.valid:
             return _error(401, "UnauthorizedError", "Access token expired")
         return None
 
-    def _folder(self, project_id: str | None, environment: str | None, path: str | None, create_missing: bool = False) -> dict[str, _Secret] | Reply | None:
+    def _folder(
+        self, project_id: str | None, environment: str | None, path: str | None, create_missing: bool = False
+    ) -> dict[str, _Secret] | Reply | None:
         """The folder's secrets; a 4xx Reply for a bad project/env; None if no folder."""
         if not project_id:
             return _error(400, "BadRequest", "Either workspaceId or workspaceSlug is required")
@@ -199,7 +201,9 @@ class InfisicalSandbox(FakeApi):
             return _error(404, "NotFound", f"Environment with slug '{environment}' in project with ID '{project_id}' not found")
         return envs.get(normalize_path(path or "/"))
 
-    def _secret_json(self, secret: _Secret, version: _Version, project_id: str, environment: str, path: str, view_value: bool = True) -> dict[str, Any]:
+    def _secret_json(
+        self, secret: _Secret, version: _Version, project_id: str, environment: str, path: str, view_value: bool = True
+    ) -> dict[str, Any]:
         return {
             "id": secret.id,
             "_id": secret.id,

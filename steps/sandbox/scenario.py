@@ -92,7 +92,9 @@ class SshSeed(_Strict):
     env_file: str = Field("/etc/raxx/credentials.env", pattern=r"^/")
     service: str = "raxx-vault"
     verify: str | None = "raxx-vault healthcheck"
-    other_lines: list[str] = Field(default_factory=lambda: ["# written by ops; AWS pair rotated by handrail", "RAXX_VAULT_BUCKET=raxx-backups", "RAXX_LOG_LEVEL=info"])
+    other_lines: list[str] = Field(
+        default_factory=lambda: ["# written by ops; AWS pair rotated by handrail", "RAXX_VAULT_BUCKET=raxx-backups", "RAXX_LOG_LEVEL=info"]
+    )
     holds: Holds = "active"
 
 
@@ -172,9 +174,11 @@ class Scenario(_Strict):
         if self.target_user not in self.aws.users:
             raise ValueError(f"target_user {self.target_user!r} is not one of aws.users")
         keys = self.aws.users[self.target_user].keys
-        for where, holds in [("vault", self.vault.holds if self.vault else "active")] + [
-            (f"consumers[{i}]", c.holds) for i, c in enumerate(self.consumers)
-        ] + [(f"forgotten[{i}]", c.holds) for i, c in enumerate(self.forgotten)]:
+        for where, holds in (
+            [("vault", self.vault.holds if self.vault else "active")]
+            + [(f"consumers[{i}]", c.holds) for i, c in enumerate(self.consumers)]
+            + [(f"forgotten[{i}]", c.holds) for i, c in enumerate(self.forgotten)]
+        ):
             if holds not in ("active", "none") and not (holds.isdigit() and int(holds) < len(keys)):
                 raise ValueError(f"{where}.holds: {holds!r} is not 'active', 'none' or the index of one of the target's keys")
         systems = {"infisical": self.vault is not None} | {t: any(c.type == t for c in self.consumers) for t in ("heroku", "github", "ssh")}

@@ -64,10 +64,15 @@ def write_files(world: World, directory: Path) -> tuple[Path, Path]:
             users[name] = entry.model_copy(update={"consumers": consumers})
         inventory = inventory.model_copy(update={"users": users})
     inventory_file = directory / "inventory.yaml"
-    inventory_file.write_text("# written by `handrail sandbox serve`: points at the sandbox on 127.0.0.1\n" + yaml.safe_dump(dump(inventory), sort_keys=False))
+    inventory_file.write_text(
+        "# written by `handrail sandbox serve`: points at the sandbox on 127.0.0.1\n" + yaml.safe_dump(dump(inventory), sort_keys=False)
+    )
     env_file = private_file(directory / "env")
     env = environment(world, inventory_file)
-    env_file.write_text("unset AWS_PROFILE AWS_SESSION_TOKEN INFISICAL_TOKEN GITHUB_TOKEN\n" + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+    env_file.write_text(
+        "unset AWS_PROFILE AWS_SESSION_TOKEN INFISICAL_TOKEN GITHUB_TOKEN\n"
+        + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+    )
     return inventory_file, env_file
 
 

@@ -197,9 +197,7 @@ class MemFS:
             self._require(node, cred, 4, path)
             prefix = path.rstrip("/") + "/"
             return sorted(
-                (p[len(prefix):], n)
-                for p, n in self._nodes.items()
-                if p != path and p.startswith(prefix) and "/" not in p[len(prefix):]
+                (p[len(prefix) :], n) for p, n in self._nodes.items() if p != path and p.startswith(prefix) and "/" not in p[len(prefix) :]
             )
 
     def versions(self, path: str) -> list[bytes]:
@@ -291,7 +289,7 @@ class MemFS:
             content = node.content
             if offset > len(content):
                 content += b"\0" * (offset - len(content))
-            node.content = content[:offset] + bytes(data) + content[offset + len(data):]
+            node.content = content[:offset] + bytes(data) + content[offset + len(data) :]
             node.mtime = time.time()
             self.events.append(("write", node.path, len(data)))
             self._record_version(node)
@@ -317,9 +315,7 @@ class MemFS:
             if uid is not None or gid is not None:
                 new_uid = node.uid if uid is None else uid
                 new_gid = node.gid if gid is None else gid
-                if not privileged and (
-                    node.uid != cred.uid or new_uid != node.uid or new_gid not in (node.gid, cred.gid)
-                ):
+                if not privileged and (node.uid != cred.uid or new_uid != node.uid or new_gid not in (node.gid, cred.gid)):
                     raise PermissionError(errno.EPERM, "Operation not permitted", path)
                 node.uid, node.gid = new_uid, new_gid
                 self.events.append(("chown", node.path, new_uid, new_gid))
@@ -379,7 +375,7 @@ class MemFS:
                 prefix = old.rstrip("/") + "/"
                 for p in [p for p in self._nodes if p.startswith(prefix)]:
                     child = self._nodes.pop(p)
-                    child.path = new + p[len(old):]
+                    child.path = new + p[len(old) :]
                     self._nodes[child.path] = child
             del self._nodes[old]
             node.path = new
@@ -404,14 +400,14 @@ def parse_environment_file(text: str) -> dict[str, str]:
         if not line or line[0] in "#;":
             continue
         if line.startswith("export ") or line.startswith("export\t"):
-            line = line[len("export"):].lstrip()
+            line = line[len("export") :].lstrip()
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or not key:
             continue
         value = value.strip()
         if value[:1] == "'" and "'" in value[1:]:
-            value = value[1:value.index("'", 1)]
+            value = value[1 : value.index("'", 1)]
         elif value[:1] == '"':
             out, i = [], 1
             while i < len(value) and value[i] != '"':
@@ -463,9 +459,7 @@ class _Connection(paramiko.ServerInterface):
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         sb = self.sandbox
-        if username == sb.user and any(
-            key.get_name() == k.get_name() and key.get_base64() == k.get_base64() for k in sb.authorized_keys
-        ):
+        if username == sb.user and any(key.get_name() == k.get_name() and key.get_base64() == k.get_base64() for k in sb.authorized_keys):
             self.username = username
             sb._count("auth_ok")
             return paramiko.AUTH_SUCCESSFUL
@@ -488,9 +482,7 @@ class _Connection(paramiko.ServerInterface):
         self.sandbox._record_command(text)
         # The reply to this request is sent after we return: the work runs in its own
         # thread and must not close the channel before the client has seen the reply.
-        threading.Thread(
-            target=self.sandbox._serve_exec, args=(channel, text), name="sandbox-ssh-exec", daemon=True
-        ).start()
+        threading.Thread(target=self.sandbox._serve_exec, args=(channel, text), name="sandbox-ssh-exec", daemon=True).start()
         return True
 
 
@@ -510,7 +502,7 @@ class _Handle(paramiko.SFTPHandle):
         self.sftp.sandbox._count("sftp:read")  # per request, not per handle
         if not self.readable:
             return SFTP_PERMISSION_DENIED
-        return self.node.content[offset:offset + length]
+        return self.node.content[offset : offset + length]
 
     def write(self, offset: int, data: bytes) -> int:
         self.sftp.sandbox._count("sftp:write")
@@ -731,7 +723,7 @@ class SshSandbox:
                 continue
             try:
                 conn, _ = sock.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self._count("connections")
             threading.Thread(target=self._serve_connection, args=(conn,), name="sandbox-ssh-conn", daemon=True).start()

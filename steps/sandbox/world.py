@@ -101,10 +101,16 @@ class World:
             return None
         if holds == "active":
             keys = self.scenario.aws.users[self.scenario.target_user].keys
-            return next((p for p, k in zip(mine, keys) if k.status == "Active"), None)
+            return next((p for p, k in zip(mine, keys, strict=False) if k.status == "Active"), None)
         return mine[int(holds)]
 
-    def _start_places(self, initial, places: dict[str, Any] | None = None, secrets: dict[str, Secret] | None = None, vault_history: list[dict[str, Any]] | None = None) -> None:
+    def _start_places(
+        self,
+        initial,
+        places: dict[str, Any] | None = None,
+        secrets: dict[str, Secret] | None = None,
+        vault_history: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Start the fake vault and consumers the scenario names, holding either the
         scenario's initial pairs (`initial`) or what a snapshot says (`places`)."""
         sc = self.scenario
@@ -148,7 +154,14 @@ class World:
                     self.heroku = HerokuSandbox(aws_probe=probe).start()
                     self.creds.heroku_token = self.heroku.token
                 self.heroku.seed_app(seed.app, held(f"heroku:{seed.app}", seed.holds))
-                entries.append(HerokuEntry(type="heroku", app=seed.app, api_url=self.heroku.url, verify_url=self.heroku.health_url(seed.app) if seed.health_check else None))
+                entries.append(
+                    HerokuEntry(
+                        type="heroku",
+                        app=seed.app,
+                        api_url=self.heroku.url,
+                        verify_url=self.heroku.health_url(seed.app) if seed.health_check else None,
+                    )
+                )
             elif seed.type == "github":
                 if self.github is None:
                     from steps.sandbox.github import GitHubSandbox
@@ -289,7 +302,7 @@ class World:
             v = self.scenario.vault
             ids = self.infisical.history(v.project_id, v.environment, v.path, KEY_ID)
             values = self.infisical.history(v.project_id, v.environment, v.path, SECRET)
-            for key_id, value in zip(ids, values):
+            for key_id, value in zip(ids, values, strict=False):
                 history.append({"key_id": key_id, "secret_of": owner.get(Secret(value).fingerprint())})
         return {
             "scenario": self.scenario.id,

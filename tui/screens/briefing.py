@@ -48,7 +48,9 @@ class BriefingScreen(Screen):
         sc = self.scenario
         yield TrainingHeader(
             Content.from_markup("[b]$title[/b]", title=sc.title),
-            Content.from_markup("difficulty [b $warning]$stars[/] $n of 3 · scenario $id", stars=stars(sc.difficulty), n=str(sc.difficulty), id=sc.id),
+            Content.from_markup(
+                "difficulty [b $warning]$stars[/] $n of 3 · scenario $id", stars=stars(sc.difficulty), n=str(sc.difficulty), id=sc.id
+            ),
             Content.from_markup(
                 "[dim]Briefing: read it, then ctrl+s (or enter) starts the session.[/dim]"
                 if self.session is None
@@ -66,7 +68,9 @@ class BriefingScreen(Screen):
             yield goal
             names = [gotcha_name(g) for g in sc.gotchas]
             gotchas = Static(
-                Content("\n").join(Content.from_markup("[$warning]◆[/] $name", name=name) for name in names) if names else Content("none named"),
+                Content("\n").join(Content.from_markup("[$warning]◆[/] $name", name=name) for name in names)
+                if names
+                else Content("none named"),
                 id="briefing-gotchas",
                 classes="briefing-part",
             )

@@ -35,6 +35,7 @@ from tui.widgets.detail import StepDetail, StepView, Wait
 from tui.widgets.secret import SecretReveal
 from tui.widgets.steplist import Prerequisites, StepList
 
+
 def _error_text(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if not isinstance(exc, EngineError):
@@ -142,7 +143,13 @@ class ChecklistScreen(Screen):
         session = self.session
         current = session.current()
         gate = session.gate_state(current.step) if current is not None else None
-        key = (session.status, current.step.id if current else None, current.status if current else None, gate is not None and gate.open, "new_secret" in session.secrets)
+        key = (
+            session.status,
+            current.step.id if current else None,
+            current.status if current else None,
+            gate is not None and gate.open,
+            "new_secret" in session.secrets,
+        )
         if key != self._footer_key:
             self._footer_key = key
             self.refresh_bindings()
@@ -342,14 +349,22 @@ class ChecklistScreen(Screen):
                 self.notify(f"Session {self.session.id} rolled back: {len(results)} step(s) undone.", title="Rolled back")
             else:
                 item, outcome = results[-1]
-                self.notify(f"Rollback stopped at step {item.step.number}: {outcome.summary}. Fix it, then u runs the rest.", title="Rollback stopped", severity="error")
+                self.notify(
+                    f"Rollback stopped at step {item.step.number}: {outcome.summary}. Fix it, then u runs the rest.",
+                    title="Rollback stopped",
+                    severity="error",
+                )
         else:
             self.busy = None
             self._end_fast_waits()
         if message.what == "run" and message.step_id:
             state = self.session.states[message.step_id]
             if state.status in ("failed", "blocked"):
-                self.notify(f"Step {state.step.number} {state.status}: {state.summary}", severity="error", title=f"Step {state.step.number} {state.status}")
+                self.notify(
+                    f"Step {state.step.number} {state.status}: {state.summary}",
+                    severity="error",
+                    title=f"Step {state.step.number} {state.status}",
+                )
         if message.what != "run":
             self._follow_current()
         self.refresh_all()
@@ -393,7 +408,6 @@ class ChecklistScreen(Screen):
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         self.refresh_detail()
-
 
     # -- actions --------------------------------------------------------------------------
 
@@ -451,7 +465,9 @@ class ChecklistScreen(Screen):
         if answer is not None:
             self.answers[step_id] = answer
         step = self.session.states[step_id].step
-        self.start_intent("run", step_id, lambda: self.session.run(step_id, answer=answer, override=override), f"running step {step.number}")
+        self.start_intent(
+            "run", step_id, lambda: self.session.run(step_id, answer=answer, override=override), f"running step {step.number}"
+        )
 
     def action_skip(self) -> None:
         if self._refuse_if_busy():
@@ -466,7 +482,9 @@ class ChecklistScreen(Screen):
         )
         self.app.push_screen(
             ReasonScreen(f"Skip step {step.number}?", explanation),
-            lambda reason: reason and self.start_intent("skip", step.id, lambda: self.session.skip(step.id, reason), f"skipping step {step.number}"),
+            lambda reason: (
+                reason and self.start_intent("skip", step.id, lambda: self.session.skip(step.id, reason), f"skipping step {step.number}")
+            ),
         )
 
     def action_override(self) -> None:
@@ -491,8 +509,12 @@ class ChecklistScreen(Screen):
             explanation = f"{gate.describe()}.\n{gate.why}\n\nPassing the gate early is recorded with your reason in the audit log."
             self.app.push_screen(
                 ReasonScreen(f"Pass the gate of step {step.number} early?", explanation),
-                lambda reason: reason
-                and self.start_intent("override the gate", step.id, lambda: self.session.override_gate(step.id, reason), "passing the gate"),
+                lambda reason: (
+                    reason
+                    and self.start_intent(
+                        "override the gate", step.id, lambda: self.session.override_gate(step.id, reason), "passing the gate"
+                    )
+                ),
             )
             return
         self.notify("Nothing to override: the next step is neither blocked nor behind a closed gate.", severity="warning")
@@ -525,7 +547,10 @@ class ChecklistScreen(Screen):
         worked (not 'after the deadline')."""
         self.session.skip_waits(step_id, wait.what, wait.left)
         self.fast_waits = True
-        self.notify(f"Fast-forward: the rest of this wait passes on the simulated clock (at most {human_duration(wait.left)}).", title="Fast-forward")
+        self.notify(
+            f"Fast-forward: the rest of this wait passes on the simulated clock (at most {human_duration(wait.left)}).",
+            title="Fast-forward",
+        )
 
     def _end_fast_waits(self) -> None:
         self.fast_waits = False  # the engine ends the skipped waits with the step
@@ -613,7 +638,10 @@ class ChecklistScreen(Screen):
             f"and not finished, and on resume it runs again (every step looks at the world before it acts). "
             f"Resume from the start screen, or with `handrail resume {self.session.id}`."
         )
-        self.app.push_screen(AskScreen("Quit in the middle of a step?", text, yes="Quit now", no="Stay"), lambda ok: ok and self.app.leave_session(abandon_work=True))
+        self.app.push_screen(
+            AskScreen("Quit in the middle of a step?", text, yes="Quit now", no="Stay"),
+            lambda ok: ok and self.app.leave_session(abandon_work=True),
+        )
 
     def _quit_answer(self, choice: str | None) -> None:
         if choice == "debrief":

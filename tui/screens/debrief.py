@@ -54,7 +54,9 @@ class DebriefScreen(Screen):
     def compose(self) -> ComposeResult:
         world = getattr(self.session.wiring, "world", None)
         title = world.scenario.title if world is not None else self.session.runbook.title
-        yield TrainingHeader(*self._header(title, self.session.id, self.session.status, world.scenario.id if world is not None else "-"), id="debrief-header")
+        yield TrainingHeader(
+            *self._header(title, self.session.id, self.session.status, world.scenario.id if world is not None else "-"), id="debrief-header"
+        )
         with VerticalScroll(id="debrief-body"):
             yield Static(Content.from_markup("[dim]building the debrief from the journal…[/dim]"), id="debrief-teaches")
             for part, title in (
@@ -207,7 +209,10 @@ class QuitTrainingScreen(Dialog[str]):
         with Vertical(id="dialog") as box:
             box.border_title = "Quit this training session?"
             yield Static(
-                Content(where + "\n\nBefore you go, the debrief: each gotcha of the scenario and what you did about it, the world as you leave it, the timeline."),
+                Content(
+                    where
+                    + "\n\nBefore you go, the debrief: each gotcha of the scenario and what you did about it, the world as you leave it, the timeline."
+                ),
                 classes="prose",
             )
             with Horizontal(classes="buttons"):

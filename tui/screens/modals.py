@@ -98,11 +98,16 @@ class TypedConfirmScreen(Dialog[str]):
                     yield Static(_block("\n".join(preview)), classes="prose")
                 yield Static(_block(prompt.command, "$ "), classes="block")
             if prompt.choices:
-                lines = [Content.from_markup("[b $accent]$value[/]  $label", value=c.value, label=c.label.replace(c.value, "", 1).strip()) for c in prompt.choices]
+                lines = [
+                    Content.from_markup("[b $accent]$value[/]  $label", value=c.value, label=c.label.replace(c.value, "", 1).strip())
+                    for c in prompt.choices
+                ]
                 yield Static(Content("\n").join(lines), id="typed-choices")
             ask = prompt.prompt or f"type {prompt.expect} to run this step"
             yield Static(Content.from_markup("[b]$ask:[/b]", ask=ask[0].upper() + ask[1:]), id="typed-ask")
-            yield self.quiet_cursor(Input(placeholder=self.accepted[0] if len(self.accepted) == 1 else "key id", id="typed-answer", compact=True))
+            yield self.quiet_cursor(
+                Input(placeholder=self.accepted[0] if len(self.accepted) == 1 else "key id", id="typed-answer", compact=True)
+            )
             yield Static(id="typed-error", classes="error-line")
             with Horizontal(classes="buttons"):
                 yield self.button("enter Run it", "screen.submit", "primary")
@@ -119,7 +124,18 @@ class TypedConfirmScreen(Dialog[str]):
             return
         error = self.query_one("#typed-error", Static)
         error.display = True
-        error.update(Content(f"{answer!r} is not " + (f"one of {', '.join(self.accepted)}" if len(self.accepted) > 1 else repr(self.accepted[0]) if self.accepted else "expected")))
+        error.update(
+            Content(
+                f"{answer!r} is not "
+                + (
+                    f"one of {', '.join(self.accepted)}"
+                    if len(self.accepted) > 1
+                    else repr(self.accepted[0])
+                    if self.accepted
+                    else "expected"
+                )
+            )
+        )
         error.add_class("-error")
 
 

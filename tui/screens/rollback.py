@@ -35,12 +35,16 @@ class RollbackScreen(Dialog[bool]):
             box.border_title = f"Roll back session {self.session.id}"
             with VerticalScroll(classes="dialog-body tall"):
                 if not plan.possible:
-                    yield Static(Content.from_markup("[b $error]Past the point of no return.[/] Nothing can be rolled back."), id="rollback-verdict")
+                    yield Static(
+                        Content.from_markup("[b $error]Past the point of no return.[/] Nothing can be rolled back."), id="rollback-verdict"
+                    )
                     yield Static(Content(plan.reason), classes="prose")
                 else:
                     yield Static(Content(self.session.runbook.rollback.summary), classes="prose")
                     if not plan.items:
-                        yield Static(Content.from_markup("[b]Nothing to undo:[/b] no step has changed anything yet."), id="rollback-verdict")
+                        yield Static(
+                            Content.from_markup("[b]Nothing to undo:[/b] no step has changed anything yet."), id="rollback-verdict"
+                        )
                     for n, item in enumerate(plan.items, 1):
                         yield Static(self._item(n, item), classes="plan-item")
                     for note in plan.notes:

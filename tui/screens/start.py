@@ -62,7 +62,9 @@ class StartScreen(Screen):
         self.opening = False
 
     def compose(self) -> ComposeResult:
-        yield Static(Content.from_markup("[b]handrail[/b] · runbooks as live checklists: confirm each step, roll back any time"), id="start-title")
+        yield Static(
+            Content.from_markup("[b]handrail[/b] · runbooks as live checklists: confirm each step, roll back any time"), id="start-title"
+        )
         with Horizontal(id="start-body"):
             with Vertical(id="start-form") as form:
                 form.border_title = "New session"
@@ -117,7 +119,11 @@ class StartScreen(Screen):
             runbook.value = chosen.ref
         scenario = self.query_one("#scenario", Select)
         scenario.set_options([(s.title, s.id) for s in catalog.scenarios])
-        wanted = catalog.scenario(self.initial.scenario) or catalog.scenario("happy-path") or (catalog.scenarios[0] if catalog.scenarios else None)
+        wanted = (
+            catalog.scenario(self.initial.scenario)
+            or catalog.scenario("happy-path")
+            or (catalog.scenarios[0] if catalog.scenarios else None)
+        )
         if wanted is not None:
             scenario.value = wanted.id
         self._fill_reasons()
@@ -273,7 +279,10 @@ class StartScreen(Screen):
                 f"This session changes real IAM access keys of {request.user} in the AWS account your "
                 "credentials point at. Every step still waits for your confirmation."
             )
-            self.app.push_screen(AskScreen("Start a LIVE session?", text, yes="Start live", no="Back", variant="error"), lambda ok: ok and self._open(request))
+            self.app.push_screen(
+                AskScreen("Start a LIVE session?", text, yes="Start live", no="Back", variant="error"),
+                lambda ok: ok and self._open(request),
+            )
             return
         self._open(request)
 

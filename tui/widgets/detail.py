@@ -172,6 +172,8 @@ class StepDetail(VerticalScroll):
             return
         box.border_title = "Waiting"
         self.query_one("#d-wait-what", Static).update(
-            Content.from_markup("$what · [b]$left left[/b] of $total", what=wait.what, left=human_duration(wait.left), total=human_duration(wait.total))
+            Content.from_markup(
+                "$what · [b]$left left[/b] of $total", what=wait.what, left=human_duration(wait.left), total=human_duration(wait.total)
+            )
         )
         self.query_one("#d-wait-bar", ProgressBar).update(total=max(wait.total, 0.001), progress=min(wait.done, wait.total))

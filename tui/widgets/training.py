@@ -106,7 +106,9 @@ def timeline_table(timeline: list[dict[str, Any]], numbers: Mapping[str, str], c
         kind, status, summary = event["kind"], event.get("status") or "", event.get("summary") or ""
         what = Text()
         if kind == "step":
-            glyph, var = {"done": ("✓", "success"), "failed": ("✗", "error"), "blocked": ("■", "error"), "skipped": ("↷", "warning")}.get(status, ("·", "text"))
+            glyph, var = {"done": ("✓", "success"), "failed": ("✗", "error"), "blocked": ("■", "error"), "skipped": ("↷", "warning")}.get(
+                status, ("·", "text")
+            )
             what.append(f"{glyph} {status}", style=f"bold {colors.get(var, '')}".strip())
         else:
             what.append(" ".join(part for part in (kind, status) if part), style=muted if kind == "started" else "bold")
