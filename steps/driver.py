@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from steps.clock import human_duration
-from steps.engine import EngineError, Event, GateClosed, Prompt, Session
+from steps.engine import EngineError, Event, Prompt, Session
 from steps.secrets import redact
+from steps.status import Needs, SessionStatus, StepStatus
 
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -41,6 +42,16 @@ class Asker:
     def manual(self, text: str) -> str:
         """'done', 'skip' or 'stop'."""
         return "stop"
+
+
+_MARKS = {
+    StepStatus.DONE: "ok",
+    StepStatus.FAILED: "FAILED",
+    StepStatus.BLOCKED: "BLOCKED",
+    StepStatus.REFUSED: "REFUSED",
+    StepStatus.SKIPPED: "skipped",
+    StepStatus.WOULD_RUN: "would run",
+}
 
 
 class Printer:
@@ -75,15 +86,25 @@ class Printer:
 
     def outcome(self, session: Session, step_id: str) -> None:
         state = session.states[step_id]
-        mark = {"done": "ok", "failed": "FAILED", "blocked": "BLOCKED", "skipped": "skipped", "would-run": "would run"}.get(
-            state.status, state.status
-        )
+        mark = _MARKS.get(state.status, state.status)
         self.echo(f"    -> {mark}: {state.summary}")
         for line in state.evidence:
             self.echo(f"       {line}")
 
     def stop(self, text: str) -> None:
         self.echo(text)
+
+
+class _Stop(Exception):
+    """The drive ends here: (exit code, one-line reason)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class _Skipped(Exception):
+    """The step was recorded as skipped: go on to the next one."""
 
 
 def drive(session: Session, opts: DriveOptions, printer: Printer, asker: Asker | None = None) -> tuple[int, str]:
@@ -94,87 +115,108 @@ def drive(session: Session, opts: DriveOptions, printer: Printer, asker: Asker |
     while True:
         state = session.current()
         if state is None:
-            if session.status == "done":
+            if session.status is SessionStatus.DONE:
                 return EXIT_DONE, f"session {session.id}: done"
             return EXIT_FAILED, f"session {session.id}: {session.status}"
-        step = state.step
-        index = session.runbook.index(step.id) + 1
-        prompt = session.prompt(step.id)
-        printer.step(index, total, prompt)
-        dry = session.wiring.dry_run
-
-        gate = prompt.gate
-        if gate is not None and not gate.open and not dry:
-            if opts.fast_forward and session.wiring.clock.simulated:
-                skipped = session.fast_forward(step.id)
-                printer.echo(f"    {gate.describe()}")
-                printer.echo(f"    fast-forwarded the simulated clock by {human_duration(skipped)} to the gate's opening (training)")
-            elif opts.override_gate:
-                session.override_gate(step.id, opts.override_gate)
-                printer.echo(f"    gate passed early (audited): {opts.override_gate}")
-            else:
-                hint = "--fast-forward (training) or " if session.wiring.clock.simulated else ""
-                return EXIT_STOPPED, (
-                    f"stopped at step {step.number} ({step.id}): {gate.describe()}. "
-                    f"Resume then with `handrail resume {session.id}`, or pass it early with {hint}--override-gate REASON"
-                )
-
-        answer: str | None = None
-        if prompt.kind == "manual" and not dry:
-            printer.echo("    manual step:")
-            for line in (prompt.manual or "").splitlines():
-                printer.echo(f"      {line}")
-            if asker.available:
-                choice = asker.manual(f"step {step.number}: done outside handrail?")
-                if choice == "skip":
-                    session.skip(step.id, "skipped by the operator at the terminal")
-                    printer.outcome(session, step.id)
-                    continue
-                if choice != "done":
-                    return EXIT_STOPPED, f"stopped at manual step {step.number} ({step.id}); resume with `handrail resume {session.id}`"
-            elif opts.yes:
-                reason = step.manual.headless if step.manual else "no inventory for this step"
-                session.skip(step.id, f"headless run: {reason}")
-                printer.outcome(session, step.id)
-                continue
-            else:
-                return (
-                    EXIT_STOPPED,
-                    f"stopped at manual step {step.number} ({step.id}): it needs an operator (or --yes to record it as skipped)",
-                )
-        elif not dry and not prompt.nothing_to_do and prompt.confirm == "yes":
-            if not opts.yes and not (asker.available and asker.confirm(f"run step {step.number} ({step.title})?")):
-                return EXIT_STOPPED, f"stopped before step {step.number} ({step.id}): it needs a yes (pass --yes, or run it at a terminal)"
-        elif not dry and not prompt.nothing_to_do and prompt.confirm == "typed":
-            answer = _typed_answer(prompt, opts, asker)
-            if answer is None:
-                flag = "--retire-key KEY_ID" if prompt.choices else "--confirm-key KEY_ID"
-                what = prompt.prompt or f"type {prompt.expect}"
-                return EXIT_STOPPED, f"stopped before step {step.number} ({step.id}): it needs a typed confirmation ({what}); pass {flag}"
-
+        prompt = session.prompt(state.step.id)
+        printer.step(session.runbook.index(state.step.id) + 1, total, prompt)
         try:
-            outcome = session.run(step.id, answer=answer)
-        except GateClosed as exc:
-            return EXIT_STOPPED, f"stopped at step {step.number}: {exc}"
-        except EngineError as exc:
-            return EXIT_STOPPED, f"stopped at step {step.number}: {exc}"
-        if outcome.status == "blocked":
-            printer.outcome(session, step.id)
-            reason = opts.override_block
-            if reason is None and asker.available:
-                reason = asker.typed("blocked: type a reason to override (empty to stop)") or None
-            if not reason:
-                return (
-                    EXIT_FAILED,
-                    f"step {step.number} ({step.id}) blocked: {outcome.summary.rstrip('.')}. Override with --override-block REASON, or roll back",
-                )
-            outcome = session.run(step.id, answer=answer, override=reason)
+            if prompt.needs is Needs.GATE:
+                _pass_gate(session, prompt, opts, printer)
+            _drive_step(session, prompt, opts, printer, asker)
+        except _Skipped:
+            continue
+        except _Stop as stop:
+            return stop.code, stop.message
+
+
+def _pass_gate(session: Session, prompt: Prompt, opts: DriveOptions, printer: Printer) -> None:
+    step, gate = prompt.step, prompt.gate
+    assert gate is not None
+    if opts.fast_forward and prompt.fast_forward:
+        skipped = session.fast_forward(step.id)
+        printer.echo(f"    {gate.describe()}")
+        printer.echo(f"    fast-forwarded the simulated clock by {human_duration(skipped)} to the gate's opening (training)")
+    elif opts.override_gate:
+        session.override_gate(step.id, opts.override_gate)
+        printer.echo(f"    gate passed early (audited): {opts.override_gate}")
+    else:
+        hint = "--fast-forward (training) or " if session.wiring.clock.simulated else ""
+        raise _Stop(
+            EXIT_STOPPED,
+            f"stopped at step {step.number} ({step.id}): {gate.describe()}. "
+            f"Resume then with `handrail resume {session.id}`, or pass it early with {hint}--override-gate REASON",
+        )
+
+
+def _drive_step(session: Session, prompt: Prompt, opts: DriveOptions, printer: Printer, asker: Asker) -> None:
+    step = prompt.step
+    answer = _confirmation(session, prompt, opts, printer, asker)
+    try:
+        outcome = session.run(step.id, answer=answer)
+    except EngineError as exc:  # GateClosed included
+        raise _Stop(EXIT_STOPPED, f"stopped at step {step.number}: {exc}") from None
+    if outcome.status == StepStatus.BLOCKED:
         printer.outcome(session, step.id)
-        if outcome.status in ("failed", "blocked"):
-            return (
+        reason = opts.override_block
+        if reason is None and asker.available:
+            reason = asker.typed("blocked: type a reason to override (empty to stop)") or None
+        if not reason:
+            raise _Stop(
                 EXIT_FAILED,
-                f"step {step.number} ({step.id}) failed: {outcome.summary.rstrip('.')}. The session is resumable: `handrail resume {session.id}` or `handrail rollback {session.id}`",
+                f"step {step.number} ({step.id}) blocked: {outcome.summary.rstrip('.')}. Override with --override-block REASON, or roll back",
             )
+        outcome = session.run(step.id, answer=answer, override=reason)
+    printer.outcome(session, step.id)
+    if StepStatus(outcome.status).stopped:
+        raise _Stop(
+            EXIT_FAILED,
+            f"step {step.number} ({step.id}) failed: {outcome.summary.rstrip('.')}. The session is resumable: `handrail resume {session.id}` or `handrail rollback {session.id}`",
+        )
+
+
+def _confirmation(session: Session, prompt: Prompt, opts: DriveOptions, printer: Printer, asker: Asker) -> str | None:
+    """The operator's answer to what the step's run takes (the typed value, if any)."""
+    step = prompt.step
+    if prompt.confirm is Needs.MANUAL:
+        _manual(session, prompt, opts, printer, asker)
+    elif prompt.confirm is Needs.YES:
+        if not opts.yes and not (asker.available and asker.confirm(f"run step {step.number} ({step.title})?")):
+            raise _Stop(
+                EXIT_STOPPED, f"stopped before step {step.number} ({step.id}): it needs a yes (pass --yes, or run it at a terminal)"
+            )
+    elif prompt.confirm is Needs.TYPED:
+        answer = _typed_answer(prompt, opts, asker)
+        if answer is None:
+            flag = "--retire-key KEY_ID" if prompt.choices else "--confirm-key KEY_ID"
+            what = prompt.prompt or f"type {prompt.expect}"
+            raise _Stop(EXIT_STOPPED, f"stopped before step {step.number} ({step.id}): it needs a typed confirmation ({what}); pass {flag}")
+        return answer
+    return None
+
+
+def _manual(session: Session, prompt: Prompt, opts: DriveOptions, printer: Printer, asker: Asker) -> None:
+    step = prompt.step
+    printer.echo("    manual step:")
+    for line in (prompt.manual or "").splitlines():
+        printer.echo(f"      {line}")
+    if asker.available:
+        choice = asker.manual(f"step {step.number}: done outside handrail?")
+        if choice == "skip":
+            session.skip(step.id, "skipped by the operator at the terminal")
+            printer.outcome(session, step.id)
+            raise _Skipped
+        if choice != "done":
+            raise _Stop(EXIT_STOPPED, f"stopped at manual step {step.number} ({step.id}); resume with `handrail resume {session.id}`")
+    elif opts.yes:
+        reason = step.manual.headless if step.manual else "no inventory for this step"
+        session.skip(step.id, f"headless run: {reason}")
+        printer.outcome(session, step.id)
+        raise _Skipped
+    else:
+        raise _Stop(
+            EXIT_STOPPED, f"stopped at manual step {step.number} ({step.id}): it needs an operator (or --yes to record it as skipped)"
+        )
 
 
 def _typed_answer(prompt: Prompt, opts: DriveOptions, asker: Asker) -> str | None:
@@ -214,7 +256,7 @@ def rollback(session: Session, yes: bool, printer: Printer, asker: Asker | None 
     session.listen(printer.event)
     ok, results = session.rollback(manual_done=manual)
     for item, outcome in results:
-        printer.echo(f"  step {item.step.number}: {'undone' if outcome.status == 'done' else 'FAILED'}: {outcome.summary}")
+        printer.echo(f"  step {item.step.number}: {'undone' if outcome.status == StepStatus.DONE else 'FAILED'}: {outcome.summary}")
         for line in outcome.evidence:
             printer.echo(f"       {line}")
     if not ok:

@@ -26,10 +26,7 @@ from steps.journal import Journal, SessionRow
 from steps.loader import load, render
 from steps.model import Runbook, Step
 from steps.secrets import Secret, redact
-
-# A step in one of these states is behind us.
-PASSED = ("done", "skipped", "would-run")
-UNDOABLE = ("done", "failed", "blocked")
+from steps.status import Needs, SessionStatus, StepStatus
 
 
 class EngineError(Exception):
@@ -49,7 +46,7 @@ class GateClosed(EngineError):
 @dataclass
 class StepState:
     step: Step
-    status: str = "pending"
+    status: StepStatus = StepStatus.PENDING
     summary: str = ""
     evidence: list[str] = field(default_factory=list)
     started_at: str | None = None
@@ -95,22 +92,40 @@ class GateState:
 
 @dataclass
 class Prompt:
-    """What the operator must see and answer before a step runs."""
+    """What the operator must see and answer before a step runs.
+
+    `needs` is the one answer to "what does this step need now": an obstacle (a closed
+    gate, a block, a refusal) or else `confirm`, the confirmation its run takes (dry
+    runs, steps with nothing to do and `auto` steps need none). The driver, the
+    checklist, the hints and the glyphs read these; none recombines them.
+    """
 
     step: Step
     command: str
-    kind: str  # run | manual
-    confirm: str  # auto | yes | typed
+    needs: Needs
+    confirm: Needs  # RUN | YES | TYPED | MANUAL: what running it takes once no obstacle stands
     expect: str | None
     choices: list[Choice]
     prompt: str | None
     preview: list[str]
     gate: GateState | None
-    manual: str | None
+    manual: str | None  # the instructions of a manual step (also shown in a dry run)
     would_run: bool
-    nothing_to_do: bool
     undo_command: str | None
     mutates: bool
+    fast_forward: bool  # the wait before it can pass on the simulated clock (training)
+
+
+_CONFIRM = {"auto": Needs.RUN, "yes": Needs.YES, "typed": Needs.TYPED}
+
+
+@dataclass
+class _Shape:
+    spec: ActionSpec | None
+    unavailable: str | None  # why the action cannot run here (then the step is manual)
+    manual: bool
+    missing: list[str]
+    would_run: bool
 
 
 @dataclass
@@ -207,7 +222,7 @@ class Engine:
             try:
                 self.journal.acquire_lock(account, target, row.id)
             except Exception:
-                self.journal.update_session(row.id, status="abandoned")
+                self.journal.update_session(row.id, status=SessionStatus.ABANDONED)
                 self.journal.add_event(row.id, "refused", summary="lock held by another session")
                 raise
         session = Session(self, row, runbook, wiring)
@@ -290,15 +305,15 @@ class Session:
                 continue
             when = event.ts_sim or event.ts_real
             if event.kind == "started":
-                state.status, state.started_at = "running", when
+                state.status, state.started_at = StepStatus.RUNNING, when
                 state.attempts += 1
             elif event.kind in ("step", "undone", "reopened"):
-                state.status = event.status or state.status
+                state.status = StepStatus(event.status) if event.status else state.status
                 state.summary, state.evidence, state.ended_at = event.summary, event.evidence, when
                 state.reopened = event.kind == "reopened" or (state.reopened and event.kind != "undone")
         for state in self.states.values():
-            if state.status == "running":  # the process died inside it: run it again
-                state.status = "pending"
+            if state.status is StepStatus.RUNNING:  # the process died inside it: run it again
+                state.status = StepStatus.PENDING
 
     @property
     def mode(self) -> str:
@@ -312,10 +327,10 @@ class Session:
         return {**self.facts, **self.inputs, "session": self.id}
 
     def current(self) -> StepState | None:
-        if self.status in ("rolled-back", "abandoned", "rolling-back", "rollback-failed"):
+        if self.status.finished or self.status.rolling:
             return None
         for state in self.states.values():
-            if state.status not in PASSED:
+            if not state.status.passed:
                 return state
         return None
 
@@ -323,7 +338,7 @@ class Session:
         return list(self.states.values())
 
     def prerequisites(self) -> list[tuple[str, bool]]:
-        return [(p.text, bool(p.checked_by and self.states[p.checked_by].status == "done")) for p in self.runbook.prerequisites]
+        return [(p.text, bool(p.checked_by and self.states[p.checked_by].status is StepStatus.DONE)) for p in self.runbook.prerequisites]
 
     def _now(self) -> datetime:
         return self.wiring.clock.now()
@@ -331,25 +346,25 @@ class Session:
     def _ts_sim(self) -> str | None:
         return iso(self._now()) if self.wiring.clock.simulated else None
 
-    def _set_status(self, status: str) -> None:
+    def _set_status(self, status: SessionStatus) -> None:
         if status != self.status:
             self.status = status
             self.journal.update_session(self.id, status=status)
             self._emit(Event("status", data=status))
 
     def _recompute_status(self) -> None:
-        if self.status in ("rolling-back", "rollback-failed", "rolled-back", "abandoned"):
+        if self.status.rolling or self.status.finished:
             return
         current = self.current()
         if current is None:
-            self._finish("done")
-        elif current.status in ("failed", "blocked"):
-            self._set_status(current.status)
+            self._finish(SessionStatus.DONE)
+        elif current.status.stopped:
+            self._set_status(SessionStatus(current.status.value))
         else:
             gate = self.gate_state(current.step)
-            self._set_status("waiting" if gate is not None and not gate.open else "active")
+            self._set_status(SessionStatus.WAITING if gate is not None and not gate.open else SessionStatus.ACTIVE)
 
-    def _finish(self, status: str) -> None:
+    def _finish(self, status: SessionStatus) -> None:
         self._set_status(status)
         self.journal.release_lock(self.id)
         self.audit.append(f"session.{status.replace('-', '_')}", session=self.id, actor=self.row.actor, context={"iam_user": self.target})
@@ -372,7 +387,7 @@ class Session:
             return None
         after = self.states[step.gate.after]
         now = self._now()
-        since = parse_iso(after.ended_at) if after.ended_at and after.status == "done" else None
+        since = parse_iso(after.ended_at) if after.ended_at and after.status is StepStatus.DONE else None
         opens = since + timedelta(seconds=step.gate.at_least) if since else None
         passed = self.facts.get(f"gate_passed:{step.id}")
         return GateState(step.id, step.gate.after, step.gate.at_least, step.gate.why, since, opens, now, passed)
@@ -485,20 +500,40 @@ class Session:
         values = self.values()
         return sorted(n for n in spec.needs if values.get(n) in (None, ""))
 
+    def _shape(self, step: Step) -> _Shape:
+        """How this step would run now: by its action, by the operator (manual), or, in a
+        dry run, not at all (`would_run`: it changes something, or lacks an input)."""
+        spec = self._spec(step)
+        unavailable = self._unavailable(step, spec)
+        manual = step.is_manual or unavailable is not None
+        missing = self._missing(spec) if not manual else []
+        would_run = self.wiring.dry_run and (manual or bool(spec and spec.mutates) or bool(missing))
+        return _Shape(spec, unavailable, manual, missing, would_run)
+
+    def obstacle(self, state: StepState) -> Needs | None:
+        """What stops this step whatever the operator confirms: a refusal, a block, or a
+        closed gate (a dry run changes nothing, so there is nothing for a gate to protect)."""
+        if state.status is StepStatus.REFUSED:
+            return Needs.REFUSED
+        if state.status is StepStatus.BLOCKED:
+            return Needs.BLOCKED
+        return Needs.GATE if self._closed_gate(state.step) else None
+
+    def _closed_gate(self, step: Step) -> GateState | None:
+        gate = self.gate_state(step)
+        return gate if gate is not None and not gate.open and not self.wiring.dry_run else None
+
     def prompt(self, step_id: str | None = None) -> Prompt:
         with self._lock:
             state = self.states[step_id] if step_id else self.current()
             if state is None:
                 raise EngineError("no step left to run")
             step = state.step
-            spec = self._spec(step)
+            shape = self._shape(step)
+            spec = shape.spec
             values = self.values()
-            unavailable = self._unavailable(step, spec)
-            manual = step.is_manual or unavailable is not None
-            missing = self._missing(spec) if not manual else []
-            would_run = self.wiring.dry_run and (manual or bool(spec and spec.mutates) or bool(missing))
             preview = Preview()
-            if not manual and spec and spec.preview and not missing:
+            if not shape.manual and spec and spec.preview and not shape.missing:
                 try:
                     preview = spec.preview(self._context(step, spec))
                 except ActionFailed as exc:
@@ -506,31 +541,37 @@ class Session:
                 except Exception as exc:  # a look-ahead must never take the session down
                     preview = Preview([f"could not look ahead: {type(exc).__name__}: {redact(str(exc))}"])
             manual_text = None
-            if manual:
+            if shape.manual:
                 manual_text = render(step.manual.instructions, values) if step.manual else ""
-                if unavailable:
-                    manual_text = f"({unavailable})\n{manual_text}"
-            confirm = preview.confirm or step.confirm
-            expect = values.get(step.typed) if step.typed else preview.expect
+                if shape.unavailable:
+                    manual_text = f"({shape.unavailable})\n{manual_text}"
+            if shape.would_run or preview.nothing_to_do:
+                confirm = Needs.RUN
+            elif shape.manual:
+                confirm = Needs.MANUAL
+            else:
+                confirm = _CONFIRM[preview.confirm or step.confirm]
+            gate = self.gate_state(step)
             undo_command = None
             if step.undo:
                 undo_spec = registry().get(step.undo.run) if step.undo.run else None
                 undo_command = render(step.undo.command or (undo_spec.command if undo_spec else None) or step.undo.manual, values)
+            needs = self.obstacle(state) or confirm
             return Prompt(
                 step=step,
                 command=render(step.command, values),
-                kind="manual" if manual else "run",
+                needs=needs,
                 confirm=confirm,
-                expect=expect,
+                expect=values.get(step.typed) if step.typed else preview.expect,
                 choices=preview.choices,
                 prompt=preview.prompt,
                 preview=preview.lines,
-                gate=self.gate_state(step),
+                gate=gate,
                 manual=manual_text,
-                would_run=would_run,
-                nothing_to_do=preview.nothing_to_do,
+                would_run=shape.would_run,
                 undo_command=undo_command,
-                mutates=bool(spec and spec.mutates) or manual,
+                mutates=bool(spec and spec.mutates) or shape.manual,
+                fast_forward=needs is Needs.GATE and self.wiring.clock.simulated,
             )
 
     # -- running ------------------------------------------------------------------------
@@ -567,10 +608,9 @@ class Session:
             if current.step.id != step_id:
                 raise EngineError(f"step {step_id!r} is not next: step {current.step.number} ({current.step.id}) is")
             step = current.step
-            gate = self.gate_state(step)
-            # A dry run changes nothing, so there is nothing for a gate to protect.
-            if gate is not None and not gate.open and not self.wiring.dry_run:
-                self._set_status("waiting")
+            gate = self._closed_gate(step)
+            if gate is not None:
+                self._set_status(SessionStatus.WAITING)
                 raise GateClosed(gate)
             if step.confirm == "typed" and not self.wiring.dry_run:
                 expected = self.values().get(step.typed or "")
@@ -581,20 +621,21 @@ class Session:
             if override is not None and len(override.strip()) < 3:
                 raise EngineError("an override needs a typed reason")
 
-            spec = self._spec(step)
-            unavailable = self._unavailable(step, spec)
-            manual = step.is_manual or unavailable is not None
-            current.status, current.started_at = "running", iso(self._now())
+            shape = self._shape(step)
+            spec, manual = shape.spec, shape.manual
+            current.status, current.started_at = StepStatus.RUNNING, iso(self._now())
             current.attempts += 1
             self.journal.add_event(self.id, "started", step_id=step.id, ts_sim=self._ts_sim())
             self._emit(Event("step", step.id, current))
 
-            if self.wiring.dry_run and (manual or (spec and spec.mutates) or self._missing(spec)):
+            if shape.would_run:
                 prompt = self.prompt(step.id)
                 lines = [f"would run: {prompt.command}"] + prompt.preview
                 if manual:
                     lines.append("manual step: the operator would do this outside handrail")
-                outcome = Outcome("would-run", f"would run: {prompt.command.splitlines()[0] if prompt.command else step.title}", lines)
+                outcome = Outcome(
+                    StepStatus.WOULD_RUN, f"would run: {prompt.command.splitlines()[0] if prompt.command else step.title}", lines
+                )
             elif manual:
                 outcome = Outcome.done(
                     "done by the operator outside handrail (confirmed)",
@@ -629,12 +670,12 @@ class Session:
         self.facts.update(facts)
         self.journal.set_facts(self.id, facts, step_id)
 
-    def _apply(self, state: StepState, outcome: Outcome, kind: str = "step", status: str | None = None) -> None:
+    def _apply(self, state: StepState, outcome: Outcome, kind: str = "step", status: StepStatus | None = None) -> None:
         if kind == "step":
             outcome.facts[f"changed:{state.step.id}"] = "yes" if outcome.changed else "no"
         self._set_facts(outcome.facts, state.step.id)
         self.secrets.update(outcome.secrets)
-        state.status = status or outcome.status
+        state.status = StepStatus(status or outcome.status)
         state.summary, state.evidence, state.ended_at = outcome.summary, outcome.evidence, iso(self._now())
         self.journal.add_event(
             self.id,
@@ -671,7 +712,7 @@ class Session:
             if current is None or current.step.id != step_id:
                 raise EngineError(f"step {step_id!r} is not next")
             self.audit.append("step.skipped", session=self.id, actor=self.row.actor, context={"step": step_id, "reason": reason})
-            self._apply(current, Outcome("skipped", reason))
+            self._apply(current, Outcome(StepStatus.SKIPPED, reason))
 
     def recover_secrets(self) -> None:
         """After a restart, secrets held in memory are gone. Ask the wiring (the vault)
@@ -680,7 +721,7 @@ class Session:
         needed: dict[str, str] = {}
         reg = registry()
         for state in self.states.values():
-            if state.status in PASSED:
+            if state.status.passed:
                 continue
             spec = reg.get(state.step.run or "")
             for name in spec.needs_secrets if spec else ():
@@ -694,7 +735,11 @@ class Session:
                 self.journal.add_event(self.id, "note", summary=f"{name} recovered from the vault after restart")
                 continue
             producer = next(
-                (s for s in self.states.values() if s.step.run and name in reg[s.step.run].produces_secrets and s.status == "done"),
+                (
+                    s
+                    for s in self.states.values()
+                    if s.step.run and name in reg[s.step.run].produces_secrets and s.status is StepStatus.DONE
+                ),
                 None,
             )
             if producer is None:
@@ -703,14 +748,14 @@ class Session:
             for state in self.states.values():
                 if state is producer:
                     reopen = True
-                if reopen and state.status in PASSED:
-                    state.status = "pending"
+                if reopen and state.status.passed:
+                    state.status = StepStatus.PENDING
                     state.reopened = True
                     self.journal.add_event(
                         self.id,
                         "reopened",
                         step_id=state.step.id,
-                        status="pending",
+                        status=StepStatus.PENDING,
                         summary=f"re-opened: {name} was held in memory by the previous process and is gone",
                         ts_sim=self._ts_sim(),
                     )
@@ -722,17 +767,17 @@ class Session:
 
     def rollback_plan(self) -> RollbackPlan:
         values = self.values()
-        ponr = next((s for s in self.states.values() if s.step.point_of_no_return and s.status == "done"), None)
+        ponr = next((s for s in self.states.values() if s.step.point_of_no_return and s.status is StepStatus.DONE), None)
         if ponr is not None:
             return RollbackPlan(False, render(self.runbook.rollback.after_point_of_no_return, values), [], [])
         items: list[UndoItem] = []
         notes: list[str] = []
         for state in reversed(list(self.states.values())):
             step = state.step
-            if state.status not in UNDOABLE and not (state.reopened and state.status == "pending"):
+            if not state.status.undoable and not (state.reopened and state.status is StepStatus.PENDING):
                 continue
             if step.undo is None:
-                if step.irreversible and state.status == "done" and values.get(f"changed:{step.id}") != "no":
+                if step.irreversible and state.status is StepStatus.DONE and values.get(f"changed:{step.id}") != "no":
                     notes.append(f"step {step.number} ({step.title}) cannot be undone: {state.summary}")
                 continue
             undo_spec = registry()[step.undo.run] if step.undo.run else None
@@ -745,9 +790,9 @@ class Session:
                     continue
                 command = render(step.undo.command or spec.command, values)
                 items.append(UndoItem(step, "run", command, step.undo.summary or spec.title))
-            elif state.status == "done" and step.undo.manual:
+            elif state.status is StepStatus.DONE and step.undo.manual:
                 items.append(UndoItem(step, "manual", render(step.undo.manual, values), step.undo.summary or "manual undo"))
-            elif state.status == "done":
+            elif state.status is StepStatus.DONE:
                 notes.append(f"step {step.number}: its undo cannot run ({unavailable}) and has no manual instructions")
         reason = "" if items else "nothing to undo"
         return RollbackPlan(True, reason, items, notes)
@@ -764,7 +809,7 @@ class Session:
                 actor=self.row.actor,
                 context={"plan": [f"{i.step.number} {i.command}" for i in plan.items], "notes": plan.notes},
             )
-            self._set_status("rolling-back")
+            self._set_status(SessionStatus.ROLLING_BACK)
             results: list[tuple[UndoItem, Outcome]] = []
             for item in plan.items:
                 state = self.states[item.step.id]
@@ -785,12 +830,12 @@ class Session:
                     except Exception as exc:
                         outcome = Outcome.failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}")
                 results.append((item, outcome))
-                if outcome.status == "done":
+                if outcome.status == StepStatus.DONE:
                     self._apply(
                         state,
-                        Outcome("done", f"undone: {outcome.summary}", outcome.evidence, outcome.facts),
+                        Outcome(StepStatus.DONE, f"undone: {outcome.summary}", outcome.evidence, outcome.facts),
                         kind="undone",
-                        status="undone",
+                        status=StepStatus.UNDONE,
                     )
                 else:
                     self.journal.add_event(
@@ -805,7 +850,7 @@ class Session:
                     self.audit.append(
                         "rollback.failed", session=self.id, actor=self.row.actor, context={"step": item.step.id, "summary": outcome.summary}
                     )
-                    self._set_status("rollback-failed")
+                    self._set_status(SessionStatus.ROLLBACK_FAILED)
                     self.checkpoint()
                     self._emit(Event("rollback", item.step.id, outcome))
                     return False, results
@@ -814,7 +859,7 @@ class Session:
                 "rollback.completed", session=self.id, actor=self.row.actor, context={"undone": [i.step.id for i, _ in results]}
             )
             self.checkpoint()
-            self._finish("rolled-back")
+            self._finish(SessionStatus.ROLLED_BACK)
             return True, results
 
     def abandon(self, reason: str) -> None:
@@ -822,7 +867,7 @@ class Session:
             raise EngineError("abandoning a session needs a reason")
         with self._lock:
             self.audit.append("session.abandon", session=self.id, actor=self.row.actor, context={"reason": reason, "status": self.status})
-            self._finish("abandoned")
+            self._finish(SessionStatus.ABANDONED)
 
     # -- reporting ----------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from steps.paths import private_file
 from steps.secrets import redact
+from steps.status import SessionStatus
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -82,8 +83,6 @@ CREATE TABLE IF NOT EXISTS locks (
 );
 """
 
-TERMINAL = ("done", "rolled-back", "abandoned")
-
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -106,7 +105,7 @@ class SessionRow:
     reason: str
     inputs: dict[str, str]
     options: dict[str, Any]
-    status: str
+    status: SessionStatus
     created_at: str
     updated_at: str
     sim_offset: float | None
@@ -114,7 +113,7 @@ class SessionRow:
 
     @property
     def finished(self) -> bool:
-        return self.status in TERMINAL
+        return self.status.finished
 
 
 @dataclass
@@ -212,7 +211,7 @@ class Journal:
             "reason": redact(fields.get("reason", "")),
             "inputs": redact(json.dumps(fields.get("inputs", {}))),
             "options": redact(json.dumps(fields.get("options", {}))),
-            "status": fields.get("status", "active"),
+            "status": fields.get("status", SessionStatus.ACTIVE),
             "created_at": stamp,
             "updated_at": stamp,
             "sim_offset": fields.get("sim_offset"),
@@ -388,4 +387,5 @@ def _session_row(row: sqlite3.Row) -> SessionRow:
     data = dict(row)
     data["inputs"] = json.loads(data["inputs"] or "{}")
     data["options"] = json.loads(data["options"] or "{}")
+    data["status"] = SessionStatus(data["status"])
     return SessionRow(**data)

@@ -180,17 +180,19 @@ class Rig:
 
     def step(self, session: Session, *, retire_key: str | None = None, override_block: str | None = None) -> Outcome | None:
         """One step as `handrail run --yes --fast-forward` takes it (manual steps are skipped)."""
+        from steps.status import Needs
+
         state = session.current()
         assert state is not None, f"session {session.id} has no step left ({session.status})"
         step = state.step
         prompt = session.prompt(step.id)
-        if prompt.gate is not None and not prompt.gate.open:
+        if prompt.needs is Needs.GATE:
             session.fast_forward(step.id)
-        if prompt.kind == "manual":
+        if prompt.confirm is Needs.MANUAL:
             session.skip(step.id, "test: nobody is at the keyboard to do it")
             return None
         answer = None
-        if prompt.confirm == "typed" and not prompt.nothing_to_do:
+        if prompt.confirm is Needs.TYPED:
             answer = retire_key if prompt.choices else prompt.expect
         outcome = session.run(step.id, answer=answer)
         if outcome.status == "blocked" and override_block:

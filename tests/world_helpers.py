@@ -36,6 +36,7 @@ from steps.audit import AuditLog
 from steps.driver import Asker, DriveOptions, Printer, drive
 from steps.engine import Engine, Session
 from steps.journal import Journal
+from steps.status import Needs
 
 RUNBOOK = "aws-iam-access-key"
 SCENARIO = "happy-path"
@@ -158,7 +159,7 @@ def run_through(session: Session, last_step: str) -> None:
         assert state is not None, f"session {session.id} ended ({session.status}) before {last_step}"
         step_id = state.step.id
         prompt = session.prompt(step_id)
-        if prompt.gate is not None and not prompt.gate.open:
+        if prompt.needs is Needs.GATE:
             session.fast_forward(step_id)
         outcome = session.run(step_id)
         assert outcome.status == "done", f"{step_id}: {outcome.status}: {outcome.summary}\n" + "\n".join(outcome.evidence)

@@ -74,6 +74,8 @@ class HandrailApp(App):
         scenario: str | None = None,
         inventory: str | None = None,
         *,
+        profile: str | None = None,
+        region: str | None = None,
         training: bool = False,
         frozen: Frozen | None = None,
         reveal_seconds: float = 10.0,
@@ -85,7 +87,7 @@ class HandrailApp(App):
         self.frozen = frozen
         self.reveal_seconds = reveal_seconds
         self.cursor_blink = frozen is None
-        self.launcher = Launcher(frozen, inventory)
+        self.launcher = Launcher(frozen, inventory, profile, region)
         self.session: Any = None
         self.startup_seconds: float | None = None
         self.exit_note = ""
@@ -173,7 +175,7 @@ class HandrailApp(App):
                 self.abandoned_work = True  # a worker is inside a step: leave it be, exit hard
             else:
                 self._close(session)
-            if session.status in ("done", "rolled-back", "abandoned"):
+            if session.status.finished:
                 self.exit_note = f"handrail: session {session.id} is {session.status}."
             else:
                 self.exit_note = (
@@ -275,10 +277,12 @@ def run_app(
     scenario: str | None = None,
     inventory: str | None = None,
     training: bool = False,
+    profile: str | None = None,
+    region: str | None = None,
 ) -> None:
     """Run the app in this terminal until the operator quits (`training`: on the
     scenario list, or on `scenario`'s briefing)."""
-    app = HandrailApp(runbook, user, mode, scenario, inventory, training=training)
+    app = HandrailApp(runbook, user, mode, scenario, inventory, profile=profile, region=region, training=training)
     loop = asyncio.new_event_loop()
     try:
         app.run(loop=loop)

@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
 from steps import __version__
+from steps.status import MODES, SessionStatus
 
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
-MODES = ("training", "dry-run", "live")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -152,61 +154,6 @@ def _asker(as_json: bool):
     return Asker()
 
 
-def inventory_file(given: str | None) -> Path | None:
-    """--inventory, else $HANDRAIL_INVENTORY, else the config dir's inventory.yaml if there is one."""
-    from steps.paths import inventory_path
-
-    if given:
-        return Path(given).expanduser()
-    if os.environ.get("HANDRAIL_INVENTORY"):
-        return Path(os.environ["HANDRAIL_INVENTORY"]).expanduser()
-    default = inventory_path()
-    return default if default.exists() else None
-
-
-def load_inventory(path: Path | None):
-    """The inventory, or None; a bad file raises RunbookError (one line)."""
-    if path is None:
-        return None
-    from steps import inventory
-
-    return inventory.load(path)
-
-
-def _make_wiring(
-    mode: str, *, scenario: str | None = None, profile: str | None = None, region: str | None = None, inventory=None, headless: bool = True
-):
-    from steps.wiring import LiveWiring, TrainingWiring, training_clock
-
-    if mode == "training":
-        from steps.sandbox import scenario as scenarios
-        from steps.sandbox.world import World
-
-        world = World.create(scenarios.load(scenario), training_clock(headless))
-        return TrainingWiring(world)
-    return LiveWiring(profile=profile, region=region, dry_run=(mode == "dry-run"), inventory=inventory)
-
-
-def wiring_for_session(row, headless: bool = True):
-    """Rebuild the wiring a session started with (training: its saved world)."""
-    from steps.wiring import LiveWiring, TrainingWiring, training_clock
-
-    if row.mode == "training":
-        from steps.sandbox.world import World
-
-        if not row.world:
-            raise click.ClickException(f"session {row.id}: its simulated world was not saved")
-        clock = training_clock(headless, offset=row.sim_offset or 0.0)
-        return TrainingWiring(World.restore(json.loads(row.world), clock))
-    path = row.options.get("inventory")
-    return LiveWiring(
-        profile=row.options.get("profile"),
-        region=row.options.get("region"),
-        dry_run=(row.mode == "dry-run"),
-        inventory=load_inventory(Path(path)) if path else None,
-    )
-
-
 def _finish(session, code: int, message: str, as_json: bool, world_out: str | None) -> None:
     from steps.secrets import redact
 
@@ -243,15 +190,27 @@ def _finish(session, code: int, message: str, as_json: bool, world_out: str | No
 def _open_session(engine, session_ref: str, recover: bool = True):
     """Resume a session from the journal, or exit with one line (3 if another session or
     process holds it, 2 for anything else)."""
+    from steps import compose
+
+    with _refusals():
+        return compose.resume(engine, session_ref, recover=recover)
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """The domain's refusals as one line and an exit code: 3 when another session or
+    process holds the user or the session, 2 for bad input (nothing was written)."""
+    from steps.compose import ComposeError
     from steps.engine import EngineError
     from steps.journal import LockHeld, SessionBusy, SessionNotFound
     from steps.loader import RunbookError
+    from steps.wiring import WiringError
 
     try:
-        return engine.resume(session_ref, wiring_for_session, recover=recover)
+        yield
     except (LockHeld, SessionBusy) as exc:
         fail(str(exc), EXIT_STOPPED)
-    except (SessionNotFound, EngineError, RunbookError, click.ClickException) as exc:
+    except (ComposeError, SessionNotFound, EngineError, RunbookError, WiringError) as exc:
         fail(_one_line(exc))
 
 
@@ -306,80 +265,27 @@ def run(
     world_out,
 ) -> None:
     """Run a runbook headless, from the first step to the end or the first stop."""
+    from steps import compose
     from steps.driver import DriveOptions
-    from steps.engine import InputError
-    from steps.journal import LockHeld
-    from steps.loader import RunbookError, load
-    from steps.wiring import WiringError
 
     if fast_forward and mode != "training":
         fail("--fast-forward is for training only: live time cannot be skipped (use --override-gate REASON)")
     if world_out and mode != "training":
         fail("--world-out is for training only")
-    if scenario and mode != "training":
-        fail("--scenario is for training only")
-    if inventory_path and mode == "training":
-        fail("--inventory is for live and dry-run: training builds its own from the scenario")
-    inventory = None
-    inv_file = None
-    if mode != "training":
-        inv_file = inventory_file(inventory_path)
-        if inv_file is not None and not inv_file.exists():
-            fail(f"{inv_file}: no such file (--inventory)")
-        try:
-            inventory = load_inventory(inv_file)
-        except RunbookError as exc:
-            fail(str(exc))
-    if check_call:
-        from steps.actions.iam import parse_check_call
-
-        try:
-            parse_check_call(check_call)
-        except ValueError as exc:
-            fail(f"--check-call: {exc}")
-    try:
-        load(runbook)
-    except RunbookError as exc:
-        fail(str(exc))
-
-    scenario_inputs: dict[str, str] = {}
-    if mode == "training":
-        from steps.sandbox import scenario as scenarios
-
-        try:
-            sc = scenarios.load(scenario)
-        except RunbookError as exc:
-            fail(str(exc))
-        user = user or sc.target_user
-        scenario_inputs = dict(sc.inputs)
-        if not check_call:
-            check_call = sc.aws.users[sc.target_user].check_call if sc.target_user == user else None
-    if not user:
-        fail("--user is required outside training (the IAM user to rotate)")
-    if inventory is not None and not check_call and inventory.user(user) is not None:
-        check_call = inventory.user(user).check_call
-
-    inputs = {
-        **scenario_inputs,
-        "target_user": user,
-        "check_call": check_call,
-        "allow_self_rotation": "yes" if allow_self_rotation else None,
-    }
-    if reason:
-        inputs["reason"] = reason
-    try:
-        wiring = _make_wiring(mode, scenario=scenario, profile=profile, region=region, inventory=inventory)
-    except RunbookError as exc:
-        fail(str(exc))
-    options = {"profile": profile, "region": region, "scenario": scenario, "inventory": str(inv_file.resolve()) if inv_file else None}
-    try:
-        session = _engine().start(runbook, inputs, wiring, options=options)
-    except (InputError, WiringError) as exc:
-        wiring.close()
-        fail(str(exc))
-    except LockHeld as exc:
-        wiring.close()
-        fail(str(exc), EXIT_STOPPED)
+    request = compose.Request(
+        runbook=runbook,
+        mode=mode,
+        user=user,
+        scenario=scenario,
+        reason=reason,
+        profile=profile,
+        region=region,
+        inventory=inventory_path,
+        check_call=check_call,
+        allow_self_rotation=allow_self_rotation,
+    )
+    with _refusals():
+        session = compose.start(_engine(), request)
     opts = DriveOptions(yes, fast_forward, override_gate, override_block, retire_key, list(confirm_keys))
     _drive_session(session, opts, as_json, world_out)
 
@@ -414,17 +320,14 @@ def rollback(session_ref, yes, as_json, world_out) -> None:
         row = engine.journal.find_session(session_ref)
     except SessionNotFound as exc:
         fail(str(exc))
-    if row.status in ("rolled-back", "abandoned"):
+    if row.status in (SessionStatus.ROLLED_BACK, SessionStatus.ABANDONED):
         fail(f"session {row.id} is {row.status}: nothing to roll back")
-    if row.status == "done":
+    if row.status is SessionStatus.DONE:
         # Finished: nothing to resume, but its plan says whether there is a way back.
-        from steps.engine import Session
-        from steps.loader import RunbookError, load
+        from steps import compose
 
-        try:
-            session = Session(engine, row, load(row.runbook_path), wiring_for_session(row))
-        except (RunbookError, click.ClickException) as exc:
-            fail(_one_line(exc))
+        with _refusals():
+            session = compose.reopen(engine, row)
     else:
         session = _open_session(engine, row.id, recover=False)
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
@@ -458,11 +361,8 @@ def skip(session_ref: str, reason: str) -> None:
 @click.option("--reason", required=True, help="Why the session is abandoned (audited).")
 def abandon(session_ref: str, reason: str) -> None:
     """Give up a session without undoing it, releasing its lock (audited)."""
-    from steps.clock import Clock
-    from steps.engine import Session
+    from steps import compose
     from steps.journal import SessionNotFound
-    from steps.loader import load
-    from steps.wiring import Wiring
 
     engine = _engine()
     try:
@@ -471,8 +371,8 @@ def abandon(session_ref: str, reason: str) -> None:
         fail(str(exc))
     if row.finished:
         fail(f"session {row.id} is already {row.status}")
-    session = Session(engine, row, load(row.runbook_path), Wiring(Clock()))
-    session.abandon(reason)
+    with _refusals():
+        compose.detached(engine, row).abandon(reason)
     click.echo(f"session {row.id}: abandoned; lock released")
 
 
@@ -565,7 +465,9 @@ def validate(runbook: str, mode: str, yes: bool, profile: str | None, region: st
         load(runbook)
     except RunbookError as exc:
         fail(str(exc))
-    wiring = _make_wiring(mode, profile=profile, region=region)
+    from steps.compose import make_wiring
+
+    wiring = make_wiring(mode, profile=profile, region=region)
     try:
         account, arn = wiring.identity()
     except WiringError as exc:
@@ -689,6 +591,7 @@ def inventory() -> None:
 @click.argument("file", required=False)
 def inventory_check(file: str | None) -> None:
     """Validate an inventory file: exit 0, or 2 with a one-line error."""
+    from steps.compose import inventory_file, load_inventory
     from steps.loader import RunbookError
 
     path = inventory_file(file)
@@ -743,21 +646,33 @@ def sandbox_serve(scenario: str | None, directory: str | None) -> None:
     metavar="FILE",
     help="Live/dry-run: the inventory (default: $HANDRAIL_INVENTORY, then the config dir's).",
 )
-def tui(runbook: str | None, user: str | None, mode: str | None, scenario: str | None, inventory_path: str | None = None) -> None:
+@click.option("--profile", metavar="PROFILE", help="Live/dry-run: the AWS profile to act as.")
+@click.option("--region", metavar="REGION", help="Live/dry-run: the AWS region for API calls.")
+def tui(
+    runbook: str | None,
+    user: str | None,
+    mode: str | None,
+    scenario: str | None,
+    inventory_path: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+) -> None:
     """Open the app (the default when no command is given; training needs no credentials)."""
-    from steps.loader import RunbookError
+    from steps.compose import find_inventory
 
-    path = inventory_file(inventory_path)
-    if path is not None:
-        if not path.exists():
-            fail(f"{path}: no such file (--inventory)")
-        try:
-            load_inventory(path)
-        except RunbookError as exc:
-            fail(str(exc))
+    with _refusals():
+        path, _ = find_inventory(inventory_path)
     from tui.app import run_app
 
-    run_app(runbook=runbook, user=user, mode=mode, scenario=scenario, inventory=str(path) if path else None)
+    run_app(
+        runbook=runbook,
+        user=user,
+        mode=mode,
+        scenario=scenario,
+        inventory=str(path) if path else None,
+        profile=profile,
+        region=region,
+    )
 
 
 if __name__ == "__main__":

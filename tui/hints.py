@@ -6,11 +6,17 @@ the operator's choices (retry, skip, override, roll back, quit) without guessing
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from steps.status import Needs, SessionStatus, StepStatus
+from tui.states import Shown
+
+if TYPE_CHECKING:
+    from steps.engine import Prompt
 
 Hint = tuple[str, str]  # (key, what it does); an empty key is a plain statement
 
-FINISHED = {"done": "Rotation complete", "rolled-back": "Rolled back", "abandoned": "Abandoned"}
+FINISHED = {SessionStatus.DONE: "Rotation complete", SessionStatus.ROLLED_BACK: "Rolled back", SessionStatus.ABANDONED: "Abandoned"}
 
 
 def hints(session: Any, step_id: str, status: str, *, busy: str | None, rolling_back: bool, waiting: bool, prompt: Any) -> list[Hint]:
@@ -30,21 +36,23 @@ def hints(session: Any, step_id: str, status: str, *, busy: str | None, rolling_
         return [("", f"Session {session.status}."), ("u", "roll back the rest"), ("q", "quit, resume later")]
     if step_id != current.step.id:
         return [("r", f"go to the next step ({current.step.number} {current.step.title})"), ("u", "roll back")]
-    if status == "failed":
+    if status is StepStatus.FAILED:
         return [("r", "retry"), ("s", "skip…"), ("u", "roll back"), ("q", "quit, resume later")]
-    if status == "blocked":
+    if status is StepStatus.BLOCKED:
         return [("o", "override…"), ("r", "retry"), ("s", "skip…"), ("u", "roll back"), ("q", "quit, resume later")]
-    if status == "waiting":
+    if status is Shown.WAITING:
         ff = [("f", "fast-forward to the opening")] if simulated else []
         return ff + [("o", "pass early…"), ("u", "roll back"), ("q", "quit, resume later")]
-    return [("r", run_hint(session, prompt)), ("s", "skip…"), ("u", "roll back")]
+    return [("r", run_hint(prompt)), ("s", "skip…"), ("u", "roll back")]
 
 
-def run_hint(session: Any, prompt: Any) -> str:
-    if prompt is None or session.wiring.dry_run:
-        return "run"
-    if prompt.kind == "manual":
-        return "do it (then: done outside?)"
-    if prompt.nothing_to_do or prompt.confirm == "auto":
-        return "run"
-    return "run (type to confirm)" if prompt.confirm == "typed" else "run (y confirms)"
+RUN_HINTS = {
+    Needs.RUN: "run",
+    Needs.MANUAL: "do it (then: done outside?)",
+    Needs.TYPED: "run (type to confirm)",
+    Needs.YES: "run (y confirms)",
+}
+
+
+def run_hint(prompt: Prompt | None) -> str:
+    return "run" if prompt is None else RUN_HINTS[prompt.confirm]

@@ -8,17 +8,18 @@ training world imports moto and boto3 (about a second).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from steps.compose import Request
+from steps.status import Mode
 from tui.frozen import Frozen
 
 if TYPE_CHECKING:
     from steps.engine import Engine, Session
     from steps.journal import SessionRow
-
-MODES = ("training", "dry-run", "live")
 
 
 @dataclass(frozen=True)
@@ -86,19 +87,27 @@ class Catalog:
         return next((s for s in self.scenarios if s.id == scenario_id), None)
 
 
-@dataclass(frozen=True)
-class Request:
-    """What the operator picked on the start screen."""
-
-    runbook: str
-    mode: str = "training"
-    user: str | None = None
-    scenario: str | None = None
-    reason: str | None = None
-
-
 class LaunchError(Exception):
     """Why a session could not be opened, as one line for the operator."""
+
+
+@contextmanager
+def _one_line() -> Iterator[None]:
+    """Every refusal from composition or the engine reaches the app as one LaunchError."""
+    try:
+        yield
+    except LaunchError:
+        raise
+    except Exception as exc:  # RunbookError, ComposeError, EngineError, LockHeld, a broken world...
+        from steps.compose import ComposeError
+        from steps.engine import EngineError
+        from steps.journal import LockHeld, SessionBusy, SessionNotFound
+        from steps.loader import RunbookError
+        from steps.wiring import WiringError
+
+        known = (ComposeError, EngineError, LockHeld, SessionBusy, SessionNotFound, RunbookError, WiringError)
+        text = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
+        raise LaunchError(text.strip().splitlines()[0] if text.strip() else type(exc).__name__) from None
 
 
 def load_catalog(
@@ -108,6 +117,7 @@ def load_catalog(
     trainer's own), offered beside the shipped ones under its path. `inventory`: the
     inventory file (else $HANDRAIL_INVENTORY, else the config dir's), whose users the
     live and dry-run modes offer."""
+    from steps.compose import ComposeError
     from steps.loader import RunbookError, load, shipped
     from steps.sandbox import scenario as scenarios
 
@@ -141,7 +151,7 @@ def load_catalog(
             catalog.scenarios.insert(0, scenario_choice(scenario_file, sc, f"{sc.title} ({scenario_file})"))
     try:
         path, found = _inventory(inventory)
-    except RunbookError as exc:
+    except (RunbookError, ComposeError) as exc:
         catalog.problems.append(str(exc))
     else:
         if found is not None:
@@ -163,10 +173,9 @@ def describe_last(journal: Any, book: Any) -> str:
 
 def _inventory(given: str | None):
     """(path, Inventory) as `handrail run` finds them, or (None, None)."""
-    from tui.cli import inventory_file, load_inventory
+    from steps.compose import find_inventory
 
-    path = inventory_file(given)
-    return path, load_inventory(path)
+    return find_inventory(given)
 
 
 def _journal():
@@ -179,9 +188,12 @@ def _journal():
 class Launcher:
     """Builds the engine once and opens sessions on it."""
 
-    def __init__(self, frozen: Frozen | None = None, inventory: str | None = None) -> None:
+    def __init__(
+        self, frozen: Frozen | None = None, inventory: str | None = None, profile: str | None = None, region: str | None = None
+    ) -> None:
         self.frozen = frozen
         self.inventory = inventory
+        self.profile, self.region = profile, region  # what `handrail tui --profile/--region` gave live and dry-run
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()  # the catalog and a launch may both ask first
 
@@ -204,70 +216,27 @@ class Launcher:
 
     def start(self, request: Request) -> Session:
         """Start a session as `handrail run` does (training builds its simulated world)."""
-        from steps.engine import EngineError
-        from steps.journal import LockHeld
-        from steps.loader import RunbookError
-        from steps.wiring import WiringError
+        from steps import compose
 
-        if request.mode not in MODES:
-            raise LaunchError(f"unknown mode {request.mode!r} (one of {', '.join(MODES)})")
-        inputs: dict[str, str | None] = {}
-        options: dict[str, Any] = {"scenario": request.scenario, "opened_by": "tui"}
-        try:
-            if request.mode == "training":
-                wiring, inputs = self._training(request)
-            else:
-                if not request.user:
-                    raise LaunchError("outside training, name the IAM user to rotate")
-                from steps.wiring import LiveWiring
-
-                path, inventory = _inventory(self.inventory)
-                entry = inventory.user(request.user) if inventory is not None else None
-                if entry is not None and entry.check_call:
-                    inputs["check_call"] = entry.check_call
-                options["inventory"] = str(path) if path else None
-                wiring = LiveWiring(dry_run=request.mode == "dry-run", inventory=inventory)
-        except RunbookError as exc:
-            raise LaunchError(str(exc)) from None
-        inputs["target_user"] = request.user or inputs.get("target_user")
-        if request.reason:
-            inputs["reason"] = request.reason
-        try:
-            session_id = self.frozen.session_id if self.frozen else None
-            return self.engine().start(request.runbook, inputs, wiring, options=options, session_id=session_id)
-        except (EngineError, WiringError, LockHeld, RunbookError) as exc:
-            wiring.close()
-            raise LaunchError(str(exc)) from None
-        except BaseException:
-            wiring.close()
-            raise
-
-    def _training(self, request: Request):
-        from steps.sandbox import scenario as scenarios
-        from steps.sandbox.world import World
-        from steps.wiring import TrainingWiring, training_clock
-
-        sc = scenarios.load(request.scenario)
-        user = request.user or sc.target_user
-        inputs: dict[str, str | None] = {**sc.inputs, "target_user": user}
-        if user in sc.aws.users and sc.aws.users[user].check_call:
-            inputs["check_call"] = sc.aws.users[user].check_call
-        if self.frozen is None:
-            return TrainingWiring(World.create(sc, training_clock(headless=False))), inputs
-        return TrainingWiring(self.frozen.world(sc)), inputs
+        if request.mode != Mode.TRAINING:
+            request = replace(
+                request,
+                inventory=request.inventory or self.inventory,
+                profile=request.profile or self.profile,
+                region=request.region or self.region,
+            )
+        request = replace(request, options={**request.options, "opened_by": "tui"})
+        world_factory = self.frozen.world if self.frozen else None
+        session_id = self.frozen.session_id if self.frozen else None
+        with _one_line():
+            return compose.start(self.engine(), request, headless=False, session_id=session_id, world_factory=world_factory)
 
     def resume(self, session_ref: str) -> Session:
         """Resume an unfinished session from the journal (training: its saved world)."""
-        from steps.engine import EngineError
-        from steps.journal import LockHeld, SessionBusy, SessionNotFound
-        from tui.cli import wiring_for_session
+        from steps import compose
 
-        try:
-            return self.engine().resume(session_ref, lambda row: wiring_for_session(row, headless=False))
-        except (EngineError, LockHeld, SessionBusy, SessionNotFound) as exc:  # SessionBusy: open in another process
-            raise LaunchError(str(exc)) from None
-        except Exception as exc:  # click.ClickException from wiring_for_session, a broken world...
-            raise LaunchError(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}") from None
+        with _one_line():
+            return compose.resume(self.engine(), session_ref, headless=False)
 
     def close(self) -> None:
         if self._engine is not None:

@@ -7,6 +7,13 @@ would-run; the app adds `waiting`: the next step, held by a closed observation g
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from steps.status import Needs, StepStatus
+
+if TYPE_CHECKING:
+    from steps.engine import Session, StepState
 
 
 @dataclass(frozen=True)
@@ -16,32 +23,40 @@ class Look:
     color: str  # a theme variable
 
 
-LOOKS = {
-    "pending": Look("○", "pending", "$text-muted"),
-    "next": Look("▸", "next", "$accent"),
-    "running": Look("◐", "running", "$warning"),
-    "waiting": Look("◷", "waiting at the gate", "$warning"),
-    "done": Look("✓", "done", "$success"),
-    "failed": Look("✗", "failed", "$error"),
-    "blocked": Look("■", "blocked", "$error"),
-    "skipped": Look("↷", "skipped", "$text-muted"),
-    "undone": Look("↶", "undone", "$secondary"),
-    "would-run": Look("≈", "would run (dry run)", "$primary"),
+class Shown(StrEnum):
+    """What the app shows beside the engine's step statuses, for the current step."""
+
+    NEXT = "next"
+    WAITING = "waiting"  # held by a closed gate
+
+
+LOOKS: dict[str, Look] = {
+    StepStatus.PENDING: Look("○", "pending", "$text-muted"),
+    Shown.NEXT: Look("▸", "next", "$accent"),
+    StepStatus.RUNNING: Look("◐", "running", "$warning"),
+    Shown.WAITING: Look("◷", "waiting at the gate", "$warning"),
+    StepStatus.DONE: Look("✓", "done", "$success"),
+    StepStatus.FAILED: Look("✗", "failed", "$error"),
+    StepStatus.BLOCKED: Look("■", "blocked", "$error"),
+    StepStatus.REFUSED: Look("⊘", "refused", "$error"),
+    StepStatus.SKIPPED: Look("↷", "skipped", "$text-muted"),
+    StepStatus.UNDONE: Look("↶", "undone", "$secondary"),
+    StepStatus.WOULD_RUN: Look("≈", "would run (dry run)", "$primary"),
 }
+
+# The current step's states: shown strong, with what it needs before it runs.
+AHEAD = (Shown.NEXT, Shown.WAITING, StepStatus.PENDING)
 
 
 def look(status: str) -> Look:
     return LOOKS.get(status, Look("?", status, "$text"))
 
 
-def step_status(session, state, current_id: str | None) -> str:
+def step_status(session: Session, state: StepState, current_id: str | None) -> StepStatus | Shown:
     """The state to show for one step: the engine's, or `next` / `waiting` for the current one."""
-    if state.status != "pending" or state.step.id != current_id:
+    if state.status is not StepStatus.PENDING or state.step.id != current_id:
         return state.status
-    gate = session.gate_state(state.step)
-    if gate is not None and not gate.open and not session.wiring.dry_run:
-        return "waiting"
-    return "next"
+    return Shown.WAITING if session.obstacle(state) is Needs.GATE else Shown.NEXT
 
 
 def elapsed_text(seconds: float) -> str:

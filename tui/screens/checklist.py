@@ -25,6 +25,7 @@ from steps.engine import EngineError, Event
 from steps.loader import render
 from steps.plan import undo_text
 from steps.secrets import redact
+from steps.status import Needs, SessionStatus, StepStatus
 from tui.hints import hints
 from tui.messages import EngineEvent, PromptReady, WorkDone, WorkFailed
 from tui.screens.modals import AskScreen, ConfirmRunScreen, ManualStepScreen, ManualUndoScreen, ReasonScreen, TypedConfirmScreen
@@ -190,7 +191,7 @@ class ChecklistScreen(Screen):
             prompt=prompt,
             gate=gate,
             output=self.outputs.get(step_id, []),
-            wait=self.waits.get(step_id) if status == "running" else None,
+            wait=self.waits.get(step_id) if status is StepStatus.RUNNING else None,
             hints=hints(
                 session,
                 step_id,
@@ -225,15 +226,14 @@ class ChecklistScreen(Screen):
         if action == "override":
             if current is None:
                 return False
-            gate = session.gate_state(current.step)
-            return current.status == "blocked" or (gate is not None and not gate.open)
+            return session.obstacle(current) in (Needs.BLOCKED, Needs.GATE)
         return True
 
     # -- engine events (from worker threads) -------------------------------------------------
 
     def _engine_listener(self, event: Event) -> None:
         if self.frozen is not None:  # each step's random ids depend on that step alone
-            if event.kind == "step" and getattr(event.data, "status", None) == "running":
+            if event.kind == "step" and getattr(event.data, "status", None) is StepStatus.RUNNING:
                 self.frozen.seed_moto(f"{event.step_id}:{event.data.attempts}")
             elif event.kind == "rollback" and event.data == "started":
                 self.frozen.seed_moto(f"undo:{event.step_id}")
@@ -243,7 +243,7 @@ class ChecklistScreen(Screen):
         event = message.event
         step_id = event.step_id
         if event.kind == "step" and step_id:
-            if event.data.status == "running":
+            if event.data.status is StepStatus.RUNNING:
                 self.running_step = step_id
                 self.outputs[step_id] = []
                 self.notes.pop(step_id, None)
@@ -359,7 +359,7 @@ class ChecklistScreen(Screen):
             self._end_fast_waits()
         if message.what == "run" and message.step_id:
             state = self.session.states[message.step_id]
-            if state.status in ("failed", "blocked"):
+            if state.status.stopped:
                 self.notify(
                     f"Step {state.step.number} {state.status}: {state.summary}",
                     severity="error",
@@ -375,7 +375,12 @@ class ChecklistScreen(Screen):
     def _debrief_when_finished(self) -> None:
         """Training: the session has just finished (done, rolled back): the debrief."""
         status = self.session.status
-        if self.scenario is None or status not in ("done", "rolled-back") or self._debriefed == status or not self.idle:
+        if (
+            self.scenario is None
+            or status not in (SessionStatus.DONE, SessionStatus.ROLLED_BACK)
+            or self._debriefed == status
+            or not self.idle
+        ):
             return
         self._debriefed = status
         if self.app.screen is self:
@@ -440,17 +445,16 @@ class ChecklistScreen(Screen):
         if not self.idle or self.app.screen is not self:
             return  # a step is running, or a question is already open
         session, step = self.session, prompt.step
-        dry = session.wiring.dry_run
-        gate = session.gate_state(step)
-        if gate is not None and not gate.open and not dry:
-            hint = "f fast-forwards (training), " if session.wiring.clock.simulated else ""
-            self.notify(f"{gate.describe()}. {hint}o passes it early with a reason.", title="The gate is closed", severity="warning")
+        if prompt.needs is Needs.GATE:
+            assert prompt.gate is not None
+            hint = "f fast-forwards (training), " if prompt.fast_forward else ""
+            self.notify(f"{prompt.gate.describe()}. {hint}o passes it early with a reason.", title="The gate is closed", severity="warning")
             return
-        if prompt.kind == "manual" and not dry:
+        if prompt.confirm is Needs.MANUAL:
             self.app.push_screen(ManualStepScreen(prompt, session, self.reveal_seconds), lambda choice: self._manual_answer(prompt, choice))
-        elif dry or prompt.nothing_to_do or prompt.confirm == "auto":
+        elif prompt.confirm is Needs.RUN:
             self._run(step.id)
-        elif prompt.confirm == "typed":
+        elif prompt.confirm is Needs.TYPED:
             self.app.push_screen(TypedConfirmScreen(prompt), lambda answer: answer and self._run(step.id, answer=answer))
         else:
             self.app.push_screen(ConfirmRunScreen(prompt), lambda ok: ok and self._run(step.id))
@@ -494,7 +498,8 @@ class ChecklistScreen(Screen):
         if state is None:
             return
         step = state.step
-        if state.status == "blocked":
+        obstacle = self.session.obstacle(state)
+        if obstacle is Needs.BLOCKED:
             explanation = (
                 f"Step {step.number} stopped on evidence: {state.summary}\n\nOverriding runs it again past that check. "
                 "Your reason goes to the audit log."
@@ -505,7 +510,7 @@ class ChecklistScreen(Screen):
             )
             return
         gate = self.session.gate_state(step)
-        if gate is not None and not gate.open:
+        if obstacle is Needs.GATE and gate is not None:
             explanation = f"{gate.describe()}.\n{gate.why}\n\nPassing the gate early is recorded with your reason in the audit log."
             self.app.push_screen(
                 ReasonScreen(f"Pass the gate of step {step.number} early?", explanation),
@@ -534,8 +539,7 @@ class ChecklistScreen(Screen):
         if self._refuse_if_busy():
             return
         state = session.current()
-        gate = session.gate_state(state.step) if state else None
-        if state is not None and gate is not None and not gate.open:
+        if state is not None and session.obstacle(state) is Needs.GATE:
             step_id = state.step.id
             self.start_intent("fast-forward", step_id, lambda: session.fast_forward(step_id), "fast-forwarding the simulated clock")
             return
@@ -572,7 +576,7 @@ class ChecklistScreen(Screen):
         if self.rolling_back:
             self.notify("A rollback is already running.", severity="warning")
             return
-        if session.status in ("rolled-back", "abandoned"):
+        if session.status in (SessionStatus.ROLLED_BACK, SessionStatus.ABANDONED):
             self.notify(f"The session is {session.status}: nothing to roll back.", severity="warning")
             return
         try:

@@ -23,11 +23,10 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
+from steps.status import SessionStatus
 from tui.messages import DebriefReady, Exported
 from tui.screens.modals import Dialog
 from tui.widgets.training import TrainingHeader, end_state_table, timeline_table, verdicts_table
-
-FINISHED = ("done", "rolled-back", "abandoned")
 
 
 def default_export_path(session_id: str) -> Path:
@@ -199,7 +198,7 @@ class QuitTrainingScreen(Dialog[str]):
         self.status = status
 
     def compose(self) -> ComposeResult:
-        if self.status in FINISHED:
+        if SessionStatus(self.status).finished:
             where = f"Session {self.session_id} is {self.status}."
         else:
             where = (

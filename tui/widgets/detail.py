@@ -16,7 +16,8 @@ from textual.content import Content
 from textual.widgets import ProgressBar, Static
 
 from steps.clock import human_duration
-from tui.states import look
+from steps.status import Needs, StepStatus
+from tui.states import AHEAD, Shown, look
 from tui.widgets.secret import SecretReveal
 
 
@@ -105,15 +106,15 @@ class StepDetail(VerticalScroll):
     def show(self, view: StepView) -> None:
         state, step = view.state, view.state.step
         style = look(view.status)
-        self._arrange(view.status in ("next", "waiting", "pending"))
+        self._arrange(view.status in AHEAD)
         self.border_title = f"Step {step.number} · {step.title}"
         status = Content.from_markup(f"[{style.color} b]$glyph $word[/]", glyph=style.glyph, word=style.word)
-        if state.summary and view.status not in ("next", "waiting", "pending"):
+        if state.summary and view.status not in AHEAD:
             summary = state.summary
             if summary.lower().startswith(style.word + ":"):
                 summary = summary[len(style.word) + 1 :].strip()
             status = status + Content(": ") + Content(summary)
-        if view.status == "running" and state.attempts > 1:
+        if view.status is StepStatus.RUNNING and state.attempts > 1:
             status = status + Content(f" (attempt {state.attempts})")
         self._set("d-status", status)
         self._set("d-why", Content(step.why))
@@ -127,7 +128,7 @@ class StepDetail(VerticalScroll):
         secret.pinned = view.secret_here
         secret.refresh_secret()
         self._set("d-output", _lines("\n".join(view.output)) if view.output else None, "Output")
-        evidence = state.evidence if view.status not in ("next", "pending", "waiting") else []
+        evidence = state.evidence if view.status not in AHEAD else []
         self._set("d-evidence", _lines("\n".join(evidence)) if evidence else None, "Evidence")
         self._set("d-note", Content(view.note) if view.note else None)
         hints = Content("  ").join(
@@ -138,7 +139,7 @@ class StepDetail(VerticalScroll):
 
     def _show_gate(self, view: StepView) -> None:
         gate = view.gate
-        if gate is None or view.status not in ("next", "waiting"):
+        if gate is None or view.status not in (Shown.NEXT, Shown.WAITING):
             self._set("d-gate", None)
             return
         text = Content(gate.describe())
@@ -148,19 +149,19 @@ class StepDetail(VerticalScroll):
 
     def _show_preview(self, view: StepView) -> None:
         prompt = view.prompt
-        if prompt is None or view.status not in ("next", "waiting") or prompt.kind == "manual":
+        if prompt is None or view.status not in (Shown.NEXT, Shown.WAITING) or prompt.manual is not None:
             self._set("d-preview", None)
             return
         lines = list(prompt.preview)
         if prompt.would_run:
             lines.insert(0, "dry run: this step changes things, so it will only be shown, not run")
-        if prompt.confirm == "typed" and not prompt.nothing_to_do and not prompt.would_run:
+        if prompt.confirm is Needs.TYPED:
             lines.append(prompt.prompt or f"to run it, type {prompt.expect}")
         self._set("d-preview", _lines("\n".join(lines)) if lines else None, "What it will do")
 
     def _show_manual(self, view: StepView) -> None:
         prompt = view.prompt
-        if prompt is None or prompt.kind != "manual" or view.status not in ("next", "waiting"):
+        if prompt is None or prompt.manual is None or view.status not in (Shown.NEXT, Shown.WAITING):
             self._set("d-manual", None)
             return
         self._set("d-manual", _lines(prompt.manual or ""), "Manual step: you do this outside handrail")

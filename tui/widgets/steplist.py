@@ -6,12 +6,13 @@ from textual.content import Content
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from tui.states import look, step_status
+from steps.status import StepStatus
+from tui.states import Shown, look, step_status
 
 
 def step_prompt(number: str, title: str, status: str) -> Content:
     style = look(status)
-    strong = status in ("next", "running", "waiting")
+    strong = status in (Shown.NEXT, Shown.WAITING, StepStatus.RUNNING)
     markup = f"[{style.color}]$glyph[/] " + ("[b]$number $title[/b]" if strong else "$number $title")
     return Content.from_markup(markup, glyph=style.glyph, number=number.ljust(3), title=title)
 

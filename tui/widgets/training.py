@@ -17,6 +17,7 @@ from textual.containers import Horizontal
 from textual.content import Content
 from textual.widgets import Static
 
+from steps.status import StepStatus
 from tui.gotchas import stars
 
 # verdict -> (glyph, theme variable)
@@ -97,6 +98,15 @@ def _clock(stamp: str | None, with_date: bool) -> str:
     return f"{date[5:]} {time}" if with_date else time
 
 
+_STEP_GLYPHS = {
+    StepStatus.DONE: ("✓", "success"),
+    StepStatus.FAILED: ("✗", "error"),
+    StepStatus.BLOCKED: ("■", "error"),
+    StepStatus.REFUSED: ("⊘", "error"),
+    StepStatus.SKIPPED: ("↷", "warning"),
+}
+
+
 def timeline_table(timeline: list[dict[str, Any]], numbers: Mapping[str, str], colors: Mapping[str, str]) -> Table:
     """simulated | real | step | what happened: one row per journal event."""
     muted = colors.get("text-muted", "dim")
@@ -106,9 +116,7 @@ def timeline_table(timeline: list[dict[str, Any]], numbers: Mapping[str, str], c
         kind, status, summary = event["kind"], event.get("status") or "", event.get("summary") or ""
         what = Text()
         if kind == "step":
-            glyph, var = {"done": ("✓", "success"), "failed": ("✗", "error"), "blocked": ("■", "error"), "skipped": ("↷", "warning")}.get(
-                status, ("·", "text")
-            )
+            glyph, var = _STEP_GLYPHS.get(status, ("·", "text"))
             what.append(f"{glyph} {status}", style=f"bold {colors.get(var, '')}".strip())
         else:
             what.append(" ".join(part for part in (kind, status) if part), style=muted if kind == "started" else "bold")
