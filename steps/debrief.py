@@ -13,6 +13,7 @@ from typing import Any
 
 from steps.audit import AuditLog
 from steps.journal import EventRow, Journal, SessionRow
+from steps.status import SessionStatus, StepStatus
 
 HANDLED, MISSED, NOT_REACHED = "handled", "missed", "not reached"
 
@@ -75,17 +76,17 @@ class _Facts:
 
     @property
     def rolled_back(self) -> bool:
-        return self.row.status == "rolled-back"
+        return self.row.status is SessionStatus.ROLLED_BACK
 
 
 def _eventual_consistency(f: _Facts) -> tuple[str, str]:
     status = f.final("validate-new-key")
-    if status == "done":
+    if status == StepStatus.DONE:
         return (
             HANDLED,
             f"step 3 polled until the new key worked (valid after {f.facts.get('new_key_valid_after', '?')} s), instead of sleeping blindly",
         )
-    if status == "skipped":
+    if status == StepStatus.SKIPPED:
         return MISSED, "step 3 was skipped: nothing proved the new key worked before the consumers got it"
     return NOT_REACHED, "the rotation stopped before the new key was validated"
 
@@ -94,7 +95,7 @@ def _observation_gate(f: _Facts) -> tuple[str, str]:
     overrides = f.audited("gate.override", "delete-old-key")
     if overrides:
         return MISSED, f"the 24 h observation gate was passed early: {overrides[-1]['context'].get('reason')}"
-    if f.final("delete-old-key") == "done":
+    if f.final("delete-old-key") == StepStatus.DONE:
         ff = f.audited("clock.fast_forward", "delete-old-key")
         return HANDLED, "the old key stayed Inactive through the observation period" + (
             " (fast-forwarded on the simulated clock)" if ff else ""
@@ -115,20 +116,20 @@ def _secret_shown_once(f: _Facts) -> tuple[str, str]:
 
 def _inactive_is_not_deleted(f: _Facts) -> tuple[str, str]:
     status = f.final("free-key-slot")
-    if status == "skipped":
+    if status == StepStatus.SKIPPED:
         return MISSED, "freeing the slot was skipped: an Inactive key still takes one of the 2 slots (create-key cannot succeed)"
-    if status == "done" and f.facts.get("retired_key_id"):
+    if status == StepStatus.DONE and f.facts.get("retired_key_id"):
         return HANDLED, f"deleted the Inactive key {f.facts['retired_key_id']} after its last use was shown (step 1b evidence)"
-    if status == "done":
+    if status == StepStatus.DONE:
         return HANDLED, "a slot was already free"
     return NOT_REACHED, "step 1b was not reached"
 
 
 def _two_keys(f: _Facts) -> tuple[str, str]:
-    refused = [e for e in f.step_events("free-key-slot") if e.status == "failed" and "the key the vault holds" in e.summary]
+    refused = [e for e in f.step_events("free-key-slot") if e.status == StepStatus.FAILED and "the key the vault holds" in e.summary]
     retired = f.facts.get("retired_key_id")
     note = f" (first chose {refused[0].summary.split()[0]}, the key in use; handrail refused)" if refused else ""
-    if retired and f.final("free-key-slot") == "done":
+    if retired and f.final("free-key-slot") == StepStatus.DONE:
         verdict = MISSED if refused else HANDLED
         return verdict, f"retired {retired}, the unused key, and rotated the one in use{note}"
     if refused:
@@ -139,19 +140,19 @@ def _two_keys(f: _Facts) -> tuple[str, str]:
 def _self_rotation(f: _Facts) -> tuple[str, str]:
     if f.row.inputs.get("allow_self_rotation") == "yes":
         return MISSED, "forced a self-rotation with --allow-self-rotation instead of signing in as a different identity"
-    refused = next((e for e in f.step_events("pre-checks") if e.status == "failed" and "refusing" in e.summary), None)
+    refused = next((e for e in f.step_events("pre-checks") if e.status == StepStatus.FAILED and "refusing" in e.summary), None)
     if refused is not None:
         return HANDLED, "stopped at step 1: signed in as the user being rotated"
     return NOT_REACHED, "the operator identity was never the target's"
 
 
 def _consumer_fails(f: _Facts) -> tuple[str, str]:
-    failed = f.ever("propagate", "failed")
-    if f.final("propagate") == "skipped":
+    failed = f.ever("propagate", StepStatus.FAILED)
+    if f.final("propagate") == StepStatus.SKIPPED:
         return MISSED, "propagation was skipped after a consumer failed: that consumer stayed on the old key"
     if failed is None:
         return NOT_REACHED, "no consumer failed"
-    if f.final("propagate") == "done":
+    if f.final("propagate") == StepStatus.DONE:
         return HANDLED, f"a consumer failed ({failed.summary}); retried until every consumer held the new key"
     if f.rolled_back:
         return HANDLED, f"a consumer failed ({failed.summary}); rolled back: every consumer is on the old pair again"
@@ -162,32 +163,32 @@ def _deactivate_before_verified(f: _Facts) -> tuple[str, str]:
     overrides = f.audited("block.override", "deactivate-old-key")
     if overrides:
         return MISSED, f"deactivated the old key before every consumer verified: {overrides[-1]['context'].get('reason')}"
-    if f.final("deactivate-old-key") == "done":
-        if f.final("verify-downstream") == "done":
+    if f.final("deactivate-old-key") == StepStatus.DONE:
+        if f.final("verify-downstream") == StepStatus.DONE:
             return HANDLED, "deactivated the old key only after every consumer verified on the new one"
         return MISSED, "deactivated the old key although downstream verification did not pass"
     return NOT_REACHED, "the deactivation was not reached"
 
 
 def _last_used_before_delete(f: _Facts) -> tuple[str, str]:
-    blocked = f.ever("delete-old-key", "blocked")
+    blocked = f.ever("delete-old-key", StepStatus.BLOCKED)
     overrides = f.audited("block.override", "delete-old-key")
     if overrides:
         return MISSED, f"deleted the old key although it was used after its deactivation: {overrides[-1]['context'].get('reason')}"
     if blocked is not None:
         end = "rolled back, so the consumer that still holds it works again" if f.rolled_back else "left the old key in place"
         return HANDLED, f"the last-use check blocked the delete ({blocked.summary.split('. ')[0]}), and you {end}"
-    if f.final("delete-old-key") == "done":
+    if f.final("delete-old-key") == StepStatus.DONE:
         return HANDLED, "checked the last use before deleting: no use after the deactivation"
     return NOT_REACHED, "the delete was not reached"
 
 
 def _vault_unreachable(f: _Facts) -> tuple[str, str]:
     status = f.final("store-in-vault")
-    failed = f.ever("store-in-vault", "failed")
-    if status == "skipped":
+    failed = f.ever("store-in-vault", StepStatus.FAILED)
+    if status == StepStatus.SKIPPED:
         return MISSED, "storing in the vault was skipped: the source of truth never got the new pair"
-    if failed is not None and status == "done":
+    if failed is not None and status == StepStatus.DONE:
         return HANDLED, "the store failed while the vault was down; it was retried once the vault answered again"
     if failed is not None and f.rolled_back:
         return HANDLED, "the store failed while the vault was down; rolled back instead of going on without it"
@@ -261,7 +262,7 @@ def _changed_anything(f: _Facts) -> bool:
     except Exception:  # the runbook file moved or broke: assume the worst
         mutating = None
     for event in f.events:
-        if event.kind != "step" or event.status != "done" or not event.step_id:
+        if event.kind != "step" or event.status != StepStatus.DONE or not event.step_id:
             continue
         if f.facts.get(f"changed:{event.step_id}") == "no":
             continue
@@ -292,13 +293,13 @@ def build(journal: Journal, audit: AuditLog, ref: str) -> Debrief:
         {"real": e.ts_real, "simulated": e.ts_sim, "step": e.step_id, "kind": e.kind, "status": e.status, "summary": e.summary}
         for e in facts.events
     ]
-    if row.status == "rolled-back":
+    if row.status is SessionStatus.ROLLED_BACK:
         rollback = "rolled back: " + ", ".join(e.step_id or "" for e in facts.events if e.kind == "undone")
-    elif row.status == "done":
+    elif row.status is SessionStatus.DONE:
         rollback = "not needed: the rotation completed"
     elif not _changed_anything(facts):
         rollback = "not needed: nothing was changed"
-    elif row.status in ("failed", "blocked", "rollback-failed"):
+    elif row.status in (SessionStatus.FAILED, SessionStatus.BLOCKED, SessionStatus.REFUSED, SessionStatus.ROLLBACK_FAILED):
         rollback = f"may be needed: the session stopped ({row.status}) after changing things, and was not rolled back"
     else:
         rollback = f"may be needed: the session is {row.status}, part-way, after changing things"

@@ -17,10 +17,11 @@ from typing import Any
 from steps.clock import Clock, SimClock
 from steps.consumers.base import Pair
 from steps.secrets import Secret
+from steps.status import Mode
 
 
 class Wiring:
-    mode = "live"
+    mode: Mode = Mode.LIVE
     dry_run = False
 
     def __init__(self, clock: Clock, inventory=None, creds=None) -> None:
@@ -139,7 +140,7 @@ class LiveWiring(Wiring):
         self.profile = profile
         self.region = region
         self.dry_run = dry_run
-        self.mode = "dry-run" if dry_run else "live"
+        self.mode = Mode.DRY_RUN if dry_run else Mode.LIVE
         self._session = None
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
@@ -177,7 +178,7 @@ class LiveWiring(Wiring):
 
 
 class TrainingWiring(Wiring):
-    mode = "training"
+    mode = Mode.TRAINING
 
     def __init__(self, world) -> None:
         super().__init__(world.clock, inventory=world.inventory, creds=world.creds)

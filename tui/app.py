@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App
@@ -27,6 +27,9 @@ from tui.screens.help import HelpScreen, Section
 from tui.screens.start import StartScreen
 from tui.screens.training import ScenarioList, TrainingScreen
 from tui.startup import process_age
+
+if TYPE_CHECKING:
+    from steps.engine import Session
 
 THEMES = ("textual-dark", "textual-light")
 
@@ -88,7 +91,7 @@ class HandrailApp(App):
         self.reveal_seconds = reveal_seconds
         self.cursor_blink = frozen is None
         self.launcher = Launcher(frozen, inventory, profile, region)
-        self.session: Any = None
+        self.session: Session | None = None
         self.startup_seconds: float | None = None
         self.exit_note = ""
         self.abandoned_work = False
@@ -195,7 +198,7 @@ class HandrailApp(App):
         else:
             self.exit()
 
-    def _close(self, session: Any) -> None:
+    def _close(self, session: Session) -> None:
         release = getattr(session.wiring.clock, "release", None)
         if release is not None:  # a frozen clock: no worker may sleep on it forever
             release()

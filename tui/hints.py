@@ -6,20 +6,22 @@ the operator's choices (retry, skip, override, roll back, quit) without guessing
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from steps.status import Needs, SessionStatus, StepStatus
 from tui.states import Shown
 
 if TYPE_CHECKING:
-    from steps.engine import Prompt
+    from steps.engine import Prompt, Session
 
 Hint = tuple[str, str]  # (key, what it does); an empty key is a plain statement
 
 FINISHED = {SessionStatus.DONE: "Rotation complete", SessionStatus.ROLLED_BACK: "Rolled back", SessionStatus.ABANDONED: "Abandoned"}
 
 
-def hints(session: Any, step_id: str, status: str, *, busy: str | None, rolling_back: bool, waiting: bool, prompt: Any) -> list[Hint]:
+def hints(
+    session: Session, step_id: str, status: str, *, busy: str | None, rolling_back: bool, waiting: bool, prompt: Prompt | None
+) -> list[Hint]:
     simulated = session.wiring.clock.simulated
     if session.status in FINISHED:
         debrief = [("d", "debrief")] if session.mode == "training" else []

@@ -6,19 +6,27 @@ each posts one of these and the screen updates itself on the UI thread.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
+if TYPE_CHECKING:
+    from textual.screen import Screen
+
+    from steps.actions.base import Outcome
+    from steps.debrief import Debrief
+    from steps.engine import Event, Prompt, Session, UndoItem
+    from tui.launcher import Catalog
+
 
 class CatalogLoaded(Message):
-    def __init__(self, catalog: Any) -> None:
+    def __init__(self, catalog: Catalog) -> None:
         super().__init__()
         self.catalog = catalog
 
 
 class SessionOpened(Message):
-    def __init__(self, session: Any, resumed: bool = False, origin: Any = None) -> None:
+    def __init__(self, session: Session, resumed: bool = False, origin: Screen[Any] | None = None) -> None:
         super().__init__()
         self.session = session
         self.resumed = resumed
@@ -34,7 +42,7 @@ class LaunchFailed(Message):
 class EngineEvent(Message):
     """One `steps.engine.Event` (status, step, output, progress, rollback)."""
 
-    def __init__(self, event: Any) -> None:
+    def __init__(self, event: Event) -> None:
         super().__init__()
         self.event = event
 
@@ -42,7 +50,7 @@ class EngineEvent(Message):
 class PromptReady(Message):
     """The current step's prompt, freshly computed (its preview may call AWS)."""
 
-    def __init__(self, prompt: Any, then_run: bool, request: int) -> None:
+    def __init__(self, prompt: Prompt, then_run: bool, request: int) -> None:
         super().__init__()
         self.prompt = prompt
         self.then_run = then_run
@@ -50,13 +58,21 @@ class PromptReady(Message):
 
 
 class WorkDone(Message):
-    """An intent (run, skip, override, fast-forward, rollback) has finished."""
+    """An intent (run, skip, override, fast-forward) has finished."""
 
-    def __init__(self, what: str, step_id: str | None, result: Any = None) -> None:
+    def __init__(self, what: str, step_id: str | None) -> None:
         super().__init__()
         self.what = what
         self.step_id = step_id
-        self.result = result
+
+
+class RollbackDone(Message):
+    """The rollback worker has finished: every undo ran (`ok`), or it stopped at the last result."""
+
+    def __init__(self, ok: bool, results: list[tuple[UndoItem, Outcome]]) -> None:
+        super().__init__()
+        self.ok = ok
+        self.results = results
 
 
 class WorkFailed(Message):
@@ -72,7 +88,7 @@ class WorkFailed(Message):
 class DebriefReady(Message):
     """The training debrief (`steps.debrief.Debrief`), built from the journal."""
 
-    def __init__(self, debrief: Any, error: str = "") -> None:
+    def __init__(self, debrief: Debrief | None, error: str = "") -> None:
         super().__init__()
         self.debrief = debrief  # None when it could not be built: `error` says why
         self.error = error

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import ComposeResult
@@ -27,7 +27,7 @@ from steps.plan import undo_text
 from steps.secrets import redact
 from steps.status import Needs, SessionStatus, StepStatus
 from tui.hints import hints
-from tui.messages import EngineEvent, PromptReady, WorkDone, WorkFailed
+from tui.messages import EngineEvent, PromptReady, RollbackDone, WorkDone, WorkFailed
 from tui.screens.modals import AskScreen, ConfirmRunScreen, ManualStepScreen, ManualUndoScreen, ReasonScreen, TypedConfirmScreen
 from tui.screens.rollback import RollbackScreen
 from tui.states import step_status
@@ -35,6 +35,11 @@ from tui.widgets.banner import SessionBanner
 from tui.widgets.detail import StepDetail, StepView, Wait
 from tui.widgets.secret import SecretReveal
 from tui.widgets.steplist import Prerequisites, StepList
+
+if TYPE_CHECKING:
+    from steps.engine import Prompt, Session, UndoItem
+    from steps.model import Step
+    from tui.frozen import Frozen
 
 
 def _error_text(exc: BaseException) -> str:
@@ -60,12 +65,12 @@ class ChecklistScreen(Screen):
         Binding("q", "quit_session", "Quit", tooltip="Quit; the session can be resumed (training: debrief offered)"),
     ]
 
-    def __init__(self, session: Any, frozen: Any = None, reveal_seconds: float = 10.0) -> None:
+    def __init__(self, session: Session, frozen: Frozen | None = None, reveal_seconds: float = 10.0) -> None:
         super().__init__()
         self.session = session
         self.frozen = frozen
         self.reveal_seconds = reveal_seconds
-        self.prompt: Any = None  # the current step's Prompt, once computed
+        self.prompt: Prompt | None = None  # the current step's, once computed
         self.outputs: dict[str, list[str]] = {}
         self.waits: dict[str, Wait] = {}
         self.notes: dict[str, str] = {}
@@ -206,7 +211,7 @@ class ChecklistScreen(Screen):
         )
 
     @staticmethod
-    def _secret_here(step: Any) -> bool:
+    def _secret_here(step: Step) -> bool:
         from steps.actions import registry
 
         spec = registry().get(step.run or "")
@@ -290,22 +295,22 @@ class ChecklistScreen(Screen):
     @work(thread=True, exclusive=True, group="step", exit_on_error=False)
     def intent(self, what: str, step_id: str | None, call: Callable[[], Any]) -> None:
         try:
-            result = call()
+            call()
         except Exception as exc:
             self.post_message(WorkFailed(what, step_id, _error_text(exc)))
             return
-        self.post_message(WorkDone(what, step_id, result))
+        self.post_message(WorkDone(what, step_id))
 
     @work(thread=True, exclusive=True, group="rollback", exit_on_error=False)
     def rollback(self) -> None:
         try:
-            result = self.session.rollback(manual_done=self._ask_manual_undo)
+            ok, results = self.session.rollback(manual_done=self._ask_manual_undo)
         except Exception as exc:
             self.post_message(WorkFailed("rollback", None, _error_text(exc)))
             return
-        self.post_message(WorkDone("rollback", None, result))
+        self.post_message(RollbackDone(ok, results))
 
-    def _ask_manual_undo(self, item: Any) -> bool:
+    def _ask_manual_undo(self, item: UndoItem) -> bool:
         """Called by the engine, in the rollback worker: ask the operator, wait for the answer."""
         answered = threading.Event()
         answer: list[bool] = [False]
@@ -341,22 +346,22 @@ class ChecklistScreen(Screen):
         if message.then_run:
             self._confirm_and_run(prompt)
 
-    def on_work_done(self, message: WorkDone) -> None:
-        if message.what == "rollback":
-            self.rolling_back = False
-            ok, results = message.result
-            if ok:
-                self.notify(f"Session {self.session.id} rolled back: {len(results)} step(s) undone.", title="Rolled back")
-            else:
-                item, outcome = results[-1]
-                self.notify(
-                    f"Rollback stopped at step {item.step.number}: {outcome.summary}. Fix it, then u runs the rest.",
-                    title="Rollback stopped",
-                    severity="error",
-                )
+    def on_rollback_done(self, message: RollbackDone) -> None:
+        self.rolling_back = False
+        if message.ok:
+            self.notify(f"Session {self.session.id} rolled back: {len(message.results)} step(s) undone.", title="Rolled back")
         else:
-            self.busy = None
-            self._end_fast_waits()
+            item, outcome = message.results[-1]
+            self.notify(
+                f"Rollback stopped at step {item.step.number}: {outcome.summary}. Fix it, then u runs the rest.",
+                title="Rollback stopped",
+                severity="error",
+            )
+        self._after_work()
+
+    def on_work_done(self, message: WorkDone) -> None:
+        self.busy = None
+        self._end_fast_waits()
         if message.what == "run" and message.step_id:
             state = self.session.states[message.step_id]
             if state.status.stopped:
@@ -365,7 +370,10 @@ class ChecklistScreen(Screen):
                     severity="error",
                     title=f"Step {state.step.number} {state.status}",
                 )
-        if message.what != "run":
+        self._after_work(follow=message.what != "run")
+
+    def _after_work(self, follow: bool = True) -> None:
+        if follow:
             self._follow_current()
         self.refresh_all()
         if self.current_id and not self.rolling_back:
@@ -441,7 +449,7 @@ class ChecklistScreen(Screen):
         else:
             self.refresh_prompt(then_run=True)
 
-    def _confirm_and_run(self, prompt: Any) -> None:
+    def _confirm_and_run(self, prompt: Prompt) -> None:
         if not self.idle or self.app.screen is not self:
             return  # a step is running, or a question is already open
         session, step = self.session, prompt.step
@@ -459,7 +467,7 @@ class ChecklistScreen(Screen):
         else:
             self.app.push_screen(ConfirmRunScreen(prompt), lambda ok: ok and self._run(step.id))
 
-    def _manual_answer(self, prompt: Any, choice: str | None) -> None:
+    def _manual_answer(self, prompt: Prompt, choice: str | None) -> None:
         if choice == "done":
             self._run(prompt.step.id)
         elif choice == "skip":

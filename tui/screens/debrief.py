@@ -13,7 +13,7 @@ where the Markdown goes (default `debrief-<session>.md` in the current directory
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import ComposeResult
@@ -27,6 +27,9 @@ from steps.status import SessionStatus
 from tui.messages import DebriefReady, Exported
 from tui.screens.modals import Dialog
 from tui.widgets.training import TrainingHeader, end_state_table, timeline_table, verdicts_table
+
+if TYPE_CHECKING:
+    from steps.debrief import Debrief
 
 
 def default_export_path(session_id: str) -> Path:
@@ -46,7 +49,7 @@ class DebriefScreen(Screen):
     def __init__(self, session: Any) -> None:
         super().__init__()
         self.session = session
-        self.debrief: Any = None
+        self.debrief: Debrief | None = None
         self.markdown: str | None = None
         self.written: str | None = None  # the last file written
 
@@ -108,7 +111,7 @@ class DebriefScreen(Screen):
             return
         self.show(message.debrief)
 
-    def show(self, d: Any) -> None:
+    def show(self, d: Debrief) -> None:
         self.debrief = d
         colors = self.app.theme_variables
         self.query_one(TrainingHeader).set_lines(*self._header(d.title, d.session, d.status, d.scenario or "-"))

@@ -6,7 +6,7 @@ decides what to do with it.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,6 +16,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from tui.widgets.secret import SecretReveal
+
+if TYPE_CHECKING:
+    from steps.engine import Prompt, Session, UndoItem
 
 T = TypeVar("T")
 
@@ -46,7 +49,7 @@ class ConfirmRunScreen(Dialog[bool]):
 
     BINDINGS = [Binding("y", "yes", "Run it"), Binding("n,escape", "cancel", "Cancel")]
 
-    def __init__(self, prompt: Any) -> None:
+    def __init__(self, prompt: Prompt) -> None:
         super().__init__()
         self.prompt = prompt
 
@@ -77,7 +80,7 @@ class ConfirmRunScreen(Dialog[bool]):
 class TypedConfirmScreen(Dialog[str]):
     """A `typed` step: type the value shown (or one of the key ids offered) to run it."""
 
-    def __init__(self, prompt: Any) -> None:
+    def __init__(self, prompt: Prompt) -> None:
         super().__init__()
         self.prompt = prompt
 
@@ -183,7 +186,7 @@ class ManualStepScreen(Dialog[str]):
         Binding("escape", "cancel", "Not yet"),
     ]
 
-    def __init__(self, prompt: Any, session: Any, reveal_seconds: float = 10.0) -> None:
+    def __init__(self, prompt: Prompt, session: Session, reveal_seconds: float = 10.0) -> None:
         super().__init__()
         self.prompt = prompt
         self.session = session
@@ -220,7 +223,7 @@ class ManualUndoScreen(Dialog[bool]):
 
     BINDINGS = [Binding("d", "done", "Done"), Binding("n,escape", "cancel", "Not done")]
 
-    def __init__(self, item: Any) -> None:
+    def __init__(self, item: UndoItem) -> None:
         super().__init__()
         self.item = item
 

@@ -5,7 +5,7 @@ After the point of no return it says so plainly and offers nothing to run.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -15,11 +15,14 @@ from textual.widgets import Static
 
 from tui.screens.modals import Dialog
 
+if TYPE_CHECKING:
+    from steps.engine import RollbackPlan, Session, UndoItem
+
 
 class RollbackScreen(Dialog[bool]):
     BINDINGS = [Binding("y", "yes", "Roll back"), Binding("n,escape", "cancel", "Cancel")]
 
-    def __init__(self, session: Any, plan: Any, note: str = "") -> None:
+    def __init__(self, session: Session, plan: RollbackPlan, note: str = "") -> None:
         super().__init__()
         self.session = session
         self.plan = plan
@@ -57,7 +60,7 @@ class RollbackScreen(Dialog[bool]):
                 yield self.button("esc Cancel" if self.runnable else "esc Close", "screen.cancel")
 
     @staticmethod
-    def _item(n: int, item: Any) -> Content:
+    def _item(n: int, item: UndoItem) -> Content:
         head = Content.from_markup(
             "[b]$n. undo step $number[/b] ($title): $summary",
             n=str(n),

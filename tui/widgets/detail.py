@@ -8,7 +8,7 @@ evidence it validated, then the keys that apply now.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -19,6 +19,9 @@ from steps.clock import human_duration
 from steps.status import Needs, StepStatus
 from tui.states import AHEAD, Shown, look
 from tui.widgets.secret import SecretReveal
+
+if TYPE_CHECKING:
+    from steps.engine import GateState, Prompt, StepState
 
 
 @dataclass
@@ -36,12 +39,12 @@ class Wait:
 
 @dataclass
 class StepView:
-    state: Any  # steps.engine.StepState
+    state: StepState
     status: str  # as shown: the engine's, or next / waiting
     command: str
     undo: str
-    prompt: Any = None  # steps.engine.Prompt, for the current step
-    gate: Any = None  # steps.engine.GateState
+    prompt: Prompt | None = None  # for the current step
+    gate: GateState | None = None
     output: list[str] = field(default_factory=list)
     wait: Wait | None = None
     hints: list[tuple[str, str]] = field(default_factory=list)
