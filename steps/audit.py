@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from steps.paths import private_file
 from steps.secrets import redact
@@ -148,7 +148,7 @@ class AuditLog:
         return Verdict(True, n)
 
 
-def _last_line(fh) -> bytes | None:
+def _last_line(fh: BinaryIO) -> bytes | None:
     """The last non-empty line of a file opened in binary mode, read from the end."""
     fh.seek(0, os.SEEK_END)
     end = fh.tell()
@@ -161,7 +161,7 @@ def _last_line(fh) -> bytes | None:
         step = min(block, pos)
         pos -= step
         fh.seek(pos)
-        data = fh.read(step) + data
+        data = bytes(fh.read(step)) + data
         stripped = data.rstrip(b"\n")
         if b"\n" in stripped:
             return stripped.rsplit(b"\n", 1)[1]

@@ -287,7 +287,8 @@ class Journal:
                 (session_id, step_id, kind, status, redact(summary), redact(json.dumps(evidence or [])), self._now(), ts_sim),
             )
             db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (self._now(), session_id))
-            return int(cur.lastrowid)
+            assert cur.lastrowid is not None
+            return cur.lastrowid
 
     def events(self, session_id: str) -> list[EventRow]:
         with self._lock:

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 import threading
+from typing import NoReturn
 
 MASK = "****"
 # Shorter values are not registered: scrubbing them would mangle ordinary text.
@@ -59,6 +60,8 @@ class Secret:
     """A secret string. `reveal()` is the only way to its value."""
 
     __slots__ = ("_value", "label")
+    _value: str
+    label: str
 
     def __init__(self, value: str, label: str = "secret") -> None:
         if isinstance(value, Secret):
@@ -96,7 +99,7 @@ class Secret:
     def __hash__(self) -> int:
         return hash(self.fingerprint())
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a Secret cannot be pickled")
 
     def __len__(self) -> int:
