@@ -31,7 +31,7 @@ from steps.wiring import TrainingWiring, training_clock
 def intended(name: str, session, world) -> str:
     """Drive a session its scenario's intended way; returns how it ended."""
     quiet = Printer(lambda line: None)
-    opts = DriveOptions(yes=True, fast_forward=True)
+    opts = DriveOptions(yes=True, fast_forward=True, confirm_irreversible=True)
     if name == "two-active-keys":
         keys = world.aws.iam.users[world.scenario.target_user].access_keys
         opts.retire_key = keys[1].access_key_id  # the unused one

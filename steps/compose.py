@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steps.status import Mode
+from steps.text import shown
 
 if TYPE_CHECKING:
     from steps.engine import Engine, Session
@@ -49,6 +50,7 @@ class Request:
     inventory: str | None = None  # a path; else $HANDRAIL_INVENTORY, else the config dir's
     check_call: str | None = None
     allow_self_rotation: bool = False
+    retire_key: str | None = None  # checked to be one of the user's keys before anything is written
     options: dict[str, Any] = field(default_factory=dict)  # recorded with the session (e.g. opened_by)
 
 
@@ -149,6 +151,19 @@ def wiring_for_session(row: SessionRow, headless: bool = True) -> Wiring:
     )
 
 
+def check_output_path(path: str, flag: str) -> Path:
+    """A file a command will write at the end: refused before anything runs when it cannot be."""
+    target = Path(path).expanduser()
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise ComposeError(f"{flag}: {shown(path)} is a directory")
+    if not parent.is_dir():
+        raise ComposeError(f"{flag}: the folder of {shown(path)} does not exist")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ComposeError(f"{flag}: {shown(path)} cannot be written (permission denied)")
+    return target
+
+
 # -- sessions -----------------------------------------------------------------------------------
 
 
@@ -158,6 +173,8 @@ def prepare(request: Request) -> Prepared:
     from steps.loader import load
 
     mode = check_mode(request.mode)
+    if request.user is not None and not request.user.strip():
+        raise ComposeError("--user is empty: name the IAM user to rotate")
     if request.scenario and mode is not Mode.TRAINING:
         raise ComposeError("--scenario is for training only")
     if request.inventory and mode is Mode.TRAINING:
@@ -230,10 +247,27 @@ def start(
         world_factory=world_factory,
     )
     try:
+        if req.retire_key:
+            _check_retire_key(wiring, str(prepared.inputs.get("target_user") or ""), req.retire_key)
         return engine.start(req.runbook, prepared.inputs, wiring, options=prepared.options, session_id=session_id)
     except BaseException:
         wiring.close()
         raise
+
+
+def _check_retire_key(wiring: Wiring, user: str, key_id: str) -> None:
+    from steps.actions.iam import aws_error, error_code
+    from steps.wiring import NoSuchUser, WiringError
+
+    try:
+        keys = wiring.aws_client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"]
+    except Exception as exc:
+        if error_code(exc) == "NoSuchEntity":
+            raise NoSuchUser(user) from None
+        raise WiringError(f"cannot list the access keys of {user!r}: {aws_error(exc)}") from None
+    ids = [k["AccessKeyId"] for k in keys]
+    if key_id not in ids:
+        raise ComposeError(f"--retire-key: {shown(key_id)} is not one of {user}'s keys ({', '.join(ids) or 'it has none'})")
 
 
 def resume(engine: Engine, ref: str, *, headless: bool = True, recover: bool = True) -> Session:
@@ -242,18 +276,20 @@ def resume(engine: Engine, ref: str, *, headless: bool = True, recover: bool = T
 
 
 def reopen(engine: Engine, row: SessionRow, *, headless: bool = True) -> Session:
-    """A finished session, opened to read its rollback plan (nothing is resumed)."""
+    """A session opened where it stands, nothing resumed: to read a finished session's
+    rollback plan, or to abandon one. Refused, like a resume, in another account or on a
+    re-created user; another operator of the account takes it over (audited)."""
     from steps.engine import Session
     from steps.loader import load
 
-    return Session(engine, row, load(row.runbook_path), wiring_for_session(row, headless=headless))
-
-
-def detached(engine: Engine, row: SessionRow) -> Session:
-    """A session opened without any wiring to the world: only to record an end (abandon)."""
-    from steps.clock import Clock
-    from steps.engine import Session
-    from steps.loader import load
-    from steps.wiring import Wiring
-
-    return Session(engine, row, load(row.runbook_path), Wiring(Clock()))
+    runbook = load(row.runbook_path)
+    wiring = wiring_for_session(row, headless=headless)
+    try:
+        taken_over = engine.check_binding(row, wiring)
+    except BaseException:
+        wiring.close()
+        raise
+    session = Session(engine, row, runbook, wiring)
+    if taken_over:
+        session.take_over(*taken_over)
+    return session

@@ -26,6 +26,7 @@ class DriveOptions:
     override_block: str | None = None
     retire_key: str | None = None
     confirm_keys: list[str] = field(default_factory=list)
+    confirm_irreversible: bool = False  # answer an irreversible step's typed key id (audited)
 
 
 class Asker:
@@ -151,11 +152,17 @@ def _pass_gate(session: Session, prompt: Prompt, opts: DriveOptions, printer: Pr
 
 def _drive_step(session: Session, prompt: Prompt, opts: DriveOptions, printer: Printer, asker: Asker) -> None:
     step = prompt.step
-    answer = _confirmation(session, prompt, opts, printer, asker)
+    if prompt.needs is Needs.REFUSED:
+        state = session.states[step.id]
+        printer.echo(f"    refused before: {state.summary}; running the guard again")
+    answer, how = _confirmation(session, prompt, opts, printer, asker)
     try:
-        outcome = session.run(step.id, answer=answer)
+        outcome = session.run(step.id, answer=answer, how=how)
     except EngineError as exc:  # GateClosed included
         raise _Stop(EXIT_STOPPED, f"stopped at step {step.number}: {exc}") from None
+    if outcome.status == StepStatus.REFUSED:
+        printer.outcome(session, step.id)
+        raise _Stop(EXIT_STOPPED, f"step {step.number} ({step.id}) refused: {outcome.summary.rstrip('.')}. {session.remedy(step.id)}")
     if outcome.status == StepStatus.BLOCKED:
         printer.outcome(session, step.id)
         reason = opts.override_block
@@ -175,9 +182,11 @@ def _drive_step(session: Session, prompt: Prompt, opts: DriveOptions, printer: P
         )
 
 
-def _confirmation(session: Session, prompt: Prompt, opts: DriveOptions, printer: Printer, asker: Asker) -> str | None:
-    """The operator's answer to what the step's run takes (the typed value, if any)."""
+def _confirmation(session: Session, prompt: Prompt, opts: DriveOptions, printer: Printer, asker: Asker) -> tuple[str | None, str]:
+    """The operator's answer to what the step's run takes: (the typed value, how it was given)."""
     step = prompt.step
+    for warning in prompt.warnings:
+        printer.echo(f"    WARNING: {warning}")
     if prompt.confirm is Needs.MANUAL:
         _manual(session, prompt, opts, printer, asker)
     elif prompt.confirm is Needs.YES:
@@ -186,13 +195,19 @@ def _confirmation(session: Session, prompt: Prompt, opts: DriveOptions, printer:
                 EXIT_STOPPED, f"stopped before step {step.number} ({step.id}): it needs a yes (pass --yes, or run it at a terminal)"
             )
     elif prompt.confirm is Needs.TYPED:
-        answer = _typed_answer(prompt, opts, asker)
+        answer, how = _typed_answer(prompt, opts, asker)
         if answer is None:
             flag = "--retire-key KEY_ID" if prompt.choices else "--confirm-key KEY_ID"
             what = prompt.prompt or f"type {prompt.expect}"
+            if prompt.irreversible:
+                flag = "--retire-key KEY_ID" if prompt.choices else f"--confirm-key {prompt.expect} or --confirm-irreversible (audited)"
+                raise _Stop(
+                    EXIT_STOPPED,
+                    f"stopped before step {step.number} ({step.id}): irreversible, no undo: it needs the key id typed ({what}); pass {flag}",
+                )
             raise _Stop(EXIT_STOPPED, f"stopped before step {step.number} ({step.id}): it needs a typed confirmation ({what}); pass {flag}")
-        return answer
-    return None
+        return answer, how
+    return None, ""
 
 
 def _manual(session: Session, prompt: Prompt, opts: DriveOptions, printer: Printer, asker: Asker) -> None:
@@ -219,17 +234,22 @@ def _manual(session: Session, prompt: Prompt, opts: DriveOptions, printer: Print
         )
 
 
-def _typed_answer(prompt: Prompt, opts: DriveOptions, asker: Asker) -> str | None:
+def _typed_answer(prompt: Prompt, opts: DriveOptions, asker: Asker) -> tuple[str | None, str]:
+    """(the answer, how it was given)."""
     if prompt.choices:
         ids = {c.value for c in prompt.choices}
         if opts.retire_key:
-            return opts.retire_key if opts.retire_key in ids else None
+            return (opts.retire_key if opts.retire_key in ids else None), "--retire-key"
     elif prompt.expect and prompt.expect in opts.confirm_keys:
-        return prompt.expect
+        return prompt.expect, "--confirm-key"
+    elif prompt.expect and prompt.irreversible and opts.confirm_irreversible:
+        return prompt.expect, "--confirm-irreversible"
     if asker.available:
         text = prompt.prompt or f"type {prompt.expect} to confirm"
-        return asker.typed(text) or None
-    return None
+        if prompt.irreversible:
+            text = f"IRREVERSIBLE, no undo: {text}"
+        return (asker.typed(text) or None), "typed at the terminal"
+    return None, ""
 
 
 def rollback(session: Session, yes: bool, printer: Printer, asker: Asker | None = None) -> tuple[int, str]:

@@ -27,6 +27,7 @@ from steps.loader import load, render
 from steps.model import Runbook, Step
 from steps.secrets import Secret, redact
 from steps.status import Needs, SessionStatus, StepStatus
+from steps.text import shown
 
 
 class EngineError(Exception):
@@ -35,6 +36,10 @@ class EngineError(Exception):
 
 class InputError(EngineError):
     """A bad runbook input: the CLI exits 2."""
+
+
+class Refused(EngineError):
+    """A guard said no: no skip and no override; roll back, abandon, or start again."""
 
 
 class GateClosed(EngineError):
@@ -114,6 +119,8 @@ class Prompt:
     undo_command: str | None
     mutates: bool
     fast_forward: bool  # the wait before it can pass on the simulated clock (training)
+    irreversible: bool = False  # it deletes what no undo brings back: the key id is typed, always
+    warnings: list[str] = field(default_factory=list)  # said before the confirmation (skipped safety steps, re-opened steps)
 
 
 _CONFIRM = {"auto": Needs.RUN, "yes": Needs.YES, "typed": Needs.TYPED}
@@ -158,6 +165,17 @@ def runbook_sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+MIN_REASON = 3
+
+
+def check_reason(reason: str | None, what: str) -> str:
+    """A reason for an audited decision: at least MIN_REASON characters, said in words."""
+    text = (reason or "").strip()
+    if len(text) < MIN_REASON:
+        raise EngineError(f"{what} needs a typed reason of at least {MIN_REASON} characters")
+    return text
+
+
 def validate_inputs(runbook: Runbook, given: dict[str, str | None]) -> dict[str, str]:
     values: dict[str, str] = {}
     for name in given:
@@ -173,9 +191,10 @@ def validate_inputs(runbook: Runbook, given: dict[str, str | None]) -> dict[str,
             continue
         value = str(value)
         if spec.choices and value not in spec.choices:
-            raise InputError(f"input {name!r}: {value!r} is not one of {', '.join(spec.choices)}")
+            raise InputError(f"input {name!r}: {shown(value)} is not one of {', '.join(spec.choices)}")
         if spec.pattern and not re.fullmatch(spec.pattern, value):
-            raise InputError(f"input {name!r}: {value!r} does not match {spec.pattern}")
+            # Plain words, never the regex: the runbook's hint, else its prompt.
+            raise InputError(f"input {name!r}: {shown(value)} is not {spec.hint or 'a valid value for: ' + spec.prompt}")
         values[name] = value
     return values
 
@@ -202,6 +221,7 @@ class Engine:
         values = validate_inputs(runbook, inputs)
         account, operator_arn = wiring.identity()
         target = values.get("target_user", "")
+        binding = Binding(account, operator_arn, *(wiring.target_identity(target) if target else ("", "")))
         if not wiring.dry_run and target:
             self.journal.check_lock(account, target)  # refuse before writing anything
         row = self.journal.create_session(
@@ -215,7 +235,7 @@ class Engine:
             actor=f"{self.os_user} as {operator_arn}",
             reason=values.get("reason", ""),
             inputs=values,
-            options=options or {},
+            options={**(options or {}), "binding": binding.as_dict()},
             sim_offset=getattr(wiring.clock, "offset", None),
         )
         if not wiring.dry_run and target:
@@ -254,7 +274,14 @@ class Engine:
         runbook = load(path)
         sha = runbook_sha(path)
         wiring = make_wiring(row)
+        try:
+            taken_over_from = self.check_binding(row, wiring)
+        except BaseException:
+            wiring.close()
+            raise
         session = Session(self, row, runbook, wiring)
+        if taken_over_from:
+            session.take_over(*taken_over_from)
         if sha != row.runbook_sha:
             self.journal.add_event(row.id, "note", summary=f"runbook file changed since the session started ({path})")
         if not wiring.dry_run and row.target:
@@ -263,6 +290,58 @@ class Engine:
             session.recover_secrets()
         self.audit.append("session.resumed", session=row.id, actor=row.actor, context={"status": row.status})
         return session
+
+    def check_binding(self, row: SessionRow, wiring: Any) -> tuple[str, str] | None:
+        """Refuse a session opened with another account's credentials, or on a user that
+        was deleted and re-created. Returns (first operator, operator now) when another
+        operator of the same account takes the session over (allowed; audited by the caller)."""
+        binding = Binding.of(row)
+        if binding is None:  # a session from before bindings were recorded
+            return None
+        account, operator = wiring.identity()
+        if account != binding.account:
+            raise BindingRefused(
+                f"session {row.id} belongs to AWS account {binding.account}, but these credentials are account {account} "
+                f"({operator}): refused, nothing changed. Use that account's credentials, or start a new session"
+            )
+        if row.target and binding.target_id:
+            from steps.wiring import NoSuchUser
+
+            try:
+                _, user_id = wiring.target_identity(row.target)
+            except NoSuchUser:
+                raise BindingRefused(
+                    f"session {row.id}: IAM user {row.target!r} (user id {binding.target_id}) no longer exists in account {account}: "
+                    "refused, nothing changed. Abandon the session"
+                ) from None
+            if user_id != binding.target_id:
+                raise BindingRefused(
+                    f"session {row.id}: IAM user {row.target!r} was deleted and re-created (user id {binding.target_id} then, "
+                    f"{user_id} now): refused, nothing changed. Abandon the session and start a new one"
+                )
+        return (binding.operator_arn, operator) if operator != binding.operator_arn else None
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Where a session started: it acts there and nowhere else."""
+
+    account: str
+    operator_arn: str
+    target_arn: str
+    target_id: str  # the IAM user id: a user deleted and re-created under its name gets a new one
+
+    def as_dict(self) -> dict[str, str]:
+        return {"account": self.account, "operator_arn": self.operator_arn, "target_arn": self.target_arn, "target_id": self.target_id}
+
+    @classmethod
+    def of(cls, row: SessionRow) -> Binding | None:
+        data = row.options.get("binding")
+        return cls(**data) if isinstance(data, dict) else None
+
+
+class BindingRefused(EngineError):
+    """The credentials or the user are not the ones the session started with (exit 2)."""
 
 
 class Session:
@@ -282,6 +361,12 @@ class Session:
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()
         self._replay()
+
+    def take_over(self, started_by: str, operator: str) -> None:
+        """Another operator of the same account goes on with this session (audited)."""
+        self.row.actor = f"{self.engine.os_user} as {operator}"
+        self.journal.add_event(self.id, "note", summary=f"resumed by {operator}, started by {started_by}")
+        self.audit.append("session.taken_over", session=self.id, actor=operator, context={"started_by": started_by, "resumed_by": operator})
 
     # -- listening ----------------------------------------------------------------------
 
@@ -393,9 +478,7 @@ class Session:
         return GateState(step.id, step.gate.after, step.gate.at_least, step.gate.why, since, opens, now, passed)
 
     def override_gate(self, step_id: str, reason: str) -> None:
-        reason = (reason or "").strip()
-        if len(reason) < 3:
-            raise EngineError("passing a gate early needs a typed reason")
+        reason = check_reason(reason, "passing a gate early")
         with self._lock:
             step = self.runbook.step(step_id)
             gate = self.gate_state(step)
@@ -545,10 +628,15 @@ class Session:
                 manual_text = render(step.manual.instructions, values) if step.manual else ""
                 if shape.unavailable:
                     manual_text = f"({shape.unavailable})\n{manual_text}"
+            expect = values.get(step.typed) if step.typed else preview.expect
+            irreversible = False
             if shape.would_run or preview.nothing_to_do:
                 confirm = Needs.RUN
             elif shape.manual:
                 confirm = Needs.MANUAL
+            elif step.irreversible and (expect or preview.choices):
+                # No undo: never one stray key away, whatever the step's own confirm says.
+                confirm, irreversible = Needs.TYPED, True
             else:
                 confirm = _CONFIRM[preview.confirm or step.confirm]
             gate = self.gate_state(step)
@@ -562,7 +650,7 @@ class Session:
                 command=render(step.command, values),
                 needs=needs,
                 confirm=confirm,
-                expect=values.get(step.typed) if step.typed else preview.expect,
+                expect=expect,
                 choices=preview.choices,
                 prompt=preview.prompt,
                 preview=preview.lines,
@@ -572,7 +660,22 @@ class Session:
                 undo_command=undo_command,
                 mutates=bool(spec and spec.mutates) or shape.manual,
                 fast_forward=needs is Needs.GATE and self.wiring.clock.simulated,
+                irreversible=irreversible,
+                warnings=self._warnings(state),
             )
+
+    def _warnings(self, state: StepState) -> list[str]:
+        """What the operator must read before confirming this step: a safety step skipped
+        just before it, or why this step runs again after a restart."""
+        warnings = []
+        if state.reopened and state.summary.startswith("re-opened"):
+            warnings.append(f"step {state.step.number} runs again: {state.summary.removeprefix('re-opened: ')}")
+        for earlier in reversed(list(self.states.values())[: self.runbook.index(state.step.id)]):
+            if earlier.status is not StepStatus.SKIPPED:
+                break
+            if earlier.step.if_skipped:
+                warnings.append(f"step {earlier.step.number} ({earlier.step.title}) was skipped: {earlier.step.if_skipped}")
+        return warnings
 
     # -- running ------------------------------------------------------------------------
 
@@ -599,27 +702,29 @@ class Session:
             progress=lambda what, done, total, sid=step.id: self._emit(Event("progress", sid, (what, done, total))),
         )
 
-    def run(self, step_id: str, answer: str | None = None, override: str | None = None) -> Outcome:
-        """Run one step. The caller has had the operator confirm (see `prompt`)."""
+    def run(self, step_id: str, answer: str | None = None, override: str | None = None, how: str = "typed") -> Outcome:
+        """Run one step: the next one, or one skipped earlier. The caller has had the
+        operator confirm (see `prompt`); `how` says how an irreversible step's key id was
+        given (typed, --confirm-key, --confirm-irreversible), for the audit log."""
         with self._lock:
             current = self.current()
             if current is None:
                 raise EngineError(f"session {self.id} is {self.status}: no step left to run")
             if current.step.id != step_id:
-                raise EngineError(f"step {step_id!r} is not next: step {current.step.number} ({current.step.id}) is")
+                later = self.states.get(step_id)
+                if later is None or later.status is not StepStatus.SKIPPED:
+                    raise EngineError(f"step {step_id!r} is not next: step {current.step.number} ({current.step.id}) is")
+                current = later  # a skipped step, run later
             step = current.step
             gate = self._closed_gate(step)
             if gate is not None:
                 self._set_status(SessionStatus.WAITING)
                 raise GateClosed(gate)
-            if step.confirm == "typed" and not self.wiring.dry_run:
-                expected = self.values().get(step.typed or "")
-                if (answer or "").strip() != expected:
-                    raise EngineError(
-                        f"typed confirmation does not match: type the {step.typed.replace('_', ' ')} ({expected}) to run step {step.number}"
-                    )
-            if override is not None and len(override.strip()) < 3:
-                raise EngineError("an override needs a typed reason")
+            if override is not None:
+                if current.status is StepStatus.REFUSED:
+                    raise Refused(f"step {step.number} ({step.id}) refused: it cannot be overridden. {self.remedy(step.id)}")
+                check_reason(override, "an override")
+            self._check_typed(current, answer, how)
 
             shape = self._shape(step)
             spec, manual = shape.spec, shape.manual
@@ -664,6 +769,35 @@ class Session:
                 )
             self._apply(current, outcome)
             return outcome
+
+    def _check_typed(self, state: StepState, answer: str | None, how: str) -> None:
+        """The engine, not the screen, holds the line: a typed step runs only on its value."""
+        step = state.step
+        if self.wiring.dry_run or (step.confirm != "typed" and not step.irreversible):
+            return
+        prompt = self.prompt(step.id)
+        if prompt.confirm is not Needs.TYPED:
+            return
+        given = (answer or "").strip()
+        valid = {c.value for c in prompt.choices} if prompt.choices else {prompt.expect}
+        if given not in valid:
+            if prompt.choices:
+                return  # the action says which choice it refuses, and why
+            what = (step.typed or "key id").replace("_", " ")
+            raise EngineError(f"typed confirmation does not match: type the {what} ({prompt.expect}) to run step {step.number}")
+        if prompt.irreversible:
+            self.audit.append(
+                "step.irreversible_confirmed",
+                session=self.id,
+                actor=self.row.actor,
+                context={"step": step.id, "confirmed": given, "how": how},
+            )
+
+    def remedy(self, step_id: str) -> str:
+        """What an operator can do instead of skipping or overriding a refusal."""
+        specific = self.facts.get(f"remedy:{step_id}")
+        ways = f"roll back (`handrail rollback {self.id}`), abandon (`handrail abandon {self.id} --reason …`), or start a new session"
+        return f"Instead: {specific}; or {ways}" if specific else f"Instead: {ways}"
 
     def _set_facts(self, facts: dict[str, str], step_id: str | None) -> None:
         facts = {k: v for k, v in facts.items() if v not in (None, "")}
@@ -711,6 +845,11 @@ class Session:
             current = self.current()
             if current is None or current.step.id != step_id:
                 raise EngineError(f"step {step_id!r} is not next")
+            step = current.step
+            if current.status is StepStatus.REFUSED:
+                raise Refused(f"step {step.number} ({step.id}) refused: {current.summary.rstrip('.')}. {self.remedy(step.id)}")
+            if not step.skippable:
+                raise Refused(f"step {step.number} ({step.title}) cannot be skipped: the runbook makes it a guard. {self.remedy(step.id)}")
             self.audit.append("step.skipped", session=self.id, actor=self.row.actor, context={"step": step_id, "reason": reason})
             self._apply(current, Outcome(StepStatus.SKIPPED, reason))
 

@@ -65,6 +65,8 @@ class Input(_Strict):
     default: str | None = None
     required: bool = True
     pattern: str | None = None
+    # What the pattern allows, in plain words: said instead of the regex when a value fails it.
+    hint: str | None = None
 
     @field_validator("pattern")
     @classmethod
@@ -134,6 +136,10 @@ class Step(_Strict):
     gate: Gate | None = None
     irreversible: bool = False
     point_of_no_return: bool = False
+    # May the operator skip it? A guard (pre-checks) may not be skipped at all.
+    skippable: bool = True
+    # A safety step: when it was skipped, the next step's confirmation says this first.
+    if_skipped: str | None = None
 
     @field_validator("undo", mode="before")
     @classmethod
@@ -147,8 +153,8 @@ class Step(_Strict):
             raise ValueError("a step needs 'run' (an action) or 'manual' (instructions)")
         if self.confirm == "typed" and not self.typed:
             raise ValueError("confirm: typed needs 'typed': the placeholder whose value the operator types")
-        if self.typed and self.confirm != "typed":
-            raise ValueError("'typed' is only meaningful with confirm: typed")
+        if self.typed and self.confirm != "typed" and not self.irreversible:
+            raise ValueError("'typed' is only meaningful with confirm: typed, or on an irreversible step (the key id it deletes)")
         if self.point_of_no_return and not self.irreversible:
             raise ValueError("a point_of_no_return step must also be irreversible")
         if self.with_ and not self.run:

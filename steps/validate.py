@@ -56,7 +56,10 @@ def validate(engine, runbook_ref: str, wiring, printer: Printer, user: str | Non
         session_id = session.id
         simulated = wiring.clock.simulated
         opts = DriveOptions(
-            yes=True, fast_forward=simulated, override_gate=None if simulated else "sandbox validation of the runbook (throwaway user)"
+            yes=True,
+            fast_forward=simulated,
+            override_gate=None if simulated else "sandbox validation of the runbook (throwaway user)",
+            confirm_irreversible=True,  # the throwaway user's own key: the operator agreed to the whole exercise
         )
         code, detail = drive(session, opts, printer)
         ok = code == 0

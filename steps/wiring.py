@@ -104,6 +104,19 @@ class Wiring:
             raise WiringError(f"cannot tell who you are (sts get-caller-identity): {aws_error(exc)}") from None
         return ident["Account"], ident["Arn"]
 
+    def target_identity(self, user: str) -> tuple[str, str]:
+        """(ARN, user id) of an IAM user. The user id changes when a user is deleted and
+        re-created under the same name, so a session can tell it is the same user."""
+        from steps.actions.iam import aws_error, error_code
+
+        try:
+            found = self.aws_client("iam").get_user(UserName=user)["User"]
+        except Exception as exc:
+            if error_code(exc) == "NoSuchEntity":
+                raise NoSuchUser(user) from None
+            raise WiringError(f"cannot read IAM user {user!r} (iam get-user): {aws_error(exc)}") from None
+        return str(found["Arn"]), str(found["UserId"])
+
     def switch_operator(self, pair: Pair) -> None:
         """Self-rotation: sign the operator's calls with `pair` from now on."""
         raise NotImplementedError
@@ -126,6 +139,12 @@ class Wiring:
 
 class WiringError(Exception):
     pass
+
+
+class NoSuchUser(WiringError):
+    def __init__(self, user: str) -> None:
+        super().__init__(f"IAM user {user!r} does not exist in this account (iam get-user: NoSuchEntity)")
+        self.user = user
 
 
 def _client_config():

@@ -209,7 +209,7 @@ class Rig:
         from steps.driver import Asker, DriveOptions, Printer, drive
 
         lines: list[str] = []
-        options = DriveOptions(**{"yes": True, "fast_forward": True, **opts})
+        options = DriveOptions(**{"yes": True, "fast_forward": True, "confirm_irreversible": True, **opts})
         code, message = drive(session, options, Printer(lines.append), Asker())
         return Drove(code, message, lines)
 

@@ -53,7 +53,7 @@ def test_an_intact_log_verifies_with_exit_0(log, cli):
 
 
 def test_the_log_of_a_real_rotation_verifies(cli, handrail_home):
-    assert cli("run", "--yes", "--fast-forward").exit_code == 0
+    assert cli("run", "--yes", "--fast-forward", "--confirm-irreversible").exit_code == 0
     result = cli("audit", "verify")
     assert result.exit_code == 0, result.output
     assert str(handrail_home / "audit.jsonl") in result.stdout

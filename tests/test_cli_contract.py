@@ -10,6 +10,7 @@ import pytest
 
 import steps
 import tui.cli
+from steps.paths import audit_path
 
 STEP_IDS = [
     "pre-checks",
@@ -58,6 +59,7 @@ def test_run_help_names_the_explicit_flags_for_what_yes_does_not_answer(cli):
         "--reason",
         "--yes",
         "--fast-forward",
+        "--confirm-irreversible",
         "--override-gate",
         "--override-block",
         "--retire-key",
@@ -82,12 +84,16 @@ def test_the_exit_codes_are_documented_in_the_cli_module():
 @pytest.mark.parametrize(
     "args, code",
     [
-        pytest.param(["run", "--yes", "--fast-forward"], 0, id="0-done"),
-        pytest.param(["run", "--scenario", "self-rotation", "--yes", "--fast-forward"], 1, id="1-a-step-failed"),
-        pytest.param(["run", "--user", "nobody-here", "--yes", "--fast-forward"], 1, id="1-no-such-iam-user"),
+        pytest.param(["run", "--yes", "--fast-forward", "--confirm-irreversible"], 0, id="0-done"),
+        pytest.param(["run", "--scenario", "consumer-fails", "--yes", "--fast-forward", "--confirm-irreversible"], 1, id="1-a-step-failed"),
+        pytest.param(["run", "--user", "nobody-here", "--yes", "--fast-forward", "--confirm-irreversible"], 2, id="2-no-such-iam-user"),
         pytest.param(["run", "--scenario", "{lean}", "--yes"], 3, id="3-stopped-at-the-gate"),
-        pytest.param(["run", "--fast-forward"], 3, id="3-a-yes-it-may-not-answer"),
-        pytest.param(["run", "--scenario", "two-active-keys", "--yes", "--fast-forward"], 3, id="3-a-typed-choice-it-may-not-answer"),
+        pytest.param(["run", "--fast-forward", "--confirm-irreversible"], 3, id="3-a-yes-it-may-not-answer"),
+        pytest.param(
+            ["run", "--scenario", "two-active-keys", "--yes", "--fast-forward", "--confirm-irreversible"],
+            3,
+            id="3-a-typed-choice-it-may-not-answer",
+        ),
     ],
 )
 def test_exit_codes_of_run(cli, lean, args, code):
@@ -104,12 +110,18 @@ def test_exit_codes_of_run(cli, lean, args, code):
         pytest.param(["run", "--scenario", "no-such-scenario"], "no such scenario", id="unknown-scenario"),
         pytest.param(["run", "--mode", "live"], "--user is required outside training", id="user-required-live"),
         pytest.param(["run", "--mode", "dry-run"], "--user is required outside training", id="user-required-dry-run"),
-        pytest.param(["run", "--mode", "live", "--user", "u", "--fast-forward"], "training only", id="fast-forward-live"),
-        pytest.param(["run", "--mode", "dry-run", "--user", "u", "--fast-forward"], "training only", id="fast-forward-dry-run"),
+        pytest.param(
+            ["run", "--mode", "live", "--user", "u", "--fast-forward", "--confirm-irreversible"], "training only", id="fast-forward-live"
+        ),
+        pytest.param(
+            ["run", "--mode", "dry-run", "--user", "u", "--fast-forward", "--confirm-irreversible"],
+            "training only",
+            id="fast-forward-dry-run",
+        ),
         pytest.param(["run", "--mode", "live", "--user", "u", "--world-out", "w.json"], "training only", id="world-out-live"),
         pytest.param(["run", "--mode", "live", "--user", "u", "--scenario", "happy-path"], "training only", id="scenario-live"),
         pytest.param(["run", "no-such-runbook"], "no such runbook", id="unknown-runbook"),
-        pytest.param(["run", "--user", "has spaces!"], "does not match", id="user-fails-the-runbook-pattern"),
+        pytest.param(["run", "--user", "has spaces!"], "is not an IAM user name", id="user-fails-the-runbook-pattern"),
         pytest.param(["resume", "19990101-000000-dead"], "no session", id="resume-unknown-session"),
         pytest.param(["rollback", "19990101-000000-dead"], "no session", id="rollback-unknown-session"),
         pytest.param(["show", "19990101-000000-dead"], "no session", id="show-unknown-session"),
@@ -144,7 +156,7 @@ def test_a_session_whose_runbook_input_fails_is_not_left_unfinished(cli):
 # -- --json -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, code, status", [(["--fast-forward"], 0, "done"), ([], 3, "waiting")])
+@pytest.mark.parametrize("args, code, status", [(["--fast-forward", "--confirm-irreversible"], 0, "done"), ([], 3, "waiting")])
 def test_json_prints_exactly_one_object_on_stdout(cli, lean, args, code, status):
     result = cli("run", "--scenario", lean, "--yes", "--json", *args)
     assert result.exit_code == code, result.output
@@ -171,7 +183,7 @@ def test_json_on_a_failure_is_still_one_object(cli):
 
 
 def test_sessions_json_lists_unfinished_sessions_and_all_with_all(cli, lean):
-    done = json.loads(cli("run", "--scenario", lean, "--yes", "--fast-forward", "--json").stdout)
+    done = json.loads(cli("run", "--scenario", lean, "--yes", "--fast-forward", "--confirm-irreversible", "--json").stdout)
     stopped = json.loads(cli("run", "--scenario", lean, "--yes", "--json").stdout)
 
     unfinished = json.loads(cli("sessions", "--json").stdout)
@@ -192,7 +204,7 @@ def test_sessions_text_lists_session_status_and_keys(cli, lean):
 
 
 def test_show_json_has_the_timeline_and_the_facts(cli, lean):
-    summary = json.loads(cli("run", "--scenario", lean, "--yes", "--fast-forward", "--json").stdout)
+    summary = json.loads(cli("run", "--scenario", lean, "--yes", "--fast-forward", "--confirm-irreversible", "--json").stdout)
     shown = json.loads(cli("show", summary["session"], "--json").stdout)
     assert shown["session"] == summary["session"] and shown["status"] == "done"
     assert shown["facts"]["new_key_id"] == summary["new_key_id"]
@@ -200,7 +212,7 @@ def test_show_json_has_the_timeline_and_the_facts(cli, lean):
 
 
 def test_plain_output_without_json_prints_the_steps_and_the_outcome_line(cli, lean):
-    result = cli("run", "--scenario", lean, "--yes", "--fast-forward")
+    result = cli("run", "--scenario", lean, "--yes", "--fast-forward", "--confirm-irreversible")
     assert result.exit_code == 0
     session = json.loads(cli("sessions", "--all", "--json").stdout)[0]["session"]
     assert f"session {session}: done" in result.stdout.splitlines()
@@ -277,3 +289,27 @@ def test_a_session_whose_world_cannot_be_rebuilt_is_one_line_not_a_traceback(cli
 
     assert result.exit_code == 2
     assert "vanishing" in one_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        pytest.param(["--user", "nosuchuser"], "'nosuchuser' does not exist", id="no-such-user"),
+        pytest.param(["--user", ""], "--user is empty", id="empty-user"),
+        pytest.param(["--user", "x" * 500], "…", id="a-long-value-is-cut"),
+        pytest.param(["--override-block", "ok"], "at least 3 characters", id="short-override-reason"),
+        pytest.param(["--override-gate", " "], "at least 3 characters", id="blank-gate-reason"),
+        pytest.param(["--world-out", "/nonexistent-dir/w.json"], "does not exist", id="world-out-folder-missing"),
+        pytest.param(
+            ["--scenario", "two-active-keys", "--retire-key", "AKIANOTAKEYOFTHISUSR"], "is not one of", id="retire-key-not-the-users"
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_before_any_session_lock_or_audit_line(cli, handrail_home, args, says):
+    result = cli("run", "--yes", "--fast-forward", "--confirm-irreversible", *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], result.stderr
+    assert len(lines[0]) < 300 and "[\\w" not in lines[0]  # cut, and no regex
+    assert json.loads(cli("sessions", "--all", "--json").stdout) == []
+    assert not audit_path().exists() or audit_path().read_text() == ""

@@ -122,7 +122,7 @@ def test_world_out_from_the_cli_shows_every_holder_with_the_new_key_fingerprint(
 
     out = tmp_path / "world.json"
     started = time.perf_counter()
-    result = CliRunner().invoke(main, ["run", "--yes", "--fast-forward", "--world-out", str(out)])
+    result = CliRunner().invoke(main, ["run", "--yes", "--fast-forward", "--confirm-irreversible", "--world-out", str(out)])
     seconds = time.perf_counter() - started
     assert result.exit_code == EXIT_DONE, result.output
     data = json.loads(out.read_text())
@@ -137,7 +137,7 @@ def test_world_out_from_the_cli_shows_every_holder_with_the_new_key_fingerprint(
 def test_cli_training_rotation_in_a_new_process_ends_on_the_new_key(handrail, tmp_path: Path) -> None:
     out = tmp_path / "world.json"
     started = time.perf_counter()
-    result = handrail("run", "--yes", "--fast-forward", "--world-out", out)
+    result = handrail("run", "--yes", "--fast-forward", "--confirm-irreversible", "--world-out", out)
     seconds = time.perf_counter() - started
     assert result.returncode == EXIT_DONE, result.stdout + result.stderr
     data = json.loads(out.read_text())
@@ -367,7 +367,7 @@ def test_no_secret_value_reaches_the_journal_audit_output_world_out_or_ssh_comma
     monkeypatch.setattr(World, "close", close)
 
     out = tmp_path / "world.json"
-    result = CliRunner().invoke(main, ["run", "--yes", "--fast-forward", "--world-out", str(out)])
+    result = CliRunner().invoke(main, ["run", "--yes", "--fast-forward", "--confirm-irreversible", "--world-out", str(out)])
     assert result.exit_code == EXIT_DONE, result.output
     assert len(worlds) == 1
 
@@ -407,7 +407,7 @@ def test_a_secret_that_slips_into_step_evidence_is_scrubbed_from_cli_output_jour
     monkeypatch.setitem(registry(), "iam.create_key", dataclasses.replace(spec, fn=careless))
     out = tmp_path / "world.json"
 
-    result = CliRunner().invoke(main, ["run", "--yes", "--fast-forward", "--world-out", str(out)])
+    result = CliRunner().invoke(main, ["run", "--yes", "--fast-forward", "--confirm-irreversible", "--world-out", str(out)])
 
     assert result.exit_code == EXIT_DONE, result.output
     assert captured

@@ -120,7 +120,7 @@ def test_the_cheap_commands_import_no_sdk_and_no_textual(tmp_path, monkeypatch, 
 @pytest.mark.slow
 def test_a_training_run_does_not_import_textual(tmp_path, monkeypatch):
     monkeypatch.setenv("HANDRAIL_HOME", str(tmp_path / "home"))
-    loaded, proc = loaded_by("cli", "run", "--yes", "--fast-forward", "--json", cwd=tmp_path)
+    loaded, proc = loaded_by("cli", "run", "--yes", "--fast-forward", "--confirm-irreversible", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "textual" not in loaded
     assert {"moto", "botocore"} <= set(loaded)  # the control: it did reach the sandbox

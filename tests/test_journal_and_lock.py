@@ -160,7 +160,7 @@ def test_the_cli_refuses_a_second_run_on_a_locked_user_with_exit_3(live_world, c
 def test_handrail_home_holds_the_journal_and_the_audit_log(handrail_home, cli, lean):
     assert paths.journal_path() == handrail_home / "journal.sqlite3"
     assert paths.audit_path() == handrail_home / "audit.jsonl"
-    result = cli("run", "--scenario", lean, "--yes", "--fast-forward", "--json")
+    result = cli("run", "--scenario", lean, "--yes", "--fast-forward", "--confirm-irreversible", "--json")
     assert result.exit_code == 0, result.output
     assert (handrail_home / "journal.sqlite3").is_file()
     assert (handrail_home / "audit.jsonl").is_file()
@@ -204,7 +204,7 @@ def test_the_journal_mode_is_repaired_when_reopened(tmp_path):
 
 
 def test_the_cli_journal_is_0600(handrail_home, cli, lean):
-    assert cli("run", "--scenario", lean, "--yes", "--fast-forward").exit_code == 0
+    assert cli("run", "--scenario", lean, "--yes", "--fast-forward", "--confirm-irreversible").exit_code == 0
     assert mode_of(handrail_home / "journal.sqlite3") == 0o600
     assert mode_of(handrail_home / "audit.jsonl") == 0o600
 

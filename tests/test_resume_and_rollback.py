@@ -182,7 +182,7 @@ def test_cli_rollback_shows_the_plan_and_needs_yes(cli, tmp_path):
 
 def test_cli_rollback_of_a_finished_rotation_is_refused_and_changes_nothing(cli, tmp_path):
     out = tmp_path / "w.json"
-    done = cli("run", "--yes", "--fast-forward", "--json", "--world-out", out)
+    done = cli("run", "--yes", "--fast-forward", "--confirm-irreversible", "--json", "--world-out", out)
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout)
 
@@ -374,7 +374,7 @@ def test_resume_in_a_new_process_finishes_a_session_stopped_at_the_gate(cli, cli
     summary = json.loads(stopped.stdout)
 
     out = tmp_path / "w.json"
-    proc = cli_subprocess("resume", summary["session"], "--yes", "--fast-forward", "--json", "--world-out", out)
+    proc = cli_subprocess("resume", summary["session"], "--yes", "--fast-forward", "--confirm-irreversible", "--json", "--world-out", out)
 
     assert proc.returncode == 0, proc.stderr
     final = json.loads(proc.stdout)
@@ -393,7 +393,7 @@ def test_run_and_resume_both_in_new_processes(cli_subprocess):
     listed = json.loads(cli_subprocess("sessions", "--json").stdout)
     assert [s["session"] for s in listed] == [session]
 
-    done = cli_subprocess("resume", session, "--yes", "--fast-forward", "--json")
+    done = cli_subprocess("resume", session, "--yes", "--fast-forward", "--confirm-irreversible", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "done"
     assert json.loads(cli_subprocess("sessions", "--json").stdout) == []
@@ -405,5 +405,5 @@ def test_a_session_from_a_scenario_file_can_be_resumed(cli, scenario_file):
     assert stopped.exit_code == 3, stopped.output
     session = json.loads(stopped.stdout)["session"]
 
-    done = cli("resume", session, "--yes", "--fast-forward")
+    done = cli("resume", session, "--yes", "--fast-forward", "--confirm-irreversible")
     assert done.exit_code == 0, done.output

@@ -11,6 +11,7 @@ import pytest
 from steps.audit import AuditLog
 from steps.engine import EngineError
 from steps.paths import audit_path
+from steps.status import Needs
 
 COMPLETED = "secret.rotate.completed"
 VAULT_CONSUMER_STEPS = ("store-in-vault", "propagate", "verify-downstream")
@@ -124,25 +125,28 @@ def test_yes_answers_only_yes_confirmations(rig):
     assert len(rig.keys(world)) == 1
 
 
-def test_a_typed_confirmation_needs_the_key_id_typed(rig, lean, shipped_runbook, write_yaml):
-    data = copy.deepcopy(shipped_runbook)
-    delete = next(s for s in data["steps"] if s["id"] == "delete-old-key")
-    delete.update(confirm="typed", typed="old_key_id")
-    path = write_yaml("typed.yaml", data)
+def test_an_irreversible_step_needs_the_key_id_typed_even_with_yes(rig, lean):
     world = rig.world(lean)
     (old_id,) = rig.keys(world)
 
-    session = rig.start(world, runbook=path)
-    stopped = rig.drive(session)
-    assert stopped.code == 3 and "typed confirmation" in stopped.message
+    session = rig.start(world)
+    stopped = rig.drive(session, confirm_irreversible=False)
+    assert stopped.code == 3, stopped.text
+    assert "irreversible" in stopped.message and "--confirm-irreversible" in stopped.message
+    assert f"--confirm-key {old_id}" in stopped.message
     assert rig.keys(world)[old_id] == "Inactive"
-    with pytest.raises(EngineError, match="does not match"):
-        session.run("delete-old-key", answer="AKIA-NOT-THE-KEY")
+    prompt = session.prompt("delete-old-key")
+    assert prompt.irreversible and prompt.confirm is Needs.TYPED and prompt.expect == old_id
+    for wrong in (None, "", "yes", "AKIA-NOT-THE-KEY"):  # the engine holds the line, not the screen
+        with pytest.raises(EngineError, match="does not match"):
+            session.run("delete-old-key", answer=wrong)
     assert old_id in rig.keys(world)
 
     done = rig.drive(session, confirm_keys=[old_id])
     assert done.code == 0, done.text
     assert old_id not in rig.keys(world)
+    confirmed = [r for r in session.audit.records() if r["action"] == "step.irreversible_confirmed"]
+    assert [(r["context"]["confirmed"], r["context"]["how"]) for r in confirmed] == [(old_id, "--confirm-key")]
 
 
 # -- the observation gate -----------------------------------------------------------------------
@@ -413,6 +417,7 @@ def test_cli_training_rotation_exits_0_with_one_new_active_key_in_world_out(cli,
         "raxx-vault-operator",
         "--yes",
         "--fast-forward",
+        "--confirm-irreversible",
         "--json",
         "--world-out",
         out,
@@ -441,7 +446,7 @@ def test_cli_without_a_gate_flag_exits_3_with_the_old_key_inactive(cli, tmp_path
 
 def test_cli_override_gate_reason_lands_in_the_audit_log(cli, lean):
     reason = "emergency: leaked key, CHG-9"
-    result = cli("run", "--scenario", lean, "--yes", "--override-gate", reason, "--json")
+    result = cli("run", "--scenario", lean, "--yes", "--override-gate", reason, "--confirm-irreversible", "--json")
     assert result.exit_code == 0, result.output
     session = json.loads(result.stdout)["session"]
     overrides = [r for r in audit_records(session) if r["action"] == "gate.override"]
@@ -450,18 +455,20 @@ def test_cli_override_gate_reason_lands_in_the_audit_log(cli, lean):
 
 def test_cli_two_active_keys_stop_then_resume_with_retire_key(cli, tmp_path):
     out = tmp_path / "w.json"
-    stopped = cli("run", "--scenario", "two-active-keys", "--yes", "--fast-forward", "--json", "--world-out", out)
+    stopped = cli("run", "--scenario", "two-active-keys", "--yes", "--fast-forward", "--confirm-irreversible", "--json", "--world-out", out)
     assert stopped.exit_code == 3, stopped.output
     session = json.loads(stopped.stdout)["session"]
     keys = json.loads(out.read_text())["iam_users"]["raxx-vault-operator"]["keys"]
     assert [k["status"] for k in keys] == ["Active", "Active"]
     unused, in_use = (k["id"] for k in sorted(keys, key=lambda k: k["last_used"]))
 
-    wrong = cli("resume", session, "--yes", "--fast-forward", "--retire-key", "AKIANOTAKEYOFTHISUSR", "--world-out", out)
+    wrong = cli(
+        "resume", session, "--yes", "--fast-forward", "--confirm-irreversible", "--retire-key", "AKIANOTAKEYOFTHISUSR", "--world-out", out
+    )
     assert wrong.exit_code == 3, wrong.output
     assert sorted(k["id"] for k in json.loads(out.read_text())["iam_users"]["raxx-vault-operator"]["keys"]) == sorted([unused, in_use])
 
-    done = cli("resume", session, "--yes", "--fast-forward", "--retire-key", unused, "--json", "--world-out", out)
+    done = cli("resume", session, "--yes", "--fast-forward", "--confirm-irreversible", "--retire-key", unused, "--json", "--world-out", out)
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout)
     assert summary["old_key_id"] == in_use
@@ -474,26 +481,30 @@ def test_cli_recently_used_inactive_key_blocks_with_exit_1_unless_override_block
         "recent", keys=[{"status": "Inactive", "age": "30d", "last_used": "1h"}, {"status": "Active", "age": "2d", "last_used": "5m"}]
     )
     out = tmp_path / "w.json"
-    blocked = cli("run", "--scenario", path, "--yes", "--fast-forward", "--json", "--world-out", out)
+    blocked = cli("run", "--scenario", path, "--yes", "--fast-forward", "--confirm-irreversible", "--json", "--world-out", out)
     assert blocked.exit_code == 1, blocked.output
     summary = json.loads(blocked.stdout)
     assert summary["status"] == "blocked"
     assert len(json.loads(out.read_text())["iam_users"]["raxx-vault-operator"]["keys"]) == 2
     assert "--override-block" in summary["message"]
 
-    passed = cli("run", "--scenario", path, "--yes", "--fast-forward", "--override-block", "checked: stale key", "--json")
+    passed = cli(
+        "run", "--scenario", path, "--yes", "--fast-forward", "--confirm-irreversible", "--override-block", "checked: stale key", "--json"
+    )
     assert passed.exit_code == 0, passed.output
 
 
 def test_cli_self_rotation_refused_with_exit_1_then_allowed_with_the_flag(cli, tmp_path):
     out = tmp_path / "w.json"
-    refused = cli("run", "--scenario", "self-rotation", "--yes", "--fast-forward", "--json", "--world-out", out)
+    refused = cli("run", "--scenario", "self-rotation", "--yes", "--fast-forward", "--confirm-irreversible", "--json", "--world-out", out)
     assert refused.exit_code == 1, refused.output
     keys = json.loads(out.read_text())["iam_users"]["raxx-vault-operator"]["keys"]
     assert [k["status"] for k in keys] == ["Active"]
     assert json.loads(refused.stdout)["steps"][0]["status"] == "failed"
 
-    allowed = cli("run", "--scenario", "self-rotation", "--yes", "--fast-forward", "--allow-self-rotation", "--json")
+    allowed = cli(
+        "run", "--scenario", "self-rotation", "--yes", "--fast-forward", "--confirm-irreversible", "--allow-self-rotation", "--json"
+    )
     assert allowed.exit_code == 0, allowed.output
     assert "WARNING: self-rotation" in allowed.stderr
 
@@ -505,7 +516,17 @@ def test_live_mode_gate_cannot_be_fast_forwarded_only_overridden_with_a_reason(l
     world = live_world
     (old_id,) = rig_keys(world)
 
-    refused = cli("run", runbook_without_settle, "--mode", "live", "--user", "raxx-vault-operator", "--yes", "--fast-forward")
+    refused = cli(
+        "run",
+        runbook_without_settle,
+        "--mode",
+        "live",
+        "--user",
+        "raxx-vault-operator",
+        "--yes",
+        "--fast-forward",
+        "--confirm-irreversible",
+    )
     assert refused.exit_code == 2
     assert "training only" in refused.stderr
     assert world.aws.backend_key(old_id).status == "Active"
@@ -517,12 +538,12 @@ def test_live_mode_gate_cannot_be_fast_forwarded_only_overridden_with_a_reason(l
     assert "--override-gate" in summary["message"] and "--fast-forward" not in summary["message"]
     assert world.aws.backend_key(old_id).status == "Inactive"
 
-    again = cli("resume", summary["session"], "--yes", "--fast-forward")
+    again = cli("resume", summary["session"], "--yes", "--fast-forward", "--confirm-irreversible")
     assert again.exit_code == 2
     assert world.aws.backend_key(old_id) is not None
 
     reason = "observed for 3 days in the staging account"
-    done = cli("resume", summary["session"], "--yes", "--override-gate", reason, "--json")
+    done = cli("resume", summary["session"], "--yes", "--override-gate", reason, "--confirm-irreversible", "--json")
     assert done.exit_code == 0, done.output
     assert world.aws.backend_key(old_id) is None
     assert [r["context"]["reason"] for r in audit_records(summary["session"]) if r["action"] == "gate.override"] == [reason]
@@ -537,7 +558,7 @@ def test_fast_forward_is_refused_by_the_engine_on_a_real_clock(live_world, make_
         runbook_without_settle, {"target_user": "raxx-vault-operator", "reason": "scheduled"}, LiveWiring(region=live_world.aws.region)
     )
     lines: list[str] = []
-    code, message = drive(session, DriveOptions(yes=True, fast_forward=True), Printer(lines.append), Asker())
+    code, message = drive(session, DriveOptions(yes=True, fast_forward=True, confirm_irreversible=True), Printer(lines.append), Asker())
     assert code == 3 and "7b" in message
     with pytest.raises(EngineError, match="training only"):
         session.fast_forward("delete-old-key")

@@ -32,7 +32,7 @@ from steps.driver import EXIT_DONE
 
 pytestmark = pytest.mark.slow
 
-LIVE = ("run", "--mode", "live", "--user", TARGET, "--yes", "--override-gate", "rehearsal")
+LIVE = ("run", "--mode", "live", "--user", TARGET, "--yes", "--override-gate", "rehearsal", "--confirm-irreversible")
 ENV_NAMES = {
     "AWS_ENDPOINT_URL",
     "AWS_ACCESS_KEY_ID",
@@ -160,7 +160,7 @@ def test_a_live_run_killed_in_step_3_is_finished_by_resume_in_a_new_process(serv
     assert shown["status"] == "active" and shown["new_key_id"] == first_new
     assert shown["events"][-1]["kind"] == "started" and shown["events"][-1]["step_id"] == "validate-new-key"
 
-    resumed = live("resume", session, "--yes", "--override-gate", "rehearsal", "--json")
+    resumed = live("resume", session, "--yes", "--override-gate", "rehearsal", "--confirm-irreversible", "--json")
 
     assert resumed.returncode == EXIT_DONE, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     summary = json.loads(resumed.stdout)

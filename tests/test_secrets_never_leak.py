@@ -166,7 +166,7 @@ def test_cli_runs_resume_and_rollback_leak_no_secret(cli, seen_secrets, handrail
         outputs[" ".join(map(str, args))] = result.stdout + "\n" + result.stderr
         return json.loads(result.stdout) if "--json" in args and result.stdout.strip().startswith("{") else {}
 
-    done = run("run", "--yes", "--fast-forward", "--json", "--world-out", tmp_path / "done.json")
+    done = run("run", "--yes", "--fast-forward", "--confirm-irreversible", "--json", "--world-out", tmp_path / "done.json")
     assert done["status"] == "done"
     stopped = run("run", "--yes", "--json", "--world-out", tmp_path / "stopped.json")
     assert stopped["status"] == "waiting"
@@ -174,13 +174,14 @@ def test_cli_runs_resume_and_rollback_leak_no_secret(cli, seen_secrets, handrail
     assert rolled["status"] == "rolled-back"
     waiting = run("run", "--scenario", "two-active-keys", "--yes", "--json")
     assert waiting["status"] in ("active", "waiting")
-    run("resume", waiting["session"], "--yes", "--fast-forward", "--retire-key", "AKIANOTHERE00000000X", "--json")
+    run("resume", waiting["session"], "--yes", "--fast-forward", "--confirm-irreversible", "--retire-key", "AKIANOTHERE00000000X", "--json")
     run(
         "run",
         "--scenario",
         "self-rotation",
         "--yes",
         "--fast-forward",
+        "--confirm-irreversible",
         "--allow-self-rotation",
         "--json",
         "--world-out",
@@ -201,7 +202,7 @@ def test_cli_runs_resume_and_rollback_leak_no_secret(cli, seen_secrets, handrail
 
 def test_world_out_holds_fingerprints_where_the_values_would_be(cli, seen_secrets, tmp_path):
     out = tmp_path / "w.json"
-    assert cli("run", "--yes", "--fast-forward", "--world-out", out).exit_code == 0
+    assert cli("run", "--yes", "--fast-forward", "--confirm-irreversible", "--world-out", out).exit_code == 0
     world = json.loads(out.read_text())
     key = world["iam_users"]["raxx-vault-operator"]["keys"][0]
     assert key["fingerprint"].startswith("sha256:") and len(key["fingerprint"]) == len("sha256:") + 12

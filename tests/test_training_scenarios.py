@@ -212,7 +212,7 @@ def test_skipping_the_store_when_the_vault_is_down_is_caught(rig) -> None:
 
 @pytest.mark.slow
 def test_the_debrief_exports_as_markdown_from_the_command_line(cli, tmp_path) -> None:
-    run = cli("run", "--scenario", "forgotten-consumer", "--yes", "--fast-forward")
+    run = cli("run", "--scenario", "forgotten-consumer", "--yes", "--fast-forward", "--confirm-irreversible")
     assert run.exit_code == 1
     assert "debrief: The forgotten consumer" in run.output and "[handled]" in run.output
     out = tmp_path / "debrief.md"

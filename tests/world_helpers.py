@@ -153,7 +153,7 @@ def lab(home: Path) -> Iterator[Lab]:
 
 
 def run_through(session: Session, last_step: str) -> None:
-    """Run every step up to and including `last_step`, as `run --yes --fast-forward` would."""
+    """Run every step up to and including `last_step`, as `run --yes --fast-forward --confirm-irreversible` would."""
     while True:
         state = session.current()
         assert state is not None, f"session {session.id} ended ({session.status}) before {last_step}"
@@ -177,9 +177,9 @@ def run_until(session: Session, next_step: str) -> None:
 
 
 def headless(session: Session, **opts: Any) -> Drove:
-    """The headless driver in-process (`--yes --fast-forward` unless told otherwise)."""
+    """The headless driver in-process (`--yes --fast-forward --confirm-irreversible` unless told otherwise)."""
     lines: list[str] = []
-    options = DriveOptions(**{"yes": True, "fast_forward": True, **opts})
+    options = DriveOptions(**{"yes": True, "fast_forward": True, "confirm_irreversible": True, **opts})
     started = time.perf_counter()
     code, message = drive(session, options, Printer(lines.append), Asker())
     return Drove(code, message, lines, time.perf_counter() - started)

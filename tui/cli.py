@@ -45,16 +45,6 @@ def _engine():
     return Engine(Journal(journal_path()), AuditLog(audit_path()))
 
 
-def _install_log_redaction() -> None:
-    import logging
-
-    from steps.secrets import RedactingFilter
-
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())
-    logging.getLogger().addFilter(RedactingFilter())
-
-
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="handrail")
 @click.pass_context
@@ -64,7 +54,10 @@ def main(ctx: click.Context) -> None:
 
     With no command, opens the app (training sandbox by default: no credentials needed).
     """
-    _install_log_redaction()
+    from steps import logs
+
+    logs.install()
+    sys.excepthook = logs.excepthook
     if ctx.invoked_subcommand is None:
         ctx.invoke(tui)
 
@@ -120,6 +113,11 @@ def _run_options(f):
             metavar="KEY_ID",
             multiple=True,
             help="Answer a typed confirmation by the key id you would type.",
+        ),
+        click.option(
+            "--confirm-irreversible",
+            is_flag=True,
+            help="Answer an irreversible step's typed key id (a delete: no undo). Audited.",
         ),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end (progress goes to stderr)."),
         click.option(
@@ -185,6 +183,32 @@ def _finish(session, code: int, message: str, as_json: bool, world_out: str | No
             click.echo("")
             click.echo(redact(to_text(debrief)))
     sys.exit(code)
+
+
+def _drive_options(
+    yes: bool,
+    fast_forward: bool,
+    override_gate: str | None,
+    override_block: str | None,
+    retire_key: str | None,
+    confirm_keys: tuple[str, ...],
+    confirm_irreversible: bool,
+    world_out: str | None,
+):
+    """The driver's flags, every one checked before a session, a lock or an audit line exists."""
+    from steps.compose import ComposeError, check_output_path
+    from steps.driver import DriveOptions
+    from steps.engine import EngineError, check_reason
+
+    try:
+        for flag, value in (("--override-gate", override_gate), ("--override-block", override_block)):
+            if value is not None:
+                check_reason(value, flag)
+        if world_out:
+            check_output_path(world_out, "--world-out")
+    except (EngineError, ComposeError) as exc:
+        fail(str(exc))
+    return DriveOptions(yes, fast_forward, override_gate, override_block, retire_key, list(confirm_keys), confirm_irreversible)
 
 
 def _open_session(engine, session_ref: str, recover: bool = True):
@@ -261,17 +285,18 @@ def run(
     override_block,
     retire_key,
     confirm_keys,
+    confirm_irreversible,
     as_json,
     world_out,
 ) -> None:
     """Run a runbook headless, from the first step to the end or the first stop."""
     from steps import compose
-    from steps.driver import DriveOptions
 
     if fast_forward and mode != "training":
         fail("--fast-forward is for training only: live time cannot be skipped (use --override-gate REASON)")
     if world_out and mode != "training":
         fail("--world-out is for training only")
+    opts = _drive_options(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, world_out)
     request = compose.Request(
         runbook=runbook,
         mode=mode,
@@ -283,25 +308,25 @@ def run(
         inventory=inventory_path,
         check_call=check_call,
         allow_self_rotation=allow_self_rotation,
+        retire_key=retire_key,
     )
     with _refusals():
         session = compose.start(_engine(), request)
-    opts = DriveOptions(yes, fast_forward, override_gate, override_block, retire_key, list(confirm_keys))
     _drive_session(session, opts, as_json, world_out)
 
 
 @main.command()
 @click.argument("session_ref", metavar="SESSION")
 @_run_options
-def resume(session_ref, yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, as_json, world_out) -> None:
+def resume(
+    session_ref, yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out
+) -> None:
     """Resume an interrupted session at its first unfinished step."""
-    from steps.driver import DriveOptions
-
+    opts = _drive_options(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, world_out)
     session = _open_session(_engine(), session_ref)
     if fast_forward and not session.wiring.clock.simulated:
         session.close()
         fail("--fast-forward is for training only")
-    opts = DriveOptions(yes, fast_forward, override_gate, override_block, retire_key, list(confirm_keys))
     _drive_session(session, opts, as_json, world_out)
 
 
@@ -372,7 +397,11 @@ def abandon(session_ref: str, reason: str) -> None:
     if row.finished:
         fail(f"session {row.id} is already {row.status}")
     with _refusals():
-        compose.detached(engine, row).abandon(reason)
+        session = compose.reopen(engine, row)
+    try:
+        session.abandon(reason)
+    finally:
+        session.close()
     click.echo(f"session {row.id}: abandoned; lock released")
 
 

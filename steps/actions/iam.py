@@ -330,7 +330,8 @@ def _slot_preview(ctx: StepContext) -> Preview:
             [
                 f"{user} has 2 keys (the maximum); the Inactive one occupies the slot the new key needs.",
                 f"will delete Inactive key {k.key_id}, last used {k.last_used_text(now)}",
-            ]
+            ],
+            expect=k.key_id,
         )
     in_vault = ctx.facts.get("old_key_id") if ctx.facts.get("vault_versions_before") else None
 

@@ -397,6 +397,8 @@ class AwsWorld:
             "propagation_delay": self.propagation_delay,
             "status_delay": self.status_delay,
             "users": users,
+            # A user's id tells a re-created user from the original: a resumed session checks it.
+            "user_ids": {name: user.id for name, user in self.iam.users.items()},
             "buckets": buckets,
             "check_calls": self.check_calls,
             "operator": self.operator.key_id if self.operator else None,
@@ -416,6 +418,8 @@ class AwsWorld:
         for name, keys in snapshot["users"].items():
             if name not in world.iam.users:
                 world.iam.create_user(world.region, user_name=name, path="/")
+            if name in snapshot.get("user_ids", {}):
+                world.iam.users[name].id = snapshot["user_ids"][name]
             for item in keys:
                 key = world.iam.create_access_key(name, status=item["status"])
                 # Give the key back its id: moto indexes keys by id in the backend.
