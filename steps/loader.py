@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from steps.actions import registry
 from steps.model import Runbook, placeholders
 
 M = TypeVar("M", bound=BaseModel)
@@ -165,8 +166,6 @@ def load(ref: str | Path) -> Runbook:
 
 def check(runbook: Runbook, raw: dict[str, Any], source: str) -> None:
     """The checks that need the whole file and the action registry."""
-    from steps.actions import registry
-
     actions = registry()
     known: set[str] = set(runbook.inputs) | BUILTIN
     seen_ids: dict[str, int] = {}

@@ -14,8 +14,9 @@ import json
 import threading
 from typing import Any
 
+from steps.aws import aws_error
 from steps.clock import Clock, SimClock
-from steps.consumers.base import Pair
+from steps.consumers.base import Consumer, Pair, Vault
 from steps.secrets import Secret
 
 
@@ -38,7 +39,7 @@ class Wiring:
     def entry(self, user: str):
         return self.inventory.user(user) if self.inventory is not None else None
 
-    def vault_for(self, user: str):
+    def vault_for(self, user: str) -> Vault | None:
         entry = self.entry(user)
         if entry is None or entry.vault is None:
             return None
@@ -49,7 +50,7 @@ class Wiring:
                 self._vaults[user] = build_vault(entry.vault, self.creds)
             return self._vaults[user]
 
-    def consumers_for(self, user: str) -> list[Any]:
+    def consumers_for(self, user: str) -> list[Consumer]:
         entry = self.entry(user)
         if entry is None or not entry.consumers:
             return []
@@ -95,8 +96,6 @@ class Wiring:
 
     def identity(self) -> tuple[str, str]:
         """(account id, caller ARN) of the operator's credentials."""
-        from steps.actions.iam import aws_error
-
         try:
             ident = self.aws_client("sts").get_caller_identity()
         except Exception as exc:

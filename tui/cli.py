@@ -331,7 +331,7 @@ def run(
         except RunbookError as exc:
             fail(str(exc))
     if check_call:
-        from steps.actions.iam import parse_check_call
+        from steps.aws import parse_check_call
 
         try:
             parse_check_call(check_call)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
+from steps.clock import Clock, Progress
+from steps.model import parse_duration
 from steps.secrets import Secret, redact
 
 if TYPE_CHECKING:
@@ -106,10 +108,10 @@ class StepContext:
     actor: str = ""
     audit: Any = None
     emit: Callable[[str], None] = lambda line: None
-    progress: Callable[[str, float, float], None] = lambda what, done, total: None
+    progress: Progress = lambda what, done, total: None
 
     @property
-    def clock(self):
+    def clock(self) -> Clock:
         return self.wiring.clock
 
     def now(self) -> datetime:
@@ -157,7 +159,12 @@ class Params(BaseModel):
     @classmethod
     def _durations(cls, value: Any, info: ValidationInfo) -> Any:
         if cls.model_fields[info.field_name].annotation is float:
-            from steps.model import parse_duration
-
             return parse_duration(value)
         return value
+
+
+class WaitParams(Params):
+    """A poll: give up after `deadline`, check every `interval`."""
+
+    deadline: float = 60.0
+    interval: float = 2.0
