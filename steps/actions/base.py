@@ -162,6 +162,11 @@ class Params(BaseModel):
             return parse_duration(value)
         return value
 
+    def needs(self) -> dict[str, str]:
+        """{parameter: fact} for parameters whose value makes the action rely on a fact
+        an earlier step must produce (the loader checks the runbook provides it)."""
+        return {}
+
 
 class WaitParams(Params):
     """A poll: give up after `deadline`, check every `interval`."""

@@ -10,6 +10,8 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pydantic import StrictBool
+
 from steps import aws
 from steps.actions import action
 from steps.actions.base import ActionFailed, Choice, Outcome, Params, Preview, StepContext, WaitParams
@@ -189,9 +191,10 @@ def pre_checks(ctx: StepContext) -> Outcome:
 
 
 class FreeSlotParams(Params):
-    # An Inactive key used more recently than this was deactivated recently: maybe a
-    # rotation still under observation. Deleting it needs an override.
-    min_idle: float = 24 * 3600
+    # A safety rule the runbook states: an Inactive key used more recently than this was
+    # deactivated recently, maybe by a rotation still under observation. Deleting it
+    # blocks (an audited override may pass it); 0s turns the rule off.
+    block_if_used_within: float = 24 * 3600
 
 
 def _slot_preview(ctx: StepContext) -> Preview:
@@ -255,7 +258,7 @@ def free_key_slot(ctx: StepContext) -> Outcome:
         keep = next(k for k in keys if k is not victim)
         idle = (now - victim.last_used).total_seconds() if victim.last_used else None
         evidence.append(f"Inactive key {victim.key_id} last used {victim.last_used_text(now)}")
-        if idle is not None and idle < params.min_idle and not ctx.override:
+        if idle is not None and idle < params.block_if_used_within and not ctx.override:
             return Outcome.blocked(
                 f"Inactive key {victim.key_id} was used {human_duration(idle)} ago: it was deactivated recently "
                 f"(a rotation under observation?). Check before deleting it; override with a reason to delete anyway",
@@ -418,9 +421,16 @@ def validate_new_key(ctx: StepContext) -> Outcome:
 # -- step 7: deactivate the old key ---------------------------------------------------------
 
 
-class SettleParams(Params):
+class DeactivateOldKeyParams(Params):
     # The SOP's "sleep 60" after deactivating: consumers may have cached credentials.
     settle: float = 60.0
+    # A safety rule the runbook states: while a consumer is not verified on the new key
+    # (no `downstream_verified_at` from step 6), deactivating the old key could cut it
+    # off, so the step blocks (an audited override may pass it).
+    block_until_consumers_verified: StrictBool = True
+
+    def needs(self) -> dict[str, str]:
+        return {"block_until_consumers_verified": "downstream_verified_at"} if self.block_until_consumers_verified else {}
 
 
 @action(
@@ -430,10 +440,10 @@ class SettleParams(Params):
     needs=("target_user", "old_key_id", "new_key_id", "target_arn"),
     produces=("deactivated_at",),
     mutates=True,
-    params=SettleParams,
+    params=DeactivateOldKeyParams,
 )
 def deactivate_old_key(ctx: StepContext) -> Outcome:
-    params: SettleParams = ctx.params
+    params: DeactivateOldKeyParams = ctx.params
     user, old_id, new_id = ctx.value("target_user"), ctx.fact("old_key_id"), ctx.fact("new_key_id")
     keys = _list_keys(ctx, user, with_last_used=False)
     new, old = find_key(keys, new_id), find_key(keys, old_id)
@@ -441,7 +451,8 @@ def deactivate_old_key(ctx: StepContext) -> Outcome:
         raise ActionFailed(f"refusing to deactivate the old key: the new key {new_id} is {'gone' if new is None else new.status}")
     evidence: list[str] = []
     consumers = ctx.wiring.consumers_for(user)
-    if old is not None and old.status == "Active" and consumers and not ctx.facts.get("downstream_verified_at"):
+    unverified = consumers and not ctx.facts.get("downstream_verified_at")
+    if params.block_until_consumers_verified and old is not None and old.status == "Active" and unverified:
         if not ctx.override:
             return Outcome.blocked(
                 f"not every consumer was verified on the new key (step 6 has not passed): deactivating {old_id} "
