@@ -1,15 +1,24 @@
-"""Clocks: the real one, and the simulated one training runs on.
+"""Clocks: the real one, and the simulated one training runs on, and `poll`.
 
 Every wait in the engine goes through a clock, so training can fast-forward a 60 s
-consistency wait or the 24 h observation gate while live mode waits for real.
+consistency wait or the 24 h observation gate while live mode waits for real. Every
+polling wait goes through `poll` (or `Clock.poll`), so each one reports progress and
+sleeps the same way.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+# A wait in progress: (what is polled, seconds elapsed, seconds it may take at most).
+Progress = Callable[[str, float, float], None]
 
 
 def utc(dt: datetime) -> datetime:
@@ -40,6 +49,56 @@ def human_duration(seconds: float) -> str:
     return f"{m}m {s}s" if s else f"{m}m"
 
 
+@dataclass(frozen=True)
+class Polled(Generic[T]):
+    """How a poll ended: the last check's value, whether it passed, after how many
+    checks and how many seconds."""
+
+    value: T
+    ok: bool
+    attempts: int
+    elapsed: float
+
+
+def poll(
+    check: Callable[[], T],
+    *,
+    deadline: float,
+    interval: float,
+    sleep: Callable[[float], None],
+    monotonic: Callable[[], float],
+    until: Callable[[T], bool] = bool,
+    progress: Progress | None = None,
+    what: str = "",
+    attempts: int | None = None,
+    max_interval: float | None = None,
+) -> Polled[T]:
+    """Call `check` until `until(value)` holds, `deadline` seconds have passed, or
+    `attempts` checks were made; never raises by itself (an exception from `check`
+    propagates: the caller decides what is worth waiting out).
+
+    The first check is immediate. Between checks: `progress(what, elapsed, deadline)`
+    (not for a deadline-less poll), then a sleep of `interval`, cut to end at the
+    deadline so the last check falls on it. With `max_interval`, the interval doubles
+    after each sleep up to that (backoff for a slow remote job).
+    """
+    start = monotonic()
+    count = 0
+    while True:
+        count += 1
+        value = check()
+        elapsed = monotonic() - start
+        if until(value):
+            return Polled(value, True, count, elapsed)
+        if elapsed >= deadline or (attempts is not None and count >= attempts):
+            return Polled(value, False, count, elapsed)
+        if progress is not None and math.isfinite(deadline):
+            progress(what, elapsed, deadline)
+        sleep(min(interval, deadline - elapsed))
+        if max_interval is not None:
+            interval = min(interval * 2, max_interval)
+
+
 class Clock:
     """Real time. `sleep` can be cut short by `wake()` (the TUI's cancel)."""
 
@@ -60,6 +119,28 @@ class Clock:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def poll(
+        self,
+        check: Callable[[], T],
+        *,
+        deadline: float,
+        interval: float,
+        until: Callable[[T], bool] = bool,
+        progress: Progress | None = None,
+        what: str = "",
+    ) -> Polled[T]:
+        """`poll` on this clock: a simulated clock fast-forwards the sleeps."""
+        return poll(
+            check,
+            deadline=deadline,
+            interval=interval,
+            sleep=self.sleep,
+            monotonic=self.monotonic,
+            until=until,
+            progress=progress,
+            what=what,
+        )
 
 
 class SimClock(Clock):

@@ -180,7 +180,7 @@ def prepare(request: Request) -> Prepared:
     if request.inventory and mode is Mode.TRAINING:
         raise ComposeError("--inventory is for live and dry-run: training builds its own from the scenario")
     if request.check_call:
-        from steps.actions.iam import parse_check_call
+        from steps.aws import parse_check_call
 
         try:
             parse_check_call(request.check_call)
@@ -256,7 +256,7 @@ def start(
 
 
 def _check_retire_key(wiring: Wiring, user: str, key_id: str) -> None:
-    from steps.actions.iam import aws_error, error_code
+    from steps.aws import aws_error, error_code
     from steps.wiring import NoSuchUser, WiringError
 
     try:

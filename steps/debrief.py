@@ -126,7 +126,7 @@ def _inactive_is_not_deleted(f: _Facts) -> tuple[str, str]:
 
 
 def _two_keys(f: _Facts) -> tuple[str, str]:
-    refused = [e for e in f.step_events("free-key-slot") if e.status == StepStatus.FAILED and "the key the vault holds" in e.summary]
+    refused = [e for e in f.step_events("free-key-slot") if e.status == StepStatus.REFUSED and "the key the vault holds" in e.summary]
     retired = f.facts.get("retired_key_id")
     note = f" (first chose {refused[0].summary.split()[0]}, the key in use; handrail refused)" if refused else ""
     if retired and f.final("free-key-slot") == StepStatus.DONE:
@@ -140,7 +140,7 @@ def _two_keys(f: _Facts) -> tuple[str, str]:
 def _self_rotation(f: _Facts) -> tuple[str, str]:
     if f.row.inputs.get("allow_self_rotation") == "yes":
         return MISSED, "forced a self-rotation with --allow-self-rotation instead of signing in as a different identity"
-    refused = next((e for e in f.step_events("pre-checks") if e.status == StepStatus.FAILED and "refusing" in e.summary), None)
+    refused = next((e for e in f.step_events("pre-checks") if e.status == StepStatus.REFUSED), None)
     if refused is not None:
         return HANDLED, "stopped at step 1: signed in as the user being rotated"
     return NOT_REACHED, "the operator identity was never the target's"

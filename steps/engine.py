@@ -752,7 +752,7 @@ class Session:
                 try:
                     outcome = spec.fn(self._context(step, spec, answer, override))
                 except ActionFailed as exc:
-                    outcome = Outcome.failed(exc.summary, exc.evidence)
+                    outcome = exc.outcome()
                 except Exception as exc:  # an unexpected failure is a state, not a crash
                     outcome = Outcome.failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}")
                 finally:
@@ -807,6 +807,8 @@ class Session:
     def _apply(self, state: StepState, outcome: Outcome, kind: str = "step", status: StepStatus | None = None) -> None:
         if kind == "step":
             outcome.facts[f"changed:{state.step.id}"] = "yes" if outcome.changed else "no"
+        if "remedy" in outcome.facts:  # what a refusal offers instead, kept per step
+            outcome.facts[f"remedy:{state.step.id}"] = outcome.facts.pop("remedy")
         self._set_facts(outcome.facts, state.step.id)
         self.secrets.update(outcome.secrets)
         state.status = StepStatus(status or outcome.status)
@@ -965,7 +967,7 @@ class Session:
                     try:
                         outcome = spec.fn(self._context(item.step, spec, params=spec.params.model_validate({}) if spec.params else None))
                     except ActionFailed as exc:
-                        outcome = Outcome.failed(exc.summary, exc.evidence)
+                        outcome = exc.outcome()
                     except Exception as exc:
                         outcome = Outcome.failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}")
                 results.append((item, outcome))

@@ -113,7 +113,7 @@ class UserEntry(_Strict):
     @field_validator("check_call")
     @classmethod
     def _call(cls, value: str | None) -> str | None:
-        from steps.actions.iam import check_call_field
+        from steps.aws import check_call_field
 
         return check_call_field(value)
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from steps.actions import registry
 from steps.model import Runbook, placeholders
 
 M = TypeVar("M", bound=BaseModel)
@@ -165,8 +166,6 @@ def load(ref: str | Path) -> Runbook:
 
 def check(runbook: Runbook, raw: dict[str, Any], source: str) -> None:
     """The checks that need the whole file and the action registry."""
-    from steps.actions import registry
-
     actions = registry()
     known: set[str] = set(runbook.inputs) | BUILTIN
     seen_ids: dict[str, int] = {}
@@ -197,7 +196,7 @@ def check(runbook: Runbook, raw: dict[str, Any], source: str) -> None:
                     f"{at}.run",
                     f"action {step.run!r} needs {missing[0]!r}, which no input or earlier step provides",
                 )
-            _check_params(source, f"{at}.with", spec, step.with_)
+            _check_params(source, f"{at}.with", spec, step.with_, known)
         if step.gate and (step.gate.after not in seen_ids or step.gate.after == step.id):
             where = "is not an earlier step" if step.gate.after in (s.id for s in runbook.steps) else "is not a step"
             raise RunbookError(source, f"{at}.gate.after", f"{step.gate.after!r} {where}")
@@ -234,16 +233,25 @@ def check(runbook: Runbook, raw: dict[str, Any], source: str) -> None:
             raise RunbookError(source, f"inputs.{name}.default", f"{spec_input.default!r} is not one of the choices")
 
 
-def _check_params(source: str, where: str, spec, given: dict[str, Any]) -> None:
+def _check_params(source: str, where: str, spec, given: dict[str, Any], known: set[str]) -> None:
     if spec.params is None:
         if given:
             raise RunbookError(source, where, f"action {spec.name!r} takes no parameters")
         return
     try:
-        spec.params.model_validate(given)
+        params = spec.params.model_validate(given)
     except ValidationError as exc:
         err = first_validation_error(source, exc)
         raise RunbookError(source, f"{where}.{err.where}" if err.where else where, err.message) from None
+    # A safety rule that waits for a fact (e.g. step 7 for step 6's verification) must
+    # have a step before it that can produce that fact, or it could never be met.
+    for name, fact in params.needs().items():
+        if fact not in known:
+            raise RunbookError(
+                source,
+                f"{where}.{name}",
+                f"needs {fact!r}, which no earlier step provides (add the step that produces it, or turn this rule off)",
+            )
 
 
 def _check_placeholders(source: str, where: str, text: str | None, known: set[str]) -> None:

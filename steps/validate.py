@@ -12,7 +12,7 @@ import secrets as _random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from steps.actions.iam import aws_error
+from steps.aws import aws_error
 from steps.driver import DriveOptions, Printer, drive
 from steps.journal import now_iso
 from steps.secrets import Secret

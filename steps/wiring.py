@@ -14,8 +14,9 @@ import json
 import threading
 from typing import Any
 
+from steps.aws import aws_error, error_code
 from steps.clock import Clock, SimClock
-from steps.consumers.base import Pair
+from steps.consumers.base import Consumer, Pair, Vault
 from steps.secrets import Secret
 from steps.status import Mode
 
@@ -39,7 +40,7 @@ class Wiring:
     def entry(self, user: str):
         return self.inventory.user(user) if self.inventory is not None else None
 
-    def vault_for(self, user: str):
+    def vault_for(self, user: str) -> Vault | None:
         entry = self.entry(user)
         if entry is None or entry.vault is None:
             return None
@@ -50,7 +51,7 @@ class Wiring:
                 self._vaults[user] = build_vault(entry.vault, self.creds)
             return self._vaults[user]
 
-    def consumers_for(self, user: str) -> list[Any]:
+    def consumers_for(self, user: str) -> list[Consumer]:
         entry = self.entry(user)
         if entry is None or not entry.consumers:
             return []
@@ -96,8 +97,6 @@ class Wiring:
 
     def identity(self) -> tuple[str, str]:
         """(account id, caller ARN) of the operator's credentials."""
-        from steps.actions.iam import aws_error
-
         try:
             ident = self.aws_client("sts").get_caller_identity()
         except Exception as exc:
@@ -107,8 +106,6 @@ class Wiring:
     def target_identity(self, user: str) -> tuple[str, str]:
         """(ARN, user id) of an IAM user. The user id changes when a user is deleted and
         re-created under the same name, so a session can tell it is the same user."""
-        from steps.actions.iam import aws_error, error_code
-
         try:
             found = self.aws_client("iam").get_user(UserName=user)["User"]
         except Exception as exc:

@@ -10,6 +10,7 @@ Run with `-s` to see the figures (wall time, calls per system).
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -323,6 +324,26 @@ def test_deactivation_is_blocked_until_every_consumer_verified_and_an_override_i
     assert len(overrides) == 1 and overrides[0]["context"] == {"step": "deactivate-old-key", "reason": reason, "outcome": "done"}
     skipped = [r for r in records if r["action"] == "step.skipped"]
     assert skipped and skipped[0]["context"]["step"] == "verify-downstream"
+
+
+def test_the_verification_rule_is_the_runbooks_and_a_copy_without_it_deactivates_unverified(lab, shipped_runbook, write_yaml) -> None:
+    # The rule is written in the runbook, where an auditor reads it ...
+    rule = next(s for s in shipped_runbook["steps"] if s["id"] == "deactivate-old-key")["with"]
+    assert rule["block_until_consumers_verified"] is True
+    # ... and the action obeys the runbook: a copy that turns it off lets step 7 run unverified.
+    data = copy.deepcopy(shipped_runbook)
+    next(s for s in data["steps"] if s["id"] == "deactivate-old-key")["with"]["block_until_consumers_verified"] = False
+    world = lab.world()
+    old = _old_key(world)
+    session = lab.start(world, runbook=write_yaml("no-verification-rule.yaml", data))
+    run_until(session, "verify-downstream")
+    session.skip("verify-downstream", "the smoke workflow is down today")
+
+    done = session.run("deactivate-old-key")
+
+    assert done.status == "done", done.summary
+    assert iam_keys(world)[old]["status"] == "Inactive"
+    assert not any("overridden" in line for line in done.evidence)
 
 
 def test_a_blocked_deactivation_stops_the_headless_driver_without_an_override(lab) -> None:

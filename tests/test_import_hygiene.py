@@ -133,3 +133,25 @@ def test_the_console_script_help_is_the_same_command(tmp_path):
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     assert "Usage: handrail" in proc.stdout
+
+
+def test_no_import_cycle_inside_the_domain():
+    """Between the parts of `steps` (a module, or a package such as steps.actions), lazy
+    and TYPE_CHECKING imports included: a cycle kept alive by a function-local import
+    breaks as soon as someone moves that import to the top."""
+    grimp = pytest.importorskip("grimp")  # the dev extra (import-linter's graph library)
+    import steps
+
+    graph = grimp.build_graph("steps", cache_dir=None)
+    assert Path(steps.__file__).parent == Path(__file__).parents[1] / "steps", "the graph must be of this checkout"
+    parts = sorted({".".join(m.split(".")[:2]) for m in graph.modules if m != "steps"})
+    for importer in parts:
+        for imported in parts:
+            if importer != imported and graph.direct_import_exists(importer=importer, imported=imported, as_packages=True):
+                back = graph.find_shortest_chain(importer=imported, imported=importer, as_packages=True)
+                assert back is None, f"{importer} imports {imported}, and {imported} imports it back: {' -> '.join(back)}"
+    modules = sorted(graph.modules)
+    for module in modules:
+        for other in graph.find_modules_directly_imported_by(module):
+            back = graph.find_shortest_chain(importer=other, imported=module)
+            assert back is None, f"{module} imports {other}, which imports it back: {' -> '.join(back)}"

@@ -251,6 +251,34 @@ def test_an_inactive_key_in_the_slot_is_deleted_after_its_last_use_is_shown(rig)
     assert rig.keys(world) == {session.facts["new_key_id"]: "Active"}
 
 
+def test_an_inactive_key_used_within_the_runbooks_window_blocks_and_the_window_is_the_runbooks(
+    rig, scenario_file, shipped_runbook, write_yaml
+):
+    # The previous rotation deactivated this key 3 h ago: it may still be under observation.
+    keys = [{"status": "Inactive", "age": "10d", "last_used": "3h"}, {"status": "Active", "age": "92d", "last_used": "1h"}]
+    rule = next(s for s in shipped_runbook["steps"] if s["id"] == "free-key-slot")["with"]
+    assert rule["block_if_used_within"] == "24h"
+
+    world = rig.world(scenario_file("recent-inactive", keys=keys))
+    (inactive_id,) = [k for k, s in rig.keys(world).items() if s == "Inactive"]
+    session = rig.start(world)
+    rig.run_steps(session, 1)
+    blocked = rig.step(session)
+    assert blocked.status == "blocked", blocked.summary
+    assert f"Inactive key {inactive_id} was used" in blocked.summary
+    assert inactive_id in rig.keys(world)
+
+    # A runbook copy with a 2 h window: the same key is old enough to go.
+    data = copy.deepcopy(shipped_runbook)
+    next(s for s in data["steps"] if s["id"] == "free-key-slot")["with"]["block_if_used_within"] = "2h"
+    world = rig.world(scenario_file("recent-inactive-2h", keys=keys))
+    (inactive_id,) = [k for k, s in rig.keys(world).items() if s == "Inactive"]
+    session = rig.start(world, runbook=write_yaml("two-hour-window.yaml", data))
+    rig.run_steps(session, 2)
+    assert session.facts["retired_key_id"] == inactive_id
+    assert inactive_id not in rig.keys(world)
+
+
 def test_two_active_keys_stop_the_rotation_until_the_operator_chooses(rig):
     world = rig.world("two-active-keys")
     before = rig.keys(world)

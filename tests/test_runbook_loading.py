@@ -91,6 +91,17 @@ def _manual(step_id: str, text: str) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+def _manual_only(step_id: str) -> Callable[[dict[str, Any]], None]:
+    """The step keeps its manual instructions and loses its action (and so its facts)."""
+
+    def mutate(d: dict[str, Any]) -> None:
+        s = step(d, step_id)
+        del s["run"]
+        s.pop("with", None)
+
+    return mutate
+
+
 def _second_point_of_no_return(d: dict[str, Any]) -> None:
     s = step(d, "free-key-slot")
     s["irreversible"] = True
@@ -182,6 +193,21 @@ BROKEN: dict[str, Broken] = {
         _with("validate-new-key", deadline="soon"), _at("validate-new-key", ".with.deadline"), "not a duration: 'soon'"
     ),
     "action-param-unknown": Broken(_with("validate-new-key", timeout="5s"), _at("validate-new-key", ".with.timeout"), "unknown field"),
+    "slot-rule-window-not-a-duration": Broken(
+        _with("free-key-slot", block_if_used_within="a day"),
+        _at("free-key-slot", ".with.block_if_used_within"),
+        "not a duration: 'a day'",
+    ),
+    "verification-rule-not-a-boolean": Broken(
+        _with("deactivate-old-key", block_until_consumers_verified="sometimes"),
+        _at("deactivate-old-key", ".with.block_until_consumers_verified"),
+        "valid boolean",
+    ),
+    "verification-rule-with-no-verifying-step": Broken(
+        _manual_only("verify-downstream"),
+        _at("deactivate-old-key", ".with.block_until_consumers_verified"),
+        "needs 'downstream_verified_at', which no earlier step provides",
+    ),
     "params-for-an-action-without-params": Broken(_with("create-key", x=1), _at("create-key", ".with"), "takes no parameters"),
     "two-points-of-no-return": Broken(_second_point_of_no_return, lambda d: "steps", "more than one point_of_no_return"),
     "point-of-no-return-not-irreversible": Broken(

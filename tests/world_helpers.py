@@ -117,7 +117,7 @@ class Lab:
         self._journals.append(journal)
         return Engine(journal, AuditLog(paths.audit_path()), os_user="tester")
 
-    def start(self, world, engine: Engine | None = None, **inputs: Any) -> Session:
+    def start(self, world, engine: Engine | None = None, runbook: str | Path = RUNBOOK, **inputs: Any) -> Session:
         from steps.wiring import TrainingWiring
 
         sc = world.scenario
@@ -126,7 +126,7 @@ class Lab:
         if call:
             values["check_call"] = call
         values.update(inputs)
-        return (engine or self.engine).start(RUNBOOK, values, TrainingWiring(world))
+        return (engine or self.engine).start(runbook, values, TrainingWiring(world))
 
     def resume_on(self, world, session_id: str) -> Session:
         """A new process resumes `session_id` while the external world lives on (as a

@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
+from steps.clock import Clock, Progress
+from steps.model import parse_duration
 from steps.secrets import Secret, redact
+from steps.status import StepStatus
 
 if TYPE_CHECKING:
     from steps.wiring import Wiring
 
-Status = Literal["done", "failed", "skipped", "would-run", "blocked"]
+Status = StepStatus
 
 
 @dataclass
@@ -40,16 +43,21 @@ class Outcome:
 
     @classmethod
     def done(cls, summary: str, evidence: list[str] | None = None, **facts: str) -> Outcome:
-        return cls("done", summary, evidence or [], dict(facts))
+        return cls(StepStatus.DONE, summary, evidence or [], dict(facts))
 
     @classmethod
     def failed(cls, summary: str, evidence: list[str] | None = None, **facts: str) -> Outcome:
-        return cls("failed", summary, evidence or [], dict(facts))
+        return cls(StepStatus.FAILED, summary, evidence or [], dict(facts))
 
     @classmethod
     def blocked(cls, summary: str, evidence: list[str] | None = None, **facts: str) -> Outcome:
         """Stopped on evidence: passing needs an override with a typed reason."""
-        return cls("blocked", summary, evidence or [], dict(facts))
+        return cls(StepStatus.BLOCKED, summary, evidence or [], dict(facts))
+
+    @classmethod
+    def refused(cls, summary: str, evidence: list[str] | None = None, remedy: str = "", **facts: str) -> Outcome:
+        """A guard said no: no skip, no override. `remedy` says what to do instead."""
+        return cls(StepStatus.REFUSED, summary, evidence or [], dict(facts, **({"remedy": remedy} if remedy else {})))
 
 
 @dataclass
@@ -87,6 +95,21 @@ class ActionFailed(Exception):
         self.summary = summary
         self.evidence = evidence or []
 
+    def outcome(self) -> Outcome:
+        return Outcome.failed(self.summary, self.evidence)
+
+
+class ActionRefused(ActionFailed):
+    """A guard refuses (the wrong identity, a key in use, another rotation in flight).
+    Not a failure to skip past: the step cannot be skipped or overridden."""
+
+    def __init__(self, summary: str, evidence: list[str] | None = None, remedy: str = "") -> None:
+        super().__init__(summary, evidence)
+        self.remedy = remedy
+
+    def outcome(self) -> Outcome:
+        return Outcome.refused(self.summary, self.evidence, self.remedy)
+
 
 @dataclass
 class StepContext:
@@ -106,10 +129,10 @@ class StepContext:
     actor: str = ""
     audit: Any = None
     emit: Callable[[str], None] = lambda line: None
-    progress: Callable[[str, float, float], None] = lambda what, done, total: None
+    progress: Progress = lambda what, done, total: None
 
     @property
-    def clock(self):
+    def clock(self) -> Clock:
         return self.wiring.clock
 
     def now(self) -> datetime:
@@ -157,7 +180,17 @@ class Params(BaseModel):
     @classmethod
     def _durations(cls, value: Any, info: ValidationInfo) -> Any:
         if cls.model_fields[info.field_name].annotation is float:
-            from steps.model import parse_duration
-
             return parse_duration(value)
         return value
+
+    def needs(self) -> dict[str, str]:
+        """{parameter: fact} for parameters whose value makes the action rely on a fact
+        an earlier step must produce (the loader checks the runbook provides it)."""
+        return {}
+
+
+class WaitParams(Params):
+    """A poll: give up after `deadline`, check every `interval`."""
+
+    deadline: float = 60.0
+    interval: float = 2.0

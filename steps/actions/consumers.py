@@ -9,24 +9,34 @@ never hides the others: the step fails with every consumer's result listed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING
 
 from steps.actions import action
-from steps.actions.base import ActionFailed, Outcome, StepContext
-from steps.actions.iam import WaitParams
+from steps.actions.base import ActionFailed, Outcome, StepContext, WaitParams
 from steps.clock import human_duration, iso, parse_iso
-from steps.consumers.base import AdapterError, Pair, Result
+from steps.consumers.base import AdapterError, Consumer, Pair, Result, Vault
 from steps.secrets import redact
 
+if TYPE_CHECKING:
+    from steps.wiring import Wiring
 
-def _has_vault(wiring, values) -> str | None:
+
+def _has_vault(wiring: Wiring, values: Mapping[str, str]) -> str | None:
     return None if wiring.vault_for(values.get("target_user", "")) is not None else "no inventory entry gives this user's vault"
 
 
-def _has_consumers(wiring, values) -> str | None:
+def _has_consumers(wiring: Wiring, values: Mapping[str, str]) -> str | None:
     return None if wiring.consumers_for(values.get("target_user", "")) else "no inventory entry lists this user's consumers"
+
+
+def _vault(ctx: StepContext) -> Vault:
+    """The user's vault; the step is only offered as an action when there is one."""
+    vault = ctx.wiring.vault_for(ctx.value("target_user"))
+    if vault is None:
+        raise ActionFailed("no inventory entry gives this user's vault")
+    return vault
 
 
 def _new_pair(ctx: StepContext) -> Pair:
@@ -57,12 +67,12 @@ def old_pair(ctx: StepContext) -> Pair:
 
 
 def each_consumer(
-    ctx: StepContext, consumers: list[Any], work: Callable[[Any], Result], verb: str
-) -> tuple[list[tuple[Any, Result]], list[str]]:
+    ctx: StepContext, consumers: list[Consumer], work: Callable[[Consumer], Result], verb: str
+) -> tuple[list[tuple[Consumer, Result]], list[str]]:
     """Run `work` on every consumer at once; a line per consumer as each finishes."""
-    results: list[tuple[Any, Result]] = []
+    results: list[tuple[Consumer, Result]] = []
 
-    def one(consumer: Any) -> tuple[Any, Result]:
+    def one(consumer: Consumer) -> tuple[Consumer, Result]:
         try:
             result = work(consumer)
         except AdapterError as exc:
@@ -96,7 +106,7 @@ def each_consumer(
     available=_has_vault,
 )
 def store_pair(ctx: StepContext) -> Outcome:
-    vault = ctx.wiring.vault_for(ctx.value("target_user"))
+    vault = _vault(ctx)
     pair = _new_pair(ctx)
     try:
         current, versions = vault.read_pair()
@@ -135,7 +145,7 @@ def store_pair(ctx: StepContext) -> Outcome:
     available=_has_vault,
 )
 def restore_pair(ctx: StepContext) -> Outcome:
-    vault = ctx.wiring.vault_for(ctx.value("target_user"))
+    vault = _vault(ctx)
     try:
         current, _ = vault.read_pair()
     except AdapterError as exc:
@@ -174,7 +184,7 @@ def propagate(ctx: StepContext) -> Outcome:
     consumers = ctx.wiring.consumers_for(ctx.value("target_user"))
     facts: dict[str, str] = {}
 
-    def write(consumer: Any) -> Result:
+    def write(consumer: Consumer) -> Result:
         held = consumer.read_key_id()
         facts[f"consumer_before:{consumer.name}"] = held or "unknown"
         # Skip only a consumer this session finished writing (restart included): holding
@@ -183,8 +193,7 @@ def propagate(ctx: StepContext) -> Outcome:
             return Result(True, f"already holds {pair.key_id}")
         result = consumer.write_pair(pair)
         if result.ok:
-            written_at = getattr(consumer, "written_at", None)
-            facts[f"written_at:{consumer.name}"] = iso(written_at) if written_at else iso(ctx.now())
+            facts[f"written_at:{consumer.name}"] = iso(result.written_at or ctx.now())
             facts[f"propagated:{consumer.name}"] = pair.key_id
         return result
 
@@ -209,7 +218,7 @@ def restore(ctx: StepContext) -> Outcome:
     consumers = ctx.wiring.consumers_for(ctx.value("target_user"))
     pair = old_pair(ctx)
 
-    def write(consumer: Any) -> Result:
+    def write(consumer: Consumer) -> Result:
         if consumer.read_key_id() == pair.key_id:
             return Result(True, f"already holds the old key {pair.key_id}")
         return consumer.write_pair(pair)
@@ -228,30 +237,27 @@ class VerifyParams(WaitParams):
     interval: float = 5.0
 
 
-def verify_all(ctx: StepContext, pair: Pair, deadline: float, interval: float) -> tuple[list[tuple[Any, Result]], list[str]]:
+def verify_all(ctx: StepContext, pair: Pair, deadline: float, interval: float) -> tuple[list[tuple[Consumer, Result]], list[str]]:
     """Each consumer's verification, retried until it passes or the deadline passes
     (IAM's eventual consistency reaches every consumer in its own time)."""
-    consumers = ctx.wiring.consumers_for(ctx.value("target_user"))
-    for consumer in consumers:
+
+    def check(consumer: Consumer) -> Result:
+        # What propagate recorded: a consumer that cannot read its value back needs it
+        # to tell its own write from an older one (GitHub, in a new process).
         written = ctx.facts.get(f"written_at:{consumer.name}")
-        if written and hasattr(consumer, "written_at") and getattr(consumer, "written_at", None) is None:
-            consumer.written_at = parse_iso(written)  # a new process: what the adapter wrote, and when
-            consumer.written_key_id = pair.key_id
+        written_at = parse_iso(written) if written else None
+        polled = ctx.clock.poll(
+            lambda: consumer.verify(pair, written_at=written_at, progress=ctx.progress),
+            until=lambda result: result.ok,
+            deadline=deadline,
+            interval=interval,
+            progress=ctx.progress,
+            what=f"verifying {consumer.name}",
+        )
+        polled.value.evidence.append(f"{polled.attempts} attempt(s) in {human_duration(polled.elapsed)}")
+        return polled.value
 
-    def check(consumer: Any) -> Result:
-        start = ctx.clock.monotonic()
-        attempts = 0
-        while True:
-            attempts += 1
-            result = consumer.verify(pair)
-            elapsed = ctx.clock.monotonic() - start
-            if result.ok or elapsed >= deadline:
-                result.evidence.append(f"{attempts} attempt(s) in {human_duration(elapsed)}")
-                return result
-            ctx.progress(f"verifying {consumer.name}", elapsed, deadline)
-            ctx.clock.sleep(min(interval, deadline - elapsed))
-
-    return each_consumer(ctx, consumers, check, "verify")
+    return each_consumer(ctx, ctx.wiring.consumers_for(ctx.value("target_user")), check, "verify")
 
 
 @action(

@@ -7,209 +7,90 @@ The secret of a new key is captured once, into `ctx.secrets`, and never leaves m
 from __future__ import annotations
 
 import json
-import shlex
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from pydantic import StrictBool
+
+from steps import aws
 from steps.actions import action
-from steps.actions.base import ActionFailed, Choice, Outcome, Params, Preview, StepContext
+from steps.actions.base import ActionFailed, ActionRefused, Choice, Outcome, Params, Preview, StepContext, WaitParams
+from steps.actions.consumers import vault_old_pair, verify_all
+from steps.aws import AwsCallFailed, KeyInfo, aws_error, error_code, find_key, parse_check_call
 from steps.clock import human_duration, iso, parse_iso, utc
 from steps.consumers.base import Pair
 from steps.secrets import Secret
 
-READ_ONLY_PREFIXES = ("List", "Get", "Describe", "Head")
+# -- the AWS helpers, as step failures ------------------------------------------------------
 
 
-# -- helpers --------------------------------------------------------------------------------
-
-
-def aws_error(exc: BaseException) -> str:
-    """One line for any botocore failure."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        err = response["Error"]
-        return f"{err.get('Code', 'Error')}: {err.get('Message', '').strip() or 'no message'}"
-    name = type(exc).__name__
-    if name == "NoCredentialsError":
-        return "no AWS credentials found (set AWS_PROFILE, or pass --profile)"
-    return f"{name}: {exc}"
-
-
-def error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return response.get("Error", {}).get("Code", "")
-    return ""
-
-
-@dataclass
-class KeyInfo:
-    key_id: str
-    status: str
-    created: datetime
-    last_used: datetime | None
-    service: str | None
-    region: str | None
-
-    def describe(self, now: datetime) -> str:
-        age = human_duration((now - self.created).total_seconds())
-        return f"{self.key_id}  {self.status:<8}  created {iso(self.created)} ({age} ago)  last used {self.last_used_text(now)}"
-
-    def last_used_text(self, now: datetime) -> str:
-        if self.last_used is None:
-            return "never"
-        ago = human_duration((now - self.last_used).total_seconds())
-        where = ", ".join(x for x in (self.service, self.region) if x and x != "N/A")
-        return f"{iso(self.last_used)} ({ago} ago{', ' + where if where else ''})"
-
-
-def list_keys(ctx: StepContext, user: str, with_last_used: bool = True) -> list[KeyInfo]:
-    iam = ctx.wiring.aws_client("iam")
+@contextmanager
+def _step_fails() -> Iterator[None]:
+    """An AWS helper's one-line failure is the step's."""
     try:
-        metadata = iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
-    except Exception as exc:
-        if error_code(exc) == "NoSuchEntity":
-            raise ActionFailed(f"IAM user {user!r} does not exist in account {ctx.facts.get('account_id', '?')}") from None
-        raise ActionFailed(f"list-access-keys for {user}: {aws_error(exc)}") from None
-    keys = []
-    for item in metadata:
-        last_used = service = region = None
-        if with_last_used:
-            last_used, service, region = key_last_used(ctx, item["AccessKeyId"])
-        keys.append(KeyInfo(item["AccessKeyId"], item["Status"], utc(item["CreateDate"]), last_used, service, region))
-    return sorted(keys, key=lambda k: k.created)
+        yield
+    except AwsCallFailed as exc:
+        raise ActionFailed(str(exc)) from None
 
 
-def key_last_used(ctx: StepContext, key_id: str) -> tuple[datetime | None, str | None, str | None]:
-    iam = ctx.wiring.aws_client("iam")
-    try:
-        info = iam.get_access_key_last_used(AccessKeyId=key_id)["AccessKeyLastUsed"]
-    except Exception as exc:
-        raise ActionFailed(f"get-access-key-last-used {key_id}: {aws_error(exc)}") from None
-    when = info.get("LastUsedDate")
-    return (utc(when) if when else None), info.get("ServiceName"), info.get("Region")
+def _list_keys(ctx: StepContext, user: str, with_last_used: bool = True) -> list[KeyInfo]:
+    with _step_fails():
+        return aws.list_keys(ctx.wiring.aws_client("iam"), user, with_last_used=with_last_used, account=ctx.facts.get("account_id", "?"))
 
 
-def find(keys: list[KeyInfo], key_id: str | None) -> KeyInfo | None:
-    return next((k for k in keys if k.key_id == key_id), None)
+def _set_status(ctx: StepContext, user: str, key_id: str, status: str) -> None:
+    with _step_fails():
+        aws.set_key_status(ctx.wiring.aws_client("iam"), user, key_id, status)
 
 
-def set_status(ctx: StepContext, user: str, key_id: str, status: str) -> None:
-    try:
-        ctx.wiring.aws_client("iam").update_access_key(UserName=user, AccessKeyId=key_id, Status=status)
-    except Exception as exc:
-        raise ActionFailed(f"update-access-key {key_id} --status {status}: {aws_error(exc)}") from None
+def _delete_key(ctx: StepContext, user: str, key_id: str) -> None:
+    with _step_fails():
+        aws.delete_key(ctx.wiring.aws_client("iam"), user, key_id)
 
 
-def delete_key(ctx: StepContext, user: str, key_id: str) -> None:
-    try:
-        ctx.wiring.aws_client("iam").delete_access_key(UserName=user, AccessKeyId=key_id)
-    except Exception as exc:
-        if error_code(exc) == "NoSuchEntity":
-            return  # already gone: the goal is reached
-        raise ActionFailed(f"delete-access-key {key_id}: {aws_error(exc)}") from None
-
-
-def caller_arn(ctx: StepContext, pair: Pair | None) -> str:
+def _caller_arn(ctx: StepContext, pair: Pair | None) -> str:
     return ctx.wiring.aws_client("sts", pair).get_caller_identity()["Arn"]
 
 
-def new_pair(ctx: StepContext) -> Pair | None:
+def _new_pair(ctx: StepContext) -> Pair | None:
     secret = ctx.secrets.get("new_secret")
     return Pair(ctx.facts["new_key_id"], secret) if secret and ctx.facts.get("new_key_id") else None
 
 
-def wait_until_valid(ctx: StepContext, pair: Pair, expect_arn: str, deadline: float, interval: float, what: str) -> tuple[float, int]:
+# Eventual consistency: a new key may be refused for up to a minute with one of these.
+_NOT_YET_VALID = ("InvalidClientTokenId", "SignatureDoesNotMatch", "AccessDenied")
+
+
+def _wait_until_valid(ctx: StepContext, pair: Pair, expect_arn: str, deadline: float, interval: float, what: str) -> tuple[float, int]:
     """Poll sts get-caller-identity with `pair` until it answers as `expect_arn`.
 
-    Returns (seconds it took, attempts). Eventual consistency: a new key may be
-    refused (InvalidClientTokenId) for up to a minute; that is waited out, anything
-    else fails at once.
+    Returns (seconds it took, attempts). A refusal that eventual consistency explains is
+    waited out; anything else fails at once.
     """
-    start = ctx.clock.monotonic()
-    attempts = 0
     last = ""
-    while True:
-        attempts += 1
+
+    def authenticates() -> bool:
+        nonlocal last
         try:
-            arn = caller_arn(ctx, pair)
-            if arn != expect_arn:
-                raise ActionFailed(f"{what} authenticates as {arn}, not {expect_arn}")
-            return ctx.clock.monotonic() - start, attempts
-        except ActionFailed:
-            raise
+            arn = _caller_arn(ctx, pair)
         except Exception as exc:
-            if error_code(exc) not in ("InvalidClientTokenId", "SignatureDoesNotMatch", "AccessDenied"):
+            if error_code(exc) not in _NOT_YET_VALID:
                 raise ActionFailed(f"sts get-caller-identity with {what}: {aws_error(exc)}") from None
             last = aws_error(exc)
-        elapsed = ctx.clock.monotonic() - start
-        ctx.progress(f"sts get-caller-identity with {what}", elapsed, deadline)
-        if elapsed >= deadline:
-            raise ActionFailed(
-                f"{what} still refused after {human_duration(elapsed)} ({attempts} attempts): {last}",
-                [f"polled sts get-caller-identity every {interval:g} s for {human_duration(elapsed)}"],
-            )
-        ctx.clock.sleep(min(interval, max(0.0, deadline - elapsed)) or interval)
+            return False
+        if arn != expect_arn:
+            raise ActionFailed(f"{what} authenticates as {arn}, not {expect_arn}")
+        return True
 
-
-# -- the representative call ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CheckCall:
-    """A read-only call the target user is known to be allowed to make, e.g.
-    `s3:ListObjectsV2 Bucket=raxx-backups`."""
-
-    service: str
-    operation: str
-    params: dict[str, Any]
-
-    def cli(self) -> str:
-        from botocore import xform_name
-
-        args = " ".join(f"--{xform_name(k, '-')} {shlex.quote(str(v))}" for k, v in self.params.items())
-        service = "s3api" if self.service == "s3" else self.service
-        return f"aws {service} {xform_name(self.operation, '-')} {args}".strip()
-
-
-def parse_check_call(text: str) -> CheckCall:
-    """Parse `service:Operation Key=Value ...`; raise ValueError with a one-line reason."""
-    parts = shlex.split(text)
-    if not parts or ":" not in parts[0]:
-        raise ValueError(f"{text!r}: write it as service:Operation Key=Value, e.g. 's3:ListObjectsV2 Bucket=raxx-backups'")
-    service, operation = parts[0].split(":", 1)
-    if not service or not operation[:1].isupper():
-        raise ValueError(f"{text!r}: the operation is CamelCase, as in the API reference (ListObjectsV2)")
-    if not operation.startswith(READ_ONLY_PREFIXES):
-        raise ValueError(f"{text!r}: only read-only calls ({', '.join(READ_ONLY_PREFIXES)}...) may serve as a check")
-    params: dict[str, Any] = {}
-    for part in parts[1:]:
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{text!r}: parameter {part!r} is not Key=Value")
-        params[key] = int(value) if value.isdigit() else value
-    return CheckCall(service, operation, params)
-
-
-def check_call_field(value: str | None) -> str | None:
-    """A pydantic field validator for `check_call` fields (inventory, scenarios)."""
-    if value is not None:
-        parse_check_call(value)
-    return value
-
-
-def run_check_call(ctx: StepContext, pair: Pair, call: CheckCall) -> str:
-    from botocore import xform_name
-
-    client = ctx.wiring.aws_client(call.service, pair)
-    try:
-        response = getattr(client, xform_name(call.operation))(**call.params)
-    except Exception as exc:
-        raise ActionFailed(f"{call.cli()} with the new key: {aws_error(exc)}") from None
-    response.pop("ResponseMetadata", None)
-    counts = [f"{len(v)} {k}" for k, v in response.items() if isinstance(v, list)]
-    return ", ".join(counts) or "ok"
+    polled = ctx.clock.poll(
+        authenticates, deadline=deadline, interval=interval, progress=ctx.progress, what=f"sts get-caller-identity with {what}"
+    )
+    if not polled.ok:
+        raise ActionFailed(
+            f"{what} still refused after {human_duration(polled.elapsed)} ({polled.attempts} attempts): {last}",
+            [f"polled sts get-caller-identity every {interval:g} s for {human_duration(polled.elapsed)}"],
+        )
+    return polled.elapsed, polled.attempts
 
 
 # -- step 1: pre-rotation checks ------------------------------------------------------------
@@ -236,16 +117,20 @@ def pre_checks(ctx: StepContext) -> Outcome:
         target_arn = ctx.wiring.aws_client("iam").get_user(UserName=user)["User"]["Arn"]
     except Exception as exc:
         if error_code(exc) == "NoSuchEntity":
-            raise ActionFailed(f"IAM user {user!r} does not exist in account {account}", evidence) from None
+            raise ActionRefused(
+                f"IAM user {user!r} does not exist in account {account}",
+                evidence,
+                remedy="check the user name and the account, then start a new session",
+            ) from None
         raise ActionFailed(f"iam get-user {user}: {aws_error(exc)}", evidence) from None
     evidence.append(f"target:   {target_arn}")
 
     if operator_arn == target_arn:
         if ctx.inputs.get("allow_self_rotation") != "yes":
-            raise ActionFailed(
-                f"refusing: you are signed in as {user}, the user being rotated. Rotate as a different IAM "
-                "identity (the SOP's first prerequisite), or pass --allow-self-rotation if you must",
+            raise ActionRefused(
+                f"you are signed in as {user}, the user being rotated (the SOP's first prerequisite: rotate as a different IAM identity)",
                 evidence,
+                remedy="sign in as a different IAM identity and start a new session, or start one with --allow-self-rotation (warned, audited)",
             )
         evidence.append(
             "WARNING: self-rotation: you are rotating the key you are signed in with. handrail signs with "
@@ -254,7 +139,7 @@ def pre_checks(ctx: StepContext) -> Outcome:
         )
 
     now = ctx.now()
-    keys = list_keys(ctx, user)
+    keys = _list_keys(ctx, user)
     evidence.append(f"{len(keys)} access key(s) (max 2 per user):")
     evidence += ["  " + k.describe(now) for k in keys]
     active = [k for k in keys if k.status == "Active"]
@@ -269,13 +154,11 @@ def pre_checks(ctx: StepContext) -> Outcome:
         "target_arn": target_arn,
         "keys_before": ",".join(f"{k.key_id}:{k.status}" for k in keys),
     }
-    from steps.actions.consumers import vault_old_pair
-
     held, versions, vault_lines = vault_old_pair(ctx)
     evidence += vault_lines
     outcome_secrets = {}
     if held is not None:
-        key = find(keys, held.key_id)
+        key = find_key(keys, held.key_id)
         if key is None or key.status != "Active":
             raise ActionFailed(
                 f"the vault holds {held.key_id}, which is not an Active key of {user} "
@@ -283,7 +166,7 @@ def pre_checks(ctx: StepContext) -> Outcome:
                 evidence,
             )
         try:
-            arn = caller_arn(ctx, held)
+            arn = _caller_arn(ctx, held)
         except Exception as exc:
             raise ActionFailed(f"the old pair from the vault does not authenticate: {aws_error(exc)}", evidence) from None
         if arn != target_arn:
@@ -292,7 +175,7 @@ def pre_checks(ctx: StepContext) -> Outcome:
         facts["vault_versions_before"] = json.dumps(versions)
         outcome_secrets["old_secret"] = held.secret
     if len(active) == 1 or held is not None:
-        old = find(keys, held.key_id) if held is not None else active[0]
+        old = find_key(keys, held.key_id) if held is not None else active[0]
         facts["old_key_id"] = old.key_id
         evidence.append(f"old key (to rotate): {old.key_id}")
         if held is None:
@@ -312,14 +195,15 @@ def pre_checks(ctx: StepContext) -> Outcome:
 
 
 class FreeSlotParams(Params):
-    # An Inactive key used more recently than this was deactivated recently: maybe a
-    # rotation still under observation. Deleting it needs an override.
-    min_idle: float = 24 * 3600
+    # A safety rule the runbook states: an Inactive key used more recently than this was
+    # deactivated recently, maybe by a rotation still under observation. Deleting it
+    # blocks (an audited override may pass it); 0s turns the rule off.
+    block_if_used_within: float = 24 * 3600
 
 
 def _slot_preview(ctx: StepContext) -> Preview:
     user = ctx.value("target_user")
-    keys = list_keys(ctx, user)
+    keys = _list_keys(ctx, user)
     now = ctx.now()
     if len(keys) < 2:
         return Preview([f"{user} has {len(keys)} key(s): a slot is free, nothing to delete"], confirm="auto", nothing_to_do=True)
@@ -363,7 +247,7 @@ def _slot_preview(ctx: StepContext) -> Preview:
 def free_key_slot(ctx: StepContext) -> Outcome:
     user = ctx.value("target_user")
     params: FreeSlotParams = ctx.params
-    keys = list_keys(ctx, user)
+    keys = _list_keys(ctx, user)
     now = ctx.now()
     evidence = ["  " + k.describe(now) for k in keys]
     if len(keys) < 2:
@@ -379,35 +263,36 @@ def free_key_slot(ctx: StepContext) -> Outcome:
         keep = next(k for k in keys if k is not victim)
         idle = (now - victim.last_used).total_seconds() if victim.last_used else None
         evidence.append(f"Inactive key {victim.key_id} last used {victim.last_used_text(now)}")
-        if idle is not None and idle < params.min_idle and not ctx.override:
+        if idle is not None and idle < params.block_if_used_within and not ctx.override:
             return Outcome.blocked(
                 f"Inactive key {victim.key_id} was used {human_duration(idle)} ago: it was deactivated recently "
                 f"(a rotation under observation?). Check before deleting it; override with a reason to delete anyway",
                 evidence,
             )
-        delete_key(ctx, user, victim.key_id)
+        _delete_key(ctx, user, victim.key_id)
         evidence.append(f"deleted Inactive key {victim.key_id}")
         return Outcome.done(
             f"deleted Inactive key {victim.key_id}; slot free", evidence, old_key_id=keep.key_id, retired_key_id=victim.key_id
         )
 
     # Two Active keys: the operator chose one by typing its id.
-    chosen = find(keys, ctx.answer)
+    chosen = find_key(keys, ctx.answer)
     if chosen is None:
         raise ActionFailed(
             f"two Active keys: type the id of the one to retire ({' or '.join(k.key_id for k in keys)}); got {ctx.answer!r}",
             evidence,
         )
     if chosen.key_id == ctx.facts.get("old_key_id") and ctx.facts.get("vault_versions_before"):
-        raise ActionFailed(
+        raise ActionRefused(
             f"{chosen.key_id} is the key the vault holds, so every consumer uses it: retiring it would cut them off. "
             "Retire the other one (check its last use)",
             evidence,
+            remedy="run the step again and type the other key's id (--retire-key)",
         )
     keep = next(k for k in keys if k is not chosen)
-    set_status(ctx, user, chosen.key_id, "Inactive")
+    _set_status(ctx, user, chosen.key_id, "Inactive")
     evidence.append(f"deactivated {chosen.key_id} (was Active, last used {chosen.last_used_text(now)})")
-    delete_key(ctx, user, chosen.key_id)
+    _delete_key(ctx, user, chosen.key_id)
     evidence.append(f"deleted {chosen.key_id}; {keep.key_id} is the key being rotated")
     return Outcome.done(
         f"retired Active key {chosen.key_id} (operator's typed choice); slot free",
@@ -432,8 +317,8 @@ def free_key_slot(ctx: StepContext) -> Outcome:
 def create_key(ctx: StepContext) -> Outcome:
     user = ctx.value("target_user")
     evidence: list[str] = []
-    keys = list_keys(ctx, user, with_last_used=False)
-    previous = find(keys, ctx.facts.get("new_key_id"))
+    keys = _list_keys(ctx, user, with_last_used=False)
+    previous = find_key(keys, ctx.facts.get("new_key_id"))
     if previous is not None:
         if "new_secret" in ctx.secrets:
             return Outcome.done(
@@ -444,7 +329,7 @@ def create_key(ctx: StepContext) -> Outcome:
             )
         # Created by this session in a process that has ended before anything stored
         # the secret: nobody can ever use that key. Replace it.
-        delete_key(ctx, user, previous.key_id)
+        _delete_key(ctx, user, previous.key_id)
         evidence.append(
             f"{previous.key_id} was created by this session, but its secret ended with the previous process "
             "before anything stored it; deleted it so a fresh key can take the slot"
@@ -455,7 +340,7 @@ def create_key(ctx: StepContext) -> Outcome:
     before = {item.split(":")[0] for item in ctx.facts.get("keys_before", "").split(",") if item}
     if before:
         for orphan in [k for k in keys if k.key_id not in before and k.key_id != ctx.facts.get("old_key_id")]:
-            delete_key(ctx, user, orphan.key_id)
+            _delete_key(ctx, user, orphan.key_id)
             evidence.append(
                 f"{orphan.key_id} appeared after step 1 (created {iso(orphan.created)}) and nothing holds its secret: "
                 "the previous process died inside this step after AWS created it; deleted it"
@@ -485,12 +370,12 @@ def create_key(ctx: StepContext) -> Outcome:
 )
 def deactivate_new_key(ctx: StepContext) -> Outcome:
     user, key_id = ctx.value("target_user"), ctx.fact("new_key_id")
-    key = find(list_keys(ctx, user, with_last_used=False), key_id)
+    key = find_key(_list_keys(ctx, user, with_last_used=False), key_id)
     if key is None:
         return Outcome.done(f"new key {key_id} no longer exists: nothing to deactivate")
     if key.status == "Inactive":
         return Outcome.done(f"new key {key_id} is already Inactive")
-    set_status(ctx, user, key_id, "Inactive")
+    _set_status(ctx, user, key_id, "Inactive")
     return Outcome.done(
         f"deactivated new key {key_id}",
         [f"{key_id}: Active -> Inactive (it keeps its slot until the next rotation deletes it)"],
@@ -498,11 +383,6 @@ def deactivate_new_key(ctx: StepContext) -> Outcome:
 
 
 # -- step 3: validate the new key -----------------------------------------------------------
-
-
-class WaitParams(Params):
-    deadline: float = 60.0
-    interval: float = 2.0
 
 
 @action(
@@ -517,10 +397,10 @@ class WaitParams(Params):
 )
 def validate_new_key(ctx: StepContext) -> Outcome:
     params: WaitParams = ctx.params
-    pair = new_pair(ctx)
+    pair = _new_pair(ctx)
     if pair is None:
         raise ActionFailed("the new key's secret is not in memory (see create-key)")
-    took, attempts = wait_until_valid(ctx, pair, ctx.fact("target_arn"), params.deadline, params.interval, "the new key")
+    took, attempts = _wait_until_valid(ctx, pair, ctx.fact("target_arn"), params.deadline, params.interval, "the new key")
     evidence = [
         f"sts get-caller-identity with {pair.key_id} -> {ctx.fact('target_arn')}",
         f"valid after {human_duration(took)} ({attempts} attempt{'s' if attempts > 1 else ''}; deadline {human_duration(params.deadline)})",
@@ -533,7 +413,11 @@ def validate_new_key(ctx: StepContext) -> Outcome:
     call_text = ctx.inputs.get("check_call")
     if call_text:
         call = parse_check_call(call_text)
-        result = run_check_call(ctx, pair, call)
+        client = ctx.wiring.aws_client(call.service, pair)
+        try:
+            result = aws.run_check_call(client, call)
+        except Exception as exc:
+            raise ActionFailed(f"{call.cli()} with the new key: {aws_error(exc)}") from None
         evidence.append(f"{call.cli()} with the new key -> {result}")
     else:
         evidence.append("no representative call configured for this user (--check-call): identity check only")
@@ -543,9 +427,16 @@ def validate_new_key(ctx: StepContext) -> Outcome:
 # -- step 7: deactivate the old key ---------------------------------------------------------
 
 
-class SettleParams(Params):
+class DeactivateOldKeyParams(Params):
     # The SOP's "sleep 60" after deactivating: consumers may have cached credentials.
     settle: float = 60.0
+    # A safety rule the runbook states: while a consumer is not verified on the new key
+    # (no `downstream_verified_at` from step 6), deactivating the old key could cut it
+    # off, so the step blocks (an audited override may pass it).
+    block_until_consumers_verified: StrictBool = True
+
+    def needs(self) -> dict[str, str]:
+        return {"block_until_consumers_verified": "downstream_verified_at"} if self.block_until_consumers_verified else {}
 
 
 @action(
@@ -555,20 +446,19 @@ class SettleParams(Params):
     needs=("target_user", "old_key_id", "new_key_id", "target_arn"),
     produces=("deactivated_at",),
     mutates=True,
-    params=SettleParams,
+    params=DeactivateOldKeyParams,
 )
 def deactivate_old_key(ctx: StepContext) -> Outcome:
-    from steps.actions.consumers import verify_all
-
-    params: SettleParams = ctx.params
+    params: DeactivateOldKeyParams = ctx.params
     user, old_id, new_id = ctx.value("target_user"), ctx.fact("old_key_id"), ctx.fact("new_key_id")
-    keys = list_keys(ctx, user, with_last_used=False)
-    new, old = find(keys, new_id), find(keys, old_id)
+    keys = _list_keys(ctx, user, with_last_used=False)
+    new, old = find_key(keys, new_id), find_key(keys, old_id)
     if new is None or new.status != "Active":
         raise ActionFailed(f"refusing to deactivate the old key: the new key {new_id} is {'gone' if new is None else new.status}")
     evidence: list[str] = []
     consumers = ctx.wiring.consumers_for(user)
-    if old is not None and old.status == "Active" and consumers and not ctx.facts.get("downstream_verified_at"):
+    unverified = consumers and not ctx.facts.get("downstream_verified_at")
+    if params.block_until_consumers_verified and old is not None and old.status == "Active" and unverified:
         if not ctx.override:
             return Outcome.blocked(
                 f"not every consumer was verified on the new key (step 6 has not passed): deactivating {old_id} "
@@ -588,7 +478,7 @@ def deactivate_old_key(ctx: StepContext) -> Outcome:
             deactivated_at=ctx.facts.get("deactivated_at") or iso(ctx.now()),
         )
     if old.status == "Active":
-        set_status(ctx, user, old_id, "Inactive")
+        _set_status(ctx, user, old_id, "Inactive")
         deactivated_at = iso(ctx.now())
         evidence.append(f"{old_id}: Active -> Inactive at {deactivated_at}")
     else:
@@ -598,36 +488,38 @@ def deactivate_old_key(ctx: StepContext) -> Outcome:
     # Consumers may hold cached credentials, and the deactivation itself takes time to
     # reach every endpoint. With the old secret at hand, poll until AWS refuses it.
     old_secret = ctx.secrets.get("old_secret")
-    start = ctx.clock.monotonic()
     if old_secret is not None:
-        refused = False
-        while (elapsed := ctx.clock.monotonic() - start) < params.settle:
+
+        def refused() -> bool:
             try:
-                caller_arn(ctx, Pair(old_id, old_secret))
+                _caller_arn(ctx, Pair(old_id, old_secret))
             except Exception as exc:
                 if error_code(exc) == "InvalidClientTokenId":
-                    refused = True
-                    break
+                    return True
                 raise ActionFailed(f"checking the old key after deactivation: {aws_error(exc)}", evidence) from None
-            ctx.progress("waiting for AWS to refuse the old key", elapsed, params.settle)
-            ctx.clock.sleep(min(2.0, params.settle - elapsed))
-        took = human_duration(ctx.clock.monotonic() - start)
+            return False
+
+        polled = ctx.clock.poll(
+            refused, deadline=params.settle, interval=2.0, progress=ctx.progress, what="waiting for AWS to refuse the old key"
+        )
+        took = human_duration(polled.elapsed)
         evidence.append(
             f"AWS refuses the old key after {took}"
-            if refused
+            if polled.ok
             else f"AWS still accepted the old key after {took} (propagation is slow): continuing"
         )
     else:
-        while (elapsed := ctx.clock.monotonic() - start) < params.settle:
-            ctx.progress("settling: consumers may cache credentials", elapsed, params.settle)
-            ctx.clock.sleep(min(5.0, params.settle - elapsed))
+        # Nothing to check: the wait is the SOP's plain sleep, shown as progress.
+        ctx.clock.poll(
+            lambda: False, deadline=params.settle, interval=5.0, progress=ctx.progress, what="settling: consumers may cache credentials"
+        )
         evidence.append(f"waited {human_duration(params.settle)} for cached credentials to expire")
 
-    pair = new_pair(ctx)
+    pair = _new_pair(ctx)
     if pair is None:
         evidence.append("the new secret is not in memory (resumed session): new-key check skipped")
     else:
-        arn = caller_arn(ctx, pair)
+        arn = _caller_arn(ctx, pair)
         evidence.append(f"new key still works after the deactivation: {arn}")
         if consumers:
             results, lines = verify_all(ctx, pair, deadline=params.settle, interval=5.0)
@@ -651,12 +543,12 @@ def deactivate_old_key(ctx: StepContext) -> Outcome:
 )
 def reactivate_old_key(ctx: StepContext) -> Outcome:
     user, old_id = ctx.value("target_user"), ctx.fact("old_key_id")
-    key = find(list_keys(ctx, user, with_last_used=False), old_id)
+    key = find_key(_list_keys(ctx, user, with_last_used=False), old_id)
     if key is None:
         raise ActionFailed(f"old key {old_id} was deleted: it cannot be reactivated")
     if key.status == "Active":
         return Outcome.done(f"old key {old_id} is already Active")
-    set_status(ctx, user, old_id, "Active")
+    _set_status(ctx, user, old_id, "Active")
     return Outcome.done(f"reactivated old key {old_id}", [f"{old_id}: Inactive -> Active"])
 
 
@@ -674,8 +566,8 @@ def reactivate_old_key(ctx: StepContext) -> Outcome:
 def delete_old_key(ctx: StepContext) -> Outcome:
     user, old_id = ctx.value("target_user"), ctx.fact("old_key_id")
     now = ctx.now()
-    keys = list_keys(ctx, user)
-    old = find(keys, old_id)
+    keys = _list_keys(ctx, user)
+    old = find_key(keys, old_id)
     if old is None:
         return Outcome.done(f"old key {old_id} is already deleted", deleted_at=ctx.facts.get("deleted_at") or iso(now))
     if old.status != "Inactive":
@@ -695,6 +587,6 @@ def delete_old_key(ctx: StepContext) -> Outcome:
         evidence.append(f"use after deactivation overridden: {ctx.override}")
     else:
         evidence.append("no use since it was deactivated: no consumer is still hitting the old key")
-    delete_key(ctx, user, old_id)
+    _delete_key(ctx, user, old_id)
     evidence.append(f"deleted {old_id}; it is unrecoverable")
     return Outcome.done(f"deleted old key {old_id}", evidence, deleted_at=iso(now))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
+from steps.clock import Progress
 from steps.secrets import Secret
 
 
@@ -38,6 +40,9 @@ class Result:
     ok: bool
     summary: str
     evidence: list[str] = field(default_factory=list)
+    # A write's time by the clock the consumer stamps its own records with, where that
+    # matters to verify it later (GitHub's updated_at); None: the caller's clock will do.
+    written_at: datetime | None = None
 
 
 class AdapterError(Exception):
@@ -45,37 +50,65 @@ class AdapterError(Exception):
 
 
 class Vault(Protocol):
+    """Where the pair is kept, with history (Infisical). Every method raises
+    AdapterError for a failure the operator should read."""
+
     name: str
 
     def command(self, pair_key_id: str) -> str:
         """The CLI equivalent of writing the pair, for display (no secret in it)."""
+        ...
 
     def read_pair(self) -> tuple[Pair | None, dict[str, int]]:
         """The pair held now, and the version of each of the two secrets."""
+        ...
 
     def read_pair_at(self, versions: dict[str, int]) -> Pair:
         """The pair as it was at the given versions (for undo in a new process)."""
+        ...
 
     def write_pair(self, pair: Pair) -> tuple[dict[str, int], list[str]]:
         """Write both halves; return the new versions and evidence lines."""
+        ...
+
+    def close(self) -> None:
+        """Let go of connections (the wiring calls it when the session ends)."""
+        ...
 
 
 class Consumer(Protocol):
+    """A place that uses the pair (a Heroku app, GitHub Actions secrets, a host's env
+    file). Every method raises AdapterError for a failure the operator should read."""
+
     name: str  # e.g. "heroku:raxx-api-prod", "github:raxx/infra", "ssh:vault-host"
     kind: str  # heroku | github | ssh
 
     def command(self, pair_key_id: str) -> str:
         """The CLI equivalent of writing the pair, for display (no secret in it)."""
+        ...
 
     def read_key_id(self) -> str | None:
         """The access key id this consumer holds now, or None where it cannot be read
         back (GitHub secrets are write-only)."""
+        ...
 
     def write_pair(self, pair: Pair) -> Result:
-        """Write both halves, read back what can be read back, and say what was done."""
+        """Write both halves, read back what can be read back, and say what was done
+        (with `written_at` where verify will need it)."""
+        ...
 
-    def verify(self, pair: Pair) -> Result:
-        """Check that the consumer works on `pair` (its own representative workload)."""
+    def verify(self, pair: Pair, *, written_at: datetime | None = None, progress: Progress | None = None) -> Result:
+        """Check that the consumer works on `pair` (its own representative workload).
+
+        `written_at`: when this session wrote `pair` here (the `written_at` of the write's
+        Result), for a consumer that cannot read its value back and did not make the
+        write itself (a new process). `progress`: told about any wait inside the check.
+        """
+        ...
+
+    def close(self) -> None:
+        """Let go of connections (the wiring calls it when the session ends)."""
+        ...
 
 
 # The sandbox's simulated consumers "really use the key they hold": they call this with

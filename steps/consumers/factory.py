@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from steps.consumers.base import Consumer, Vault
 from steps.secrets import Secret
 
 
@@ -25,7 +26,7 @@ class Credentials:
     github_now: Callable[[], datetime] | None = None
 
 
-def build_vault(entry, creds: Credentials):
+def build_vault(entry, creds: Credentials) -> Vault:
     from steps.consumers.infisical import InfisicalVault
 
     return InfisicalVault(
@@ -39,7 +40,15 @@ def build_vault(entry, creds: Credentials):
     )
 
 
-def build_consumer(entry, creds: Credentials, sleep: Callable[[float], None] | None = None, monotonic: Callable[[], float] | None = None):
+def build_consumer(
+    entry, creds: Credentials, sleep: Callable[[float], None] | None = None, monotonic: Callable[[], float] | None = None
+) -> Consumer:
+    # The clock an adapter's own waits run on (the engine's, so training fast-forwards them).
+    clock: dict[str, Any] = {}
+    if sleep is not None:
+        clock["sleep"] = sleep
+    if monotonic is not None:
+        clock["monotonic"] = monotonic
     if entry.type == "heroku":
         from steps.consumers.heroku import HerokuConsumer
 
@@ -50,6 +59,7 @@ def build_consumer(entry, creds: Credentials, sleep: Callable[[float], None] | N
             verify_url=entry.verify_url,
             key_id_var=entry.key_id_var,
             secret_var=entry.secret_var,
+            **clock,
         )
     if entry.type == "github":
         from steps.consumers.github import EnvironmentTarget, GitHubSecretsConsumer, OrgTarget, RepoTarget
@@ -60,11 +70,7 @@ def build_consumer(entry, creds: Credentials, sleep: Callable[[float], None] | N
             target = EnvironmentTarget(entry.repository, entry.environment)
         else:
             target = RepoTarget(entry.repository)
-        extra: dict[str, Any] = {}
-        if sleep is not None:
-            extra["sleep"] = sleep
-        if monotonic is not None:
-            extra["monotonic"] = monotonic
+        extra: dict[str, Any] = dict(clock)
         if creds.github_now is not None:
             extra["now"] = creds.github_now
         return GitHubSecretsConsumer(

@@ -41,6 +41,7 @@ from github import Auth, Github, GithubException, UnknownObjectException
 from github.GithubObject import NotSet
 from urllib3.util import Retry
 
+from steps.clock import Progress, poll
 from steps.consumers.base import AdapterError, Pair, Result
 from steps.secrets import MASK, Secret, redact
 
@@ -182,8 +183,8 @@ class GitHubSecretsConsumer:
     the wall clock the write time is taken from; it must be the clock GitHub stamps
     `updated_at` with (real time live; the sandbox's `now` in training).
 
-    `written_at` / `written_key_id` record this adapter's last write; set them to
-    restore that knowledge in a new process.
+    `written_at` / `written_key_id` record this adapter's last write; set them, or give
+    `verify` the write's time, to restore that knowledge in a new process.
     """
 
     kind = "github"
@@ -341,18 +342,18 @@ class GitHubSecretsConsumer:
         except UnknownObjectException:
             return None
 
-    def _floor(self) -> datetime:
-        """The earliest updated_at that can be this adapter's write: GitHub stamps to the
-        second, and its clock may be behind ours by up to `clock_skew`."""
-        assert self.written_at is not None
-        return self.written_at.replace(microsecond=0) - timedelta(seconds=self.clock_skew)
+    def _floor(self, written_at: datetime) -> datetime:
+        """The earliest updated_at that can be the write at `written_at`: GitHub stamps to
+        the second, and its clock may be behind ours by up to `clock_skew`."""
+        return written_at.replace(microsecond=0) - timedelta(seconds=self.clock_skew)
 
-    def _check_fresh(self, evidence: list[str]) -> str | None:
-        """Read both secrets' updated_at into evidence; None if both are fresh, else
-        what is wrong ("X not rewritten since T", "X missing")."""
+    def _check_fresh(self, evidence: list[str], written_at: datetime) -> str | None:
+        """Read both secrets' updated_at into evidence; None if both are fresh (at or
+        after the write at `written_at`), else what is wrong ("X not rewritten since T",
+        "X missing")."""
         stale: list[str] = []
         missing: list[str] = []
-        written = _iso(self.written_at)  # type: ignore[arg-type]
+        written = _iso(written_at)
         for name in (self.key_id_name, self.secret_name):
             meta = self._call(f"reading {name}", lambda name=name: self._metadata(name))
             if meta is None:
@@ -361,7 +362,7 @@ class GitHubSecretsConsumer:
                 continue
             updated, secret = meta
             extra = f", visibility {secret.visibility}" if isinstance(self.target, OrgTarget) else ""
-            fresh = updated >= self._floor()
+            fresh = updated >= self._floor(written_at)
             evidence.append(
                 f"{name} at {self.name}: updated_at {_iso(updated)}{extra} ({'at or after' if fresh else 'BEFORE'} the write at {written})"
             )
@@ -402,51 +403,57 @@ class GitHubSecretsConsumer:
         writer = self._writer()
         # Remembered before the first PUT: if the write stops halfway, verify still
         # knows what "fresh" means and reports the half that is stale.
-        self.written_at = _utc(self._now())
+        written_at = self.written_at = _utc(self._now())
         self.written_key_id, self._written_fingerprint = pair.key_id, pair.fingerprint()
         evidence: list[str] = []
         for name, value in ((self.key_id_name, pair.key_id), (self.secret_name, pair.secret.reveal())):
             self._call(f"writing {name}", lambda name=name, value=value: writer(name, value))
             evidence.append(f"PUT {name} to {self.name}, sealed with the {self._scope_label()} public key")
-        problem = self._check_fresh(evidence)
+        problem = self._check_fresh(evidence, written_at)
         what = f"{self.key_id_name}={pair.key_id} and {self.secret_name} ({pair.fingerprint()})"
         evidence = [redact(line) for line in evidence]
         if problem:
-            return Result(False, redact(f"{self.name}: wrote {what}, but GitHub shows {problem}"), evidence)
-        return Result(True, redact(f"{self.name}: wrote {what}"), evidence)
+            return Result(False, redact(f"{self.name}: wrote {what}, but GitHub shows {problem}"), evidence, written_at=written_at)
+        return Result(True, redact(f"{self.name}: wrote {what}"), evidence, written_at=written_at)
 
-    def verify(self, pair: Pair) -> Result:
-        """Both secrets were updated at or after this adapter wrote `pair`; then, with a
-        verify_workflow, a dispatched run that uses them concludes "success"."""
-        if self.written_at is None:
+    def verify(self, pair: Pair, *, written_at: datetime | None = None, progress: Progress | None = None) -> Result:
+        """Both secrets were updated at or after `pair` was written; then, with a
+        verify_workflow, a dispatched run that uses them concludes "success".
+
+        The write is this adapter's own if it made one; else `written_at`, when the
+        session wrote `pair` here (a new process: what propagate recorded)."""
+        since, key_id = self.written_at, self.written_key_id
+        if since is None and written_at is not None:
+            since, key_id = _utc(written_at), pair.key_id
+        if since is None:
             return Result(
                 False,
                 f"{self.name}: no write of {pair.key_id} by this adapter is recorded; "
                 "GitHub secrets are write-only, so there is nothing else to compare",
             )
-        if self.written_key_id is not None and self.written_key_id != pair.key_id:
-            return Result(False, f"{self.name}: the last write here was {self.written_key_id}, not {pair.key_id}")
+        if key_id is not None and key_id != pair.key_id:
+            return Result(False, f"{self.name}: the last write here was {key_id}, not {pair.key_id}")
         if self._written_fingerprint is not None and self._written_fingerprint != pair.fingerprint():
             return Result(
                 False,
                 f"{self.name}: the last write here was {pair.key_id} with secret {self._written_fingerprint}, not {pair.fingerprint()}",
             )
         evidence: list[str] = []
-        problem = self._check_fresh(evidence)
+        problem = self._check_fresh(evidence, since)
         if problem:
             return Result(False, f"{self.name}: {problem}", evidence)
         if self.verify_workflow is None:
             return Result(
                 True,
-                f"{self.name}: both secrets updated at or after the write at {_iso(self.written_at)} "
+                f"{self.name}: both secrets updated at or after the write at {_iso(since)} "
                 "(no verify workflow: the consumer's use of the key is not exercised)",
                 evidence,
             )
-        return self._verify_by_workflow(evidence)
+        return self._verify_by_workflow(evidence, progress)
 
     # -- workflow verification ---------------------------------------------------------
 
-    def _verify_by_workflow(self, evidence: list[str]) -> Result:
+    def _verify_by_workflow(self, evidence: list[str], progress: Progress | None = None) -> Result:
         gh = self._client()
         file, ref = self.verify_workflow, self.verify_ref
         assert file is not None and self.verify_repo is not None
@@ -458,36 +465,49 @@ class GitHubSecretsConsumer:
         run: Any = self._call(f"dispatching {label} on {ref}", lambda: workflow.create_dispatch(ref, throw=True, return_run_details=True))
         evidence.append(f"dispatched {label} on {ref} at {_iso(dispatched_at)}")
         deadline = self._monotonic() + self.run_timeout
-        interval = min(0.25, self.poll_interval)
+
+        def wait(check: Callable[[], Any], until: Callable[[Any], bool], what: str) -> Any:
+            # Both waits share the run's deadline; polls back off from 0.25 s.
+            return poll(
+                check,
+                until=until,
+                deadline=max(0.0, deadline - self._monotonic()),
+                interval=min(0.25, self.poll_interval),
+                max_interval=self.poll_interval,
+                sleep=self._sleep,
+                monotonic=self._monotonic,
+                progress=progress,
+                what=what,
+            )
+
         if run is True:
-            run = None
             since = _iso(dispatched_at.replace(microsecond=0) - timedelta(seconds=self.clock_skew))
-            while run is None:
+
+            def newest_run() -> Any:
                 runs = self._call(
                     f"listing runs of {label}",
                     lambda: workflow.get_runs(branch=ref, event="workflow_dispatch", created=f">={since}").get_page(0),
                 )
-                run = runs[0] if runs else None  # newest first
-                if run is None:
-                    if self._monotonic() >= deadline:
-                        return Result(
-                            False, f"{self.name}: no run of {label} appeared within {self.run_timeout:g}s of the dispatch", evidence
-                        )
-                    self._sleep(interval)
-                    interval = min(interval * 2, self.poll_interval)
+                return runs[0] if runs else None  # newest first
+
+            appeared = wait(newest_run, lambda found: found is not None, f"{self.name}: waiting for the run of {label}")
+            if not appeared.ok:
+                return Result(False, f"{self.name}: no run of {label} appeared within {self.run_timeout:g}s of the dispatch", evidence)
+            run = appeared.value
         run_id = run.id
         evidence.append(f"run {run_id}: {run.html_url}")
-        while True:
+
+        def status() -> str:
             self._call(f"reading run {run_id} of {label}", run.update)
-            status = run.status
-            if status == "completed":
-                break
-            if self._monotonic() >= deadline:
-                return Result(
-                    False, f"{self.name}: run {run_id} of {label} still {status} after {self.run_timeout:g}s: {run.html_url}", evidence
-                )
-            self._sleep(interval)
-            interval = min(interval * 2, self.poll_interval)
+            return run.status
+
+        completed = wait(status, lambda now: now == "completed", f"{self.name}: run {run_id} of {label}")
+        if not completed.ok:
+            return Result(
+                False,
+                f"{self.name}: run {run_id} of {label} still {completed.value} after {self.run_timeout:g}s: {run.html_url}",
+                evidence,
+            )
         conclusion = run.conclusion
         evidence.append(f"run {run_id} completed: {conclusion}")
         summary = f"{self.name}: {label} run {run_id} concluded {conclusion}: {run.html_url}"

@@ -7,15 +7,19 @@ once, straight onto the new pair (two PATCHes would boot it on a mismatched pair
 
 from __future__ import annotations
 
+import itertools
+import math
 import netrc
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 import requests
 from requests.auth import AuthBase
 
+from steps.clock import Progress, poll
 from steps.consumers.base import AdapterError, Pair, Result
 from steps.secrets import MASK, Secret, redact
 
@@ -89,6 +93,8 @@ class HerokuConsumer:
         timeout: float = 15.0,
         verify_attempts: int = 1,
         verify_interval: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.api_url = api_url.rstrip("/")
@@ -99,6 +105,9 @@ class HerokuConsumer:
         # After a restart the dynos may answer 503 for a moment; verify can try again.
         self.verify_attempts = max(1, verify_attempts)
         self.verify_interval = verify_interval
+        # The clock the retries wait on (the engine's, so training fast-forwards them).
+        self._sleep = sleep
+        self._monotonic = monotonic
         self.name = f"heroku:{app}"
         self._token: Secret | None = Secret(token, "heroku token") if token else None
         self._token_source = "given"
@@ -140,19 +149,35 @@ class HerokuConsumer:
         )
         return Result(ok, summary, evidence)
 
-    def verify(self, pair: Pair) -> Result:
+    def verify(self, pair: Pair, *, written_at: datetime | None = None, progress: Progress | None = None) -> Result:
+        """The config vars hold `pair` (read back, so `written_at` is not needed), and the
+        health URL, if any, answers 2xx: tried `verify_attempts` times while the release
+        restarts the dynos."""
         ok, line = self._check_config(pair, self._config())
         evidence = [line]
         if not ok:
             return Result(False, f"{self.name}: does not hold {pair.key_id}", evidence)
         if not self.verify_url:
             return Result(True, f"{self.name}: holds {pair.key_id} (no health URL to check)", evidence)
-        for attempt in range(1, self.verify_attempts + 1):
+
+        tries = itertools.count(1)
+
+        def health() -> bool:
             healthy, line = self._check_health()
+            attempt = next(tries)
             evidence.append(line if self.verify_attempts == 1 else f"{line} (attempt {attempt}/{self.verify_attempts})")
-            if healthy or attempt == self.verify_attempts:
-                break
-            time.sleep(self.verify_interval)
+            return healthy
+
+        healthy = poll(
+            health,
+            deadline=math.inf,
+            attempts=self.verify_attempts,
+            interval=self.verify_interval,
+            sleep=self._sleep,
+            monotonic=self._monotonic,
+            progress=progress,
+            what=f"{self.name}: health check",
+        ).ok
         summary = f"{self.name}: " + (f"works on {pair.key_id}" if healthy else f"health check fails on {pair.key_id}")
         return Result(healthy, summary, evidence)
 

@@ -31,9 +31,11 @@ import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 import paramiko
 
+from steps.clock import Progress
 from steps.consumers.base import AdapterError, Pair, Result
 from steps.secrets import MASK, REDACTOR, Secret, redact
 
@@ -563,7 +565,9 @@ class SshHostConsumer:
 
     # -- verify -------------------------------------------------------------------------
 
-    def verify(self, pair: Pair) -> Result:
+    def verify(self, pair: Pair, *, written_at: datetime | None = None, progress: Progress | None = None) -> Result:
+        """The env file holds `pair` (read back, so `written_at` is not needed) and the
+        verify command, if any, exits 0 (no wait here: `progress` is unused)."""
         with self._session() as (client, sftp):
             path, _ = self._resolve_env_file(sftp)
             held_id, held_secret = self._held(self._read_text(sftp, path))

@@ -340,7 +340,7 @@ class AwsWorld:
             if call:
                 from botocore import xform_name
 
-                from steps.actions.iam import parse_check_call
+                from steps.aws import parse_check_call
 
                 parsed = parse_check_call(call)
                 getattr(self.client(parsed.service, pair), xform_name(parsed.operation))(**parsed.params)
