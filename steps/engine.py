@@ -847,13 +847,21 @@ class Session:
             current = self.current()
             if current is None or current.step.id != step_id:
                 raise EngineError(f"step {step_id!r} is not next")
-            step = current.step
-            if current.status is StepStatus.REFUSED:
-                raise Refused(f"step {step.number} ({step.id}) refused: {current.summary.rstrip('.')}. {self.remedy(step.id)}")
-            if not step.skippable:
-                raise Refused(f"step {step.number} ({step.title}) cannot be skipped: the runbook makes it a guard. {self.remedy(step.id)}")
+            refusal = self.skip_refusal(current)
+            if refusal:
+                raise Refused(refusal)
             self.audit.append("step.skipped", session=self.id, actor=self.row.actor, context={"step": step_id, "reason": reason})
             self._apply(current, Outcome(StepStatus.SKIPPED, reason))
+
+    def skip_refusal(self, state: StepState) -> str | None:
+        """Why this step may not be skipped, or None: a refusal stays a refusal, and a
+        guard the runbook marks `skippable: false` is never passed by."""
+        step = state.step
+        if state.status is StepStatus.REFUSED:
+            return f"step {step.number} ({step.id}) refused: {state.summary.rstrip('.')}; it cannot be skipped. {self.remedy(step.id)}"
+        if not step.skippable:
+            return f"step {step.number} ({step.title}) cannot be skipped: the runbook makes it a guard. {self.remedy(step.id)}"
+        return None
 
     def recover_secrets(self) -> None:
         """After a restart, secrets held in memory are gone. Ask the wiring (the vault)

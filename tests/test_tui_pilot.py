@@ -114,37 +114,33 @@ async def test_no_secret_is_rendered_until_revealed_then_hidden_again():
 
 
 @pilot_test
-async def test_failure_is_a_state_retry_skip_and_quit(tmp_path: Path):
+async def test_a_refusal_is_a_state_retry_but_never_skip(tmp_path: Path):
     app = frozen_app("self-rotation")
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_session(pilot)
         session = screen.session
         await run_steps(pilot, screen, 1)
-        assert session.states["pre-checks"].status == "failed"
+        assert session.states["pre-checks"].status == "refused"
         text = screen_text(app)
-        assert "refusing: you are signed in as raxx-vault-operator" in text
-        assert "r retry" in text and "s skip…" in text and "u roll back" in text
+        assert "you are signed in as raxx-vault-operator" in text
+        assert "r check again" in text and "u roll back" in text and "s skip…" not in text
 
-        await take_step(pilot, screen)  # retry: fails again, the app stays up
+        await take_step(pilot, screen)  # the guard runs again: still refused, the app stays up
         await idle(pilot, screen)
-        assert session.states["pre-checks"].status == "failed"
+        assert session.states["pre-checks"].status == "refused"
         assert session.states["pre-checks"].attempts == 2
 
-        await pilot.press("s")
-        await wait_until(pilot, lambda: isinstance(app.screen, ReasonScreen), "the reason")
-        await pilot.press("o", "k", "enter")  # too short: refused
-        assert isinstance(app.screen, ReasonScreen)
-        await pilot.press("backspace", "backspace", *"training: looked at it", "enter")
-        await idle(pilot, screen)
-        assert session.states["pre-checks"].status == "skipped"
-        skipped = [r for r in session.audit.for_session(session.id) if r["action"] == "step.skipped"]
-        assert skipped[-1]["context"]["reason"] == "training: looked at it"
+        await pilot.press("s")  # refused in one line, with what to do instead; nothing asked, nothing recorded
+        await pilot.pause()
+        assert not isinstance(app.screen, ReasonScreen)
+        assert session.states["pre-checks"].status == "refused"
+        assert not [r for r in session.audit.for_session(session.id) if r["action"] == "step.skipped"]
 
         await pilot.press("q")  # training: the debrief is offered first
         await wait_until(pilot, lambda: isinstance(app.screen, QuitTrainingScreen), "the offer of the debrief")
         await pilot.press("q")  # quit now
         await pilot.pause()
-    assert session.status == "active"
+    assert session.status == "refused"
     assert f"resume {session.id}" in app.exit_note
 
 

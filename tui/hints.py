@@ -38,6 +38,8 @@ def hints(
         return [("", f"Session {session.status}."), ("u", "roll back the rest"), ("q", "quit, resume later")]
     if step_id != current.step.id:
         return [("r", f"go to the next step ({current.step.number} {current.step.title})"), ("u", "roll back")]
+    if status is StepStatus.REFUSED:
+        return [("", "Refused: no skip, no override."), ("r", "check again"), ("u", "roll back"), ("q", "quit, resume later")]
     if status is StepStatus.FAILED:
         return [("r", "retry"), ("s", "skip…"), ("u", "roll back"), ("q", "quit, resume later")]
     if status is StepStatus.BLOCKED:

@@ -487,6 +487,10 @@ class ChecklistScreen(Screen):
         state = self.session.current()
         if state is None:
             return
+        refusal = self.session.skip_refusal(state)
+        if refusal:
+            self.notify(refusal, title="Cannot be skipped", severity="error", timeout=12)
+            return
         step = state.step
         explanation = (
             f"Step {step.number} ({step.title}) will be recorded as skipped, with your reason, in the journal and the "
