@@ -451,8 +451,30 @@ class Session:
 
     def _finish(self, status: SessionStatus) -> None:
         self._set_status(status)
+        self._run_on_end()
         self.journal.release_lock(self.id)
         self.audit.append(f"session.{status.replace('-', '_')}", session=self.id, actor=self.row.actor, context={"iam_user": self.target})
+
+    def _run_on_end(self) -> None:
+        """The runbook's end actions (releasing the user's mark): best effort, each result
+        in the journal; a failure is reported, never raised (the session has ended)."""
+        if self.wiring.dry_run:
+            return
+        for name in self.runbook.on_end:
+            spec = registry()[name]
+            step = self.runbook.steps[0]
+            params = spec.params.model_validate({}) if spec.params else None
+            try:
+                outcome = spec.fn(self._context(step, spec, params=params))
+            except ActionFailed as exc:
+                outcome = exc.outcome()
+            except Exception as exc:
+                outcome = Outcome.failed(f"{type(exc).__name__}: {exc}")
+            self.journal.add_event(self.id, "end", status=outcome.status, summary=f"{name}: {outcome.summary}", ts_sim=self._ts_sim())
+            if outcome.status != StepStatus.DONE:
+                self.audit.append(
+                    "session.end_action_failed", session=self.id, actor=self.row.actor, context={"action": name, "summary": outcome.summary}
+                )
 
     def checkpoint(self) -> None:
         """Save what the wiring needs to come back (the training world, the clock)."""

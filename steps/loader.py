@@ -225,6 +225,13 @@ def check(runbook: Runbook, raw: dict[str, Any], source: str) -> None:
             _check_placeholders(source, f"{at}.undo.manual", step.undo.manual, undo_known)
         known |= produced
 
+    for i, name in enumerate(runbook.on_end):
+        end_spec = actions.get(name)
+        if end_spec is None:
+            raise RunbookError(source, f"on_end[{i}]", f"unknown action {name!r}")
+        if end_spec.params is not None and any(f.is_required() for f in end_spec.params.model_fields.values()):
+            raise RunbookError(source, f"on_end[{i}]", f"action {name!r} needs parameters, which on_end cannot give")
+
     for i, item in enumerate(runbook.prerequisites):
         if item.checked_by and item.checked_by not in seen_ids:
             raise RunbookError(source, f"prerequisites[{i}].checked_by", f"{item.checked_by!r} is not a step")

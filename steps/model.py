@@ -190,6 +190,8 @@ class Runbook(_Strict):
     rollback: Rollback
     gotchas: list[Item] = Field(default_factory=list)
     references: list[Reference] = Field(default_factory=list)
+    # Actions run when a session ends (done, rolled back or abandoned), e.g. releasing a mark.
+    on_end: list[str] = Field(default_factory=list)
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from steps.actions.base import ActionSpec, Outcome, Preview, StepContext
 
 _ACTIONS: dict[str, ActionSpec] = {}
-_MODULES = ("steps.actions.iam", "steps.actions.consumers", "steps.actions.audit")
+_MODULES = ("steps.actions.iam", "steps.actions.claim", "steps.actions.consumers", "steps.actions.audit")
 _loaded = False
 
 
