@@ -10,7 +10,6 @@ matches is answered 404 and counted as "unmatched".
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -99,15 +98,6 @@ class LoopbackServer:
             raise ValueError(f"{self.name}: route {name!r} is already registered")
         self._map.add(_rule(path, method, name))
         self._handlers[name] = handler
-
-    def route(self, method: str, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
-        """The old decorator (`{param}` syntax), while Heroku and GitHub move to add()."""
-
-        def register(handler: Handler) -> Handler:
-            self.add(name or f"{method} {path}", method, re.sub(r"\{(\w+)\}", r"<\1>", path), handler)
-            return handler
-
-        return register
 
     def fail(self, route_name: str, times: int = 1, status: int = 500, body: Any = None) -> None:
         """Make the next `times` calls to `route_name` answer `status`."""
@@ -218,15 +208,6 @@ class FakeApi:
     @property
     def calls(self) -> Counter[str]:
         return self.server.calls
-
-    def route(self, method: str, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
-        """The old decorator (`{param}` syntax), while Heroku and GitHub move to add()."""
-
-        def register(handler: Handler) -> Handler:
-            self.add(name or f"{method} {path}", method, re.sub(r"\{(\w+)\}", r"<\1>", path), handler)
-            return handler
-
-        return register
 
     def fail(self, route_name: str, times: int = 1, status: int = 500, body: Any = None) -> None:
         self.server.fail(route_name, times, status, body)
