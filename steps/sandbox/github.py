@@ -624,7 +624,7 @@ class GitHubSandbox(FakeApi):
             return Reply(200, self._workflow_json(request, found, self._found_workflow(found, workflow)))
 
     def _dispatch(self, request: Request, owner: str, repo: str, workflow: str) -> Reply:
-        body = request.get_json(silent=True)
+        body: Any = request.get_json(silent=True)
         ref = _dispatch_ref(body)
         with self._lock:
             found = self._found_repo(owner, repo)
@@ -695,7 +695,7 @@ class GitHubSandbox(FakeApi):
                 422,
                 f"Invalid secret name: {name}. Secret names can only contain alphanumeric characters ([a-z], [A-Z], [0-9]) or underscores (_), must not start with a number or GITHUB_.",
             )
-        body = request.get_json(silent=True)
+        body: Any = request.get_json(silent=True)
         encrypted, key_id = _sealed_value(body)
         visibility, selected = self._org_visibility(body, org) if org is not None else (None, set())
         if key_id != scope.box.key_id:

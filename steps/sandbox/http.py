@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,7 +136,7 @@ class LoopbackServer:
         body = fault.body if fault.body is not None else {"message": "Internal Server Error (sandbox fault)"}
         return Reply(fault.status, body)
 
-    def _handle(self, name: str, request: Request, values: dict[str, Any]) -> Reply:
+    def _handle(self, name: str, request: Request, values: Mapping[str, Any]) -> Reply:
         try:
             return self._handlers[name](request, **values)
         except Refusal as refusal:
