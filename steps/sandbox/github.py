@@ -3,22 +3,22 @@
 It serves exactly the endpoints PyGithub (2.x) calls for the operations the GitHub
 Actions consumer adapter uses, with GitHub's request and response shapes:
 
-  GET  /repos/{owner}/{repo}                                          "get_repo"
-  GET  /repos/{owner}/{repo}/actions/secrets/public-key               "repo_public_key"
-  GET  /repos/{owner}/{repo}/actions/secrets/{name}                   "get_repo_secret"
-  PUT  /repos/{owner}/{repo}/actions/secrets/{name}                   "put_repo_secret"
-  GET  /repos/{owner}/{repo}/environments/{env}                       "get_env"
-  GET  /repos/{owner}/{repo}/environments/{env}/secrets/public-key    "env_public_key"
-  GET  /repos/{owner}/{repo}/environments/{env}/secrets/{name}        "get_env_secret"
-  PUT  /repos/{owner}/{repo}/environments/{env}/secrets/{name}        "put_env_secret"
-  GET  /orgs/{org}                                                    "get_org"
-  GET  /orgs/{org}/actions/secrets/public-key                         "org_public_key"
-  GET  /orgs/{org}/actions/secrets/{name}                             "get_org_secret"
-  PUT  /orgs/{org}/actions/secrets/{name}                             "put_org_secret"
-  GET  /repos/{owner}/{repo}/actions/workflows/{workflow}             "get_workflow"
-  POST /repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches  "dispatch"
-  GET  /repos/{owner}/{repo}/actions/workflows/{workflow}/runs        "list_runs"
-  GET  /repos/{owner}/{repo}/actions/runs/{run_id}                    "get_run"
+  GET  /repos/<owner>/<repo>                                          "get_repo"
+  GET  /repos/<owner>/<repo>/actions/secrets/public-key               "repo_public_key"
+  GET  /repos/<owner>/<repo>/actions/secrets/<name>                   "get_repo_secret"
+  PUT  /repos/<owner>/<repo>/actions/secrets/<name>                   "put_repo_secret"
+  GET  /repos/<owner>/<repo>/environments/<env>                       "get_env"
+  GET  /repos/<owner>/<repo>/environments/<env>/secrets/public-key    "env_public_key"
+  GET  /repos/<owner>/<repo>/environments/<env>/secrets/<name>        "get_env_secret"
+  PUT  /repos/<owner>/<repo>/environments/<env>/secrets/<name>        "put_env_secret"
+  GET  /orgs/<org>                                                    "get_org"
+  GET  /orgs/<org>/actions/secrets/public-key                         "org_public_key"
+  GET  /orgs/<org>/actions/secrets/<name>                             "get_org_secret"
+  PUT  /orgs/<org>/actions/secrets/<name>                             "put_org_secret"
+  GET  /repos/<owner>/<repo>/actions/workflows/<workflow>             "get_workflow"
+  POST /repos/<owner>/<repo>/actions/workflows/<workflow>/dispatches  "dispatch"
+  GET  /repos/<owner>/<repo>/actions/workflows/<workflow>/runs        "list_runs"
+  GET  /repos/<owner>/<repo>/actions/runs/<run_id>                    "get_run"
 
 Every repository, environment and organisation holds a real NaCl key pair. Secrets
 arrive sealed (libsodium sealed box) with the public key, as GitHub requires, and are
@@ -51,7 +51,7 @@ from nacl.public import PrivateKey, SealedBox
 from werkzeug.wrappers import Request
 
 from steps.consumers.base import AwsProbe
-from steps.sandbox.http import FakeApi, LoopbackServer, Reply
+from steps.sandbox.http import FakeApi, Handler, LoopbackServer, Refusal, Reply
 from steps.secrets import Secret, redact
 
 DEFAULT_KEY_ID_NAME = "AWS_ACCESS_KEY_ID"
@@ -509,7 +509,43 @@ class GitHubSandbox(FakeApi):
             run.message = redact(str(message))
             run.updated_at = self._now()
 
-    # -- HTTP --------------------------------------------------------------------------
+    # -- HTTP: routes and the guard ---------------------------------------------------
+
+    def _register_routes(self) -> None:
+        repo, env, org = "/repos/<owner>/<repo>", "/repos/<owner>/<repo>/environments/<env>", "/orgs/<org>"
+        workflow = f"{repo}/actions/workflows/<workflow>"
+        # werkzeug tries a rule's fixed parts before its converters: "public-key" is
+        # never taken for a secret <name> (except by PUT, which only <name> serves).
+        routes: list[tuple[str, str, str, Handler]] = [
+            ("get_repo", "GET", repo, self._get_repo),
+            ("repo_public_key", "GET", f"{repo}/actions/secrets/public-key", self._repo_public_key),
+            ("get_repo_secret", "GET", f"{repo}/actions/secrets/<name>", self._get_repo_secret),
+            ("put_repo_secret", "PUT", f"{repo}/actions/secrets/<name>", self._put_repo_secret),
+            ("get_env", "GET", env, self._get_env),
+            ("env_public_key", "GET", f"{env}/secrets/public-key", self._env_public_key),
+            ("get_env_secret", "GET", f"{env}/secrets/<name>", self._get_env_secret),
+            ("put_env_secret", "PUT", f"{env}/secrets/<name>", self._put_env_secret),
+            ("get_org", "GET", org, self._get_org),
+            ("org_public_key", "GET", f"{org}/actions/secrets/public-key", self._org_public_key),
+            ("get_org_secret", "GET", f"{org}/actions/secrets/<name>", self._get_org_secret),
+            ("put_org_secret", "PUT", f"{org}/actions/secrets/<name>", self._put_org_secret),
+            ("get_workflow", "GET", workflow, self._get_workflow),
+            ("dispatch", "POST", f"{workflow}/dispatches", self._dispatch),
+            ("list_runs", "GET", f"{workflow}/runs", self._list_runs),
+            ("get_run", "GET", f"{repo}/actions/runs/<run_id>", self._get_run),
+        ]
+        for name, method, path, handler in routes:
+            self.server.add(name, method, path, self._guarded(handler))
+
+    def _guarded(self, handler: Handler) -> Handler:
+        """`handler` behind the outage switch and the token check."""
+
+        def guarded(request: Request, **values: str) -> Reply:
+            if self.down:
+                return _error(503, "Service Unavailable (sandbox outage)")
+            return self._denied(request) or handler(request, **values)
+
+        return guarded
 
     def _denied(self, request: Request) -> Reply | None:
         """None if the token is good, else the 401 GitHub would answer."""
@@ -523,8 +559,205 @@ class GitHubSandbox(FakeApi):
             valid = self._tokens.get(token.strip(), False)
         return None if valid else _error(401, "Bad credentials")
 
+    # -- endpoints: repositories --------------------------------------------------------
+
+    def _get_repo(self, request: Request, owner: str, repo: str) -> Reply:
+        with self._lock:
+            return Reply(200, self._repo_json(request, self._found_repo(owner, repo)))
+
+    def _repo_public_key(self, request: Request, owner: str, repo: str) -> Reply:
+        with self._lock:
+            return Reply(200, self._public_key_json(self._found_repo(owner, repo).scope))
+
+    def _get_repo_secret(self, request: Request, owner: str, repo: str, name: str) -> Reply:
+        with self._lock:
+            return self._secret_reply(request, self._found_repo(owner, repo).scope, name)
+
+    def _put_repo_secret(self, request: Request, owner: str, repo: str, name: str) -> Reply:
+        with self._lock:
+            scope = self._found_repo(owner, repo).scope
+        return self._put_secret(request, scope, name)
+
+    # -- endpoints: environments -------------------------------------------------------
+
+    def _get_env(self, request: Request, owner: str, repo: str, env: str) -> Reply:
+        with self._lock:
+            return Reply(200, self._env_json(request, owner, repo, self._found_env(owner, repo, env)))
+
+    def _env_public_key(self, request: Request, owner: str, repo: str, env: str) -> Reply:
+        with self._lock:
+            return Reply(200, self._public_key_json(self._found_env(owner, repo, env).scope))
+
+    def _get_env_secret(self, request: Request, owner: str, repo: str, env: str, name: str) -> Reply:
+        with self._lock:
+            return self._secret_reply(request, self._found_env(owner, repo, env).scope, name)
+
+    def _put_env_secret(self, request: Request, owner: str, repo: str, env: str, name: str) -> Reply:
+        with self._lock:
+            scope = self._found_env(owner, repo, env).scope
+        return self._put_secret(request, scope, name)
+
+    # -- endpoints: organisations ------------------------------------------------------
+
+    def _get_org(self, request: Request, org: str) -> Reply:
+        with self._lock:
+            return Reply(200, self._org_json(request, self._found_org(org)))
+
+    def _org_public_key(self, request: Request, org: str) -> Reply:
+        with self._lock:
+            return Reply(200, self._public_key_json(self._found_org(org).scope))
+
+    def _get_org_secret(self, request: Request, org: str, name: str) -> Reply:
+        with self._lock:
+            return self._secret_reply(request, self._found_org(org).scope, name)
+
+    def _put_org_secret(self, request: Request, org: str, name: str) -> Reply:
+        with self._lock:
+            found = self._found_org(org)
+        return self._put_secret(request, found.scope, name, org=found.login)
+
+    # -- endpoints: workflows and runs -------------------------------------------------
+
+    def _get_workflow(self, request: Request, owner: str, repo: str, workflow: str) -> Reply:
+        with self._lock:
+            found = self._found_repo(owner, repo)
+            return Reply(200, self._workflow_json(request, found, self._found_workflow(found, workflow)))
+
+    def _dispatch(self, request: Request, owner: str, repo: str, workflow: str) -> Reply:
+        body: Any = request.get_json(silent=True)
+        ref = _dispatch_ref(body)
+        with self._lock:
+            found = self._found_repo(owner, repo)
+            run = self._queue_run(found, self._found_workflow(found, workflow), ref)
+        if self.run_delay <= 0:
+            self._execute(found, run)  # not under the lock: the probe may call another sandbox
+        if body.get("return_run_details") and self.dispatch_run_details:
+            run_json = self._run_json(request, found, run)
+            return Reply(200, {"workflow_run_id": run.id, "run_url": run_json["url"], "html_url": run_json["html_url"]})
+        return Reply(204)
+
+    def _list_runs(self, request: Request, owner: str, repo: str, workflow: str) -> Reply:
+        with self._lock:
+            found = self._found_repo(owner, repo)
+            wf = self._found_workflow(found, workflow)
+            runs = _filter_runs([r for r in reversed(found.runs) if r.workflow is wf], request.args)
+            per_page, page = _paging(request.args)
+            chunk = runs[(page - 1) * per_page : page * per_page]
+            return Reply(200, {"total_count": len(runs), "workflow_runs": [self._run_json(request, found, r) for r in chunk]})
+
+    def _get_run(self, request: Request, owner: str, repo: str, run_id: str) -> Reply:
+        with self._lock:
+            found = self._found_repo(owner, repo)
+            run = next((r for r in found.runs if str(r.id) == run_id), None)
+            if run is None:
+                raise Refusal(_error(404, NOT_FOUND))
+            return Reply(200, self._run_json(request, found, run))
+
+    def _queue_run(self, repo: _Repo, wf: _Workflow, ref: str) -> _Run:
+        """A new run of `wf` on `ref`, queued; it runs after `run_delay` (if > 0)."""
+        branch = ref.removeprefix("refs/heads/")
+        if branch not in repo.branches:
+            raise Refusal(_error(422, f"No ref found for: {ref}"))
+        now = self._now()
+        run = _Run(
+            id=next(self._ids),
+            run_number=1 + sum(1 for r in repo.runs if r.workflow is wf),
+            workflow=wf,
+            ref=branch,
+            head_sha=repo.branches[branch],
+            created_at=now,
+            updated_at=now,
+        )
+        repo.runs.append(run)
+        if self.run_delay > 0:
+            timer = threading.Timer(self.run_delay, self._execute, (repo, run))
+            timer.daemon = True
+            self._timers.append(timer)
+            timer.start()
+        return run
+
+    # -- secrets (the same for a repository, an environment and an organisation) -------
+
+    def _secret_reply(self, request: Request, scope: _Scope, name: str) -> Reply:
+        stored = scope.secrets.get(name.upper())
+        if stored is None:
+            raise Refusal(_error(404, NOT_FOUND))
+        return Reply(200, self._secret_json(name.upper(), stored, request.base_url))
+
+    def _put_secret(self, request: Request, scope: _Scope, name: str, org: str | None = None) -> Reply:
+        """Open a sealed value and store it: 201 if new, 204 if replaced (as GitHub)."""
+        with self._lock:  # one atomic step: validate, open, store
+            return self._put_secret_locked(request, scope, name, org)
+
+    def _put_secret_locked(self, request: Request, scope: _Scope, name: str, org: str | None) -> Reply:
+        if not _SECRET_NAME.match(name) or name.upper().startswith("GITHUB_"):
+            return _error(
+                422,
+                f"Invalid secret name: {name}. Secret names can only contain alphanumeric characters ([a-z], [A-Z], [0-9]) or underscores (_), must not start with a number or GITHUB_.",
+            )
+        body: Any = request.get_json(silent=True)
+        encrypted, key_id = _sealed_value(body)
+        visibility, selected = self._org_visibility(body, org) if org is not None else (None, set())
+        if key_id != scope.box.key_id:
+            return _error(422, f"Bad request: key_id {key_id} does not match the current public key")
+        value = scope.box.open(encrypted)
+        if value is None:
+            return _error(422, "Bad request: encrypted_value could not be decrypted with the public key for key_id " + key_id)
+        self._register(name, value)
+        now = self._now()
+        existing = scope.secrets.get(name.upper())
+        created_at = existing.created_at if existing else now
+        scope.secrets[name.upper()] = _Stored(value, created_at, now, visibility, selected)
+        return Reply(204) if existing else Reply(201, {})
+
+    def _org_visibility(self, body: dict[str, Any], org: str) -> tuple[str, set[str]]:
+        """An org secret's visibility and, for "selected", the repositories' full names."""
+        visibility = body.get("visibility")
+        if visibility not in ORG_VISIBILITIES:
+            raise Refusal(_error(422, f'Invalid request.\n\n"visibility" must be one of: {", ".join(ORG_VISIBILITIES)}.'))
+        selected: set[str] = set()
+        ids = body.get("selected_repository_ids") or []
+        if visibility == "selected":
+            by_id = {r.id: r for r in self._repos.values() if r.owner.lower() == org.lower()}
+            for rid in ids:
+                try:
+                    selected.add(by_id[int(rid)].full_name)
+                except (KeyError, TypeError, ValueError):
+                    raise Refusal(_error(422, f"Repository {rid} is not in organization {org}")) from None
+        return visibility, selected
+
+    # -- lookups: a missing resource is GitHub's plain 404 -----------------------------
+
     def _repo(self, owner: str, repo: str) -> _Repo | None:
         return self._repos.get(f"{owner}/{repo}".lower())
+
+    def _found_repo(self, owner: str, repo: str) -> _Repo:
+        found = self._repo(owner, repo)
+        if found is None:
+            raise Refusal(_error(404, NOT_FOUND))
+        return found
+
+    def _found_env(self, owner: str, repo: str, env: str) -> _Environment:
+        found = self._found_repo(owner, repo).environments.get(env)
+        if found is None:
+            raise Refusal(_error(404, NOT_FOUND))
+        return found
+
+    def _found_org(self, org: str) -> _Org:
+        found = self._orgs.get(org.lower())
+        if found is None:
+            raise Refusal(_error(404, NOT_FOUND))
+        return found
+
+    @staticmethod
+    def _found_workflow(repo: _Repo, workflow: str) -> _Workflow:
+        # GitHub accepts the workflow's numeric id or its file name.
+        found = repo.workflows.get(workflow) or next((wf for wf in repo.workflows.values() if str(wf.id) == workflow), None)
+        if found is None:
+            raise Refusal(_error(404, NOT_FOUND))
+        return found
+
+    # -- bodies ------------------------------------------------------------------------
 
     @staticmethod
     def _base(request: Request) -> str:
@@ -555,6 +788,34 @@ class GitHubSandbox(FakeApi):
             "updated_at": _iso(repo.created_at),
         }
 
+    def _env_json(self, request: Request, owner: str, repo: str, env: _Environment) -> dict[str, Any]:
+        base = self._base(request)
+        return {
+            "id": env.id,
+            "node_id": f"EN_{env.id}",
+            "name": env.name,
+            "url": f"{base}/repos/{owner}/{repo}/environments/{env.name}",
+            "html_url": f"{base}/{owner}/{repo}/deployments/activity_log?environments_filter={env.name}",
+            "created_at": _iso(env.created_at),
+            "updated_at": _iso(env.created_at),
+            "protection_rules": [],
+            "deployment_branch_policy": None,
+        }
+
+    def _org_json(self, request: Request, org: _Org) -> dict[str, Any]:
+        base = self._base(request)
+        return {
+            "login": org.login,
+            "id": org.id,
+            "node_id": f"O_{org.id}",
+            "type": "Organization",
+            "url": f"{base}/orgs/{org.login}",
+            "repos_url": f"{base}/orgs/{org.login}/repos",
+            "html_url": f"{base}/{org.login}",
+            "created_at": _iso(org.created_at),
+            "updated_at": _iso(org.created_at),
+        }
+
     @staticmethod
     def _public_key_json(scope: _Scope) -> dict[str, Any]:
         return {"key_id": scope.box.key_id, "key": scope.box.public_b64}
@@ -567,51 +828,6 @@ class GitHubSandbox(FakeApi):
             if stored.visibility == "selected":
                 body["selected_repositories_url"] = f"{url}/repositories"
         return body
-
-    def _put_secret(self, request: Request, scope: _Scope, name: str, org: str | None = None) -> Reply:
-        """Open a sealed value and store it: 201 if new, 204 if replaced (as GitHub)."""
-        with self._lock:  # one atomic step: validate, open, store
-            return self._put_secret_locked(request, scope, name, org)
-
-    def _put_secret_locked(self, request: Request, scope: _Scope, name: str, org: str | None) -> Reply:
-        if not _SECRET_NAME.match(name) or name.upper().startswith("GITHUB_"):
-            return _error(
-                422,
-                f"Invalid secret name: {name}. Secret names can only contain alphanumeric characters ([a-z], [A-Z], [0-9]) or underscores (_), must not start with a number or GITHUB_.",
-            )
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            return _error(400, "Problems parsing JSON")
-        encrypted, key_id = body.get("encrypted_value"), body.get("key_id")
-        if not isinstance(encrypted, str) or not encrypted:
-            return _error(422, 'Invalid request.\n\n"encrypted_value" is required.')
-        if not isinstance(key_id, str) or not key_id:
-            return _error(422, 'Invalid request.\n\n"key_id" is required.')
-        visibility: str | None = None
-        selected: set[str] = set()
-        if org is not None:
-            visibility = body.get("visibility")
-            if visibility not in ORG_VISIBILITIES:
-                return _error(422, f'Invalid request.\n\n"visibility" must be one of: {", ".join(ORG_VISIBILITIES)}.')
-            ids = body.get("selected_repository_ids") or []
-            if visibility == "selected":
-                by_id = {r.id: r for r in self._repos.values() if r.owner.lower() == org.lower()}
-                for rid in ids:
-                    try:
-                        selected.add(by_id[int(rid)].full_name)
-                    except (KeyError, TypeError, ValueError):
-                        return _error(422, f"Repository {rid} is not in organization {org}")
-        if key_id != scope.box.key_id:
-            return _error(422, f"Bad request: key_id {key_id} does not match the current public key")
-        value = scope.box.open(encrypted)
-        if value is None:
-            return _error(422, "Bad request: encrypted_value could not be decrypted with the public key for key_id " + key_id)
-        self._register(name, value)
-        now = self._now()
-        existing = scope.secrets.get(name.upper())
-        created_at = existing.created_at if existing else now
-        scope.secrets[name.upper()] = _Stored(value, created_at, now, visibility, selected)
-        return Reply(204) if existing else Reply(201, {})
 
     def _workflow_json(self, request: Request, repo: _Repo, wf: _Workflow) -> dict[str, Any]:
         base = self._base(request)
@@ -657,255 +873,59 @@ class GitHubSandbox(FakeApi):
             "repository": {"id": repo.id, "name": repo.name, "full_name": repo.full_name},
         }
 
-    @staticmethod
-    def _find_workflow(repo: _Repo, workflow: str) -> _Workflow | None:
-        # GitHub accepts the workflow's numeric id or its file name.
-        if workflow in repo.workflows:
-            return repo.workflows[workflow]
-        return next((wf for wf in repo.workflows.values() if str(wf.id) == workflow), None)
 
-    @staticmethod
-    def _created_matches(created: str, at: datetime) -> bool:
-        """GitHub's `created` filter: >=X, >X, <=X, <X, X..Y, or a bare date."""
-        try:
-            if ".." in created:
-                lo, hi = created.split("..", 1)
-                return (lo == "*" or at >= _parse_iso(lo)) and (hi == "*" or at <= _parse_iso(hi))
-            for op, test in ((">=", at.__ge__), ("<=", at.__le__), (">", at.__gt__), ("<", at.__lt__)):
-                if created.startswith(op):
-                    return test(_parse_iso(created[len(op) :]))
-            return _iso(at).startswith(created)
-        except ValueError:
-            return False
+def _dispatch_ref(body: Any) -> str:
+    if not isinstance(body, dict):
+        raise Refusal(_error(400, "Problems parsing JSON"))
+    ref = body.get("ref")
+    if not isinstance(ref, str) or not ref:
+        raise Refusal(_error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.'))
+    return ref
 
-    def _register_routes(self) -> None:
-        server = self.server
 
-        def guard(handler):  # the outage switch and the auth check, before any handler
-            def wrapped(request: Request, **params: str) -> Reply:
-                if self.down:
-                    return _error(503, "Service Unavailable (sandbox outage)")
-                denied = self._denied(request)
-                return denied or handler(request, **params)
+def _sealed_value(body: Any) -> tuple[str, str]:
+    """(encrypted_value, key_id) of a PUT secret body."""
+    if not isinstance(body, dict):
+        raise Refusal(_error(400, "Problems parsing JSON"))
+    encrypted, key_id = body.get("encrypted_value"), body.get("key_id")
+    if not isinstance(encrypted, str) or not encrypted:
+        raise Refusal(_error(422, 'Invalid request.\n\n"encrypted_value" is required.'))
+    if not isinstance(key_id, str) or not key_id:
+        raise Refusal(_error(422, 'Invalid request.\n\n"key_id" is required.'))
+    return encrypted, key_id
 
-            return wrapped
 
-        # -- repositories --------------------------------------------------------------
+def _filter_runs(runs: list[_Run], q: Mapping[str, str]) -> list[_Run]:
+    """The list-runs filters: branch, event, status (or conclusion), created."""
+    if q.get("branch"):
+        runs = [r for r in runs if r.ref == q["branch"]]
+    if q.get("event"):
+        runs = [r for r in runs if q["event"] == "workflow_dispatch"]
+    if q.get("status"):
+        runs = [r for r in runs if q["status"] in (r.status, r.conclusion)]
+    if q.get("created"):
+        runs = [r for r in runs if _created_matches(q["created"], r.created_at)]
+    return runs
 
-        @server.route("GET", "/repos/{owner}/{repo}", name="get_repo")
-        @guard
-        def get_repo(request: Request, owner: str, repo: str) -> Reply:
-            with self._lock:
-                found = self._repo(owner, repo)
-                return Reply(200, self._repo_json(request, found)) if found else _error(404, NOT_FOUND)
 
-        # public-key is registered before {name}: routes match in order.
-        @server.route("GET", "/repos/{owner}/{repo}/actions/secrets/public-key", name="repo_public_key")
-        @guard
-        def repo_public_key(request: Request, owner: str, repo: str) -> Reply:
-            with self._lock:
-                found = self._repo(owner, repo)
-                return Reply(200, self._public_key_json(found.scope)) if found else _error(404, NOT_FOUND)
+def _paging(q: Mapping[str, str]) -> tuple[int, int]:
+    try:
+        per_page = max(1, min(100, int(q.get("per_page", 30))))
+        page = max(1, int(q.get("page", 1)))
+    except ValueError:
+        raise Refusal(_error(422, "per_page and page must be numbers")) from None
+    return per_page, page
 
-        @server.route("GET", "/repos/{owner}/{repo}/actions/secrets/{name}", name="get_repo_secret")
-        @guard
-        def get_repo_secret(request: Request, owner: str, repo: str, name: str) -> Reply:
-            with self._lock:
-                found = self._repo(owner, repo)
-                stored = found.scope.secrets.get(name.upper()) if found else None
-                if stored is None:
-                    return _error(404, NOT_FOUND)
-                return Reply(200, self._secret_json(name.upper(), stored, request.base_url))
 
-        @server.route("PUT", "/repos/{owner}/{repo}/actions/secrets/{name}", name="put_repo_secret")
-        @guard
-        def put_repo_secret(request: Request, owner: str, repo: str, name: str) -> Reply:
-            with self._lock:
-                found = self._repo(owner, repo)
-            return self._put_secret(request, found.scope, name) if found else _error(404, NOT_FOUND)
-
-        # -- environments --------------------------------------------------------------
-
-        def environment(owner: str, repo: str, env: str) -> _Environment | None:
-            found = self._repo(owner, repo)
-            return found.environments.get(env) if found else None
-
-        @server.route("GET", "/repos/{owner}/{repo}/environments/{env}", name="get_env")
-        @guard
-        def get_env(request: Request, owner: str, repo: str, env: str) -> Reply:
-            with self._lock:
-                found = environment(owner, repo, env)
-                if found is None:
-                    return _error(404, NOT_FOUND)
-                base = self._base(request)
-                return Reply(
-                    200,
-                    {
-                        "id": found.id,
-                        "node_id": f"EN_{found.id}",
-                        "name": found.name,
-                        "url": f"{base}/repos/{owner}/{repo}/environments/{found.name}",
-                        "html_url": f"{base}/{owner}/{repo}/deployments/activity_log?environments_filter={found.name}",
-                        "created_at": _iso(found.created_at),
-                        "updated_at": _iso(found.created_at),
-                        "protection_rules": [],
-                        "deployment_branch_policy": None,
-                    },
-                )
-
-        @server.route("GET", "/repos/{owner}/{repo}/environments/{env}/secrets/public-key", name="env_public_key")
-        @guard
-        def env_public_key(request: Request, owner: str, repo: str, env: str) -> Reply:
-            with self._lock:
-                found = environment(owner, repo, env)
-                return Reply(200, self._public_key_json(found.scope)) if found else _error(404, NOT_FOUND)
-
-        @server.route("GET", "/repos/{owner}/{repo}/environments/{env}/secrets/{name}", name="get_env_secret")
-        @guard
-        def get_env_secret(request: Request, owner: str, repo: str, env: str, name: str) -> Reply:
-            with self._lock:
-                found = environment(owner, repo, env)
-                stored = found.scope.secrets.get(name.upper()) if found else None
-                if stored is None:
-                    return _error(404, NOT_FOUND)
-                return Reply(200, self._secret_json(name.upper(), stored, request.base_url))
-
-        @server.route("PUT", "/repos/{owner}/{repo}/environments/{env}/secrets/{name}", name="put_env_secret")
-        @guard
-        def put_env_secret(request: Request, owner: str, repo: str, env: str, name: str) -> Reply:
-            with self._lock:
-                found = environment(owner, repo, env)
-            return self._put_secret(request, found.scope, name) if found else _error(404, NOT_FOUND)
-
-        # -- organisations -------------------------------------------------------------
-
-        @server.route("GET", "/orgs/{org}", name="get_org")
-        @guard
-        def get_org(request: Request, org: str) -> Reply:
-            with self._lock:
-                found = self._orgs.get(org.lower())
-                if found is None:
-                    return _error(404, NOT_FOUND)
-                base = self._base(request)
-                return Reply(
-                    200,
-                    {
-                        "login": found.login,
-                        "id": found.id,
-                        "node_id": f"O_{found.id}",
-                        "type": "Organization",
-                        "url": f"{base}/orgs/{found.login}",
-                        "repos_url": f"{base}/orgs/{found.login}/repos",
-                        "html_url": f"{base}/{found.login}",
-                        "created_at": _iso(found.created_at),
-                        "updated_at": _iso(found.created_at),
-                    },
-                )
-
-        @server.route("GET", "/orgs/{org}/actions/secrets/public-key", name="org_public_key")
-        @guard
-        def org_public_key(request: Request, org: str) -> Reply:
-            with self._lock:
-                found = self._orgs.get(org.lower())
-                return Reply(200, self._public_key_json(found.scope)) if found else _error(404, NOT_FOUND)
-
-        @server.route("GET", "/orgs/{org}/actions/secrets/{name}", name="get_org_secret")
-        @guard
-        def get_org_secret(request: Request, org: str, name: str) -> Reply:
-            with self._lock:
-                found = self._orgs.get(org.lower())
-                stored = found.scope.secrets.get(name.upper()) if found else None
-                if stored is None:
-                    return _error(404, NOT_FOUND)
-                return Reply(200, self._secret_json(name.upper(), stored, request.base_url))
-
-        @server.route("PUT", "/orgs/{org}/actions/secrets/{name}", name="put_org_secret")
-        @guard
-        def put_org_secret(request: Request, org: str, name: str) -> Reply:
-            with self._lock:
-                found = self._orgs.get(org.lower())
-            return self._put_secret(request, found.scope, name, org=found.login) if found else _error(404, NOT_FOUND)
-
-        # -- workflows -----------------------------------------------------------------
-
-        @server.route("GET", "/repos/{owner}/{repo}/actions/workflows/{workflow}", name="get_workflow")
-        @guard
-        def get_workflow(request: Request, owner: str, repo: str, workflow: str) -> Reply:
-            with self._lock:
-                found = self._repo(owner, repo)
-                wf = self._find_workflow(found, workflow) if found else None
-                return Reply(200, self._workflow_json(request, found, wf)) if found and wf else _error(404, NOT_FOUND)
-
-        @server.route("POST", "/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches", name="dispatch")
-        @guard
-        def dispatch(request: Request, owner: str, repo: str, workflow: str) -> Reply:
-            body = request.get_json(silent=True)
-            if not isinstance(body, dict):
-                return _error(400, "Problems parsing JSON")
-            ref = body.get("ref")
-            if not isinstance(ref, str) or not ref:
-                return _error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.')
-            with self._lock:
-                found = self._repo(owner, repo)
-                wf = self._find_workflow(found, workflow) if found else None
-                if found is None or wf is None:
-                    return _error(404, NOT_FOUND)
-                branch = ref.removeprefix("refs/heads/")
-                if branch not in found.branches:
-                    return _error(422, f"No ref found for: {ref}")
-                now = self._now()
-                run = _Run(
-                    id=next(self._ids),
-                    run_number=1 + sum(1 for r in found.runs if r.workflow is wf),
-                    workflow=wf,
-                    ref=branch,
-                    head_sha=found.branches[branch],
-                    created_at=now,
-                    updated_at=now,
-                )
-                found.runs.append(run)
-                if self.run_delay > 0:
-                    timer = threading.Timer(self.run_delay, self._execute, (found, run))
-                    timer.daemon = True
-                    self._timers.append(timer)
-                    timer.start()
-            if self.run_delay <= 0:
-                self._execute(found, run)
-            if body.get("return_run_details") and self.dispatch_run_details:
-                run_json = self._run_json(request, found, run)
-                return Reply(200, {"workflow_run_id": run.id, "run_url": run_json["url"], "html_url": run_json["html_url"]})
-            return Reply(204)
-
-        @server.route("GET", "/repos/{owner}/{repo}/actions/workflows/{workflow}/runs", name="list_runs")
-        @guard
-        def list_runs(request: Request, owner: str, repo: str, workflow: str) -> Reply:
-            q = request.args
-            with self._lock:
-                found = self._repo(owner, repo)
-                wf = self._find_workflow(found, workflow) if found else None
-                if found is None or wf is None:
-                    return _error(404, NOT_FOUND)
-                runs = [r for r in reversed(found.runs) if r.workflow is wf]
-                if q.get("branch"):
-                    runs = [r for r in runs if r.ref == q["branch"]]
-                if q.get("event"):
-                    runs = [r for r in runs if q["event"] == "workflow_dispatch"]
-                if q.get("status"):
-                    runs = [r for r in runs if q["status"] in (r.status, r.conclusion)]
-                if q.get("created"):
-                    runs = [r for r in runs if self._created_matches(q["created"], r.created_at)]
-                try:
-                    per_page = max(1, min(100, int(q.get("per_page", 30))))
-                    page = max(1, int(q.get("page", 1)))
-                except ValueError:
-                    return _error(422, "per_page and page must be numbers")
-                chunk = runs[(page - 1) * per_page : page * per_page]
-                return Reply(200, {"total_count": len(runs), "workflow_runs": [self._run_json(request, found, r) for r in chunk]})
-
-        @server.route("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}", name="get_run")
-        @guard
-        def get_run(request: Request, owner: str, repo: str, run_id: str) -> Reply:
-            with self._lock:
-                found = self._repo(owner, repo)
-                run = next((r for r in found.runs if str(r.id) == run_id), None) if found else None
-                return Reply(200, self._run_json(request, found, run)) if found and run else _error(404, NOT_FOUND)
+def _created_matches(created: str, at: datetime) -> bool:
+    """GitHub's `created` filter: >=X, >X, <=X, <X, X..Y, or a bare date."""
+    try:
+        if ".." in created:
+            lo, hi = created.split("..", 1)
+            return (lo == "*" or at >= _parse_iso(lo)) and (hi == "*" or at <= _parse_iso(hi))
+        for op, test in ((">=", at.__ge__), ("<=", at.__le__), (">", at.__gt__), ("<", at.__lt__)):
+            if created.startswith(op):
+                return test(_parse_iso(created[len(op) :]))
+        return _iso(at).startswith(created)
+    except ValueError:
+        return False

@@ -1,12 +1,12 @@
 """A fake Heroku Platform API (v3) for the training sandbox and the tests.
 
 Routes (name → endpoint):
-  get_app        GET    /apps/{app}
-  get_config     GET    /apps/{app}/config-vars
-  patch_config   PATCH  /apps/{app}/config-vars   merges; null deletes; one release; restarts
-  list_releases  GET    /apps/{app}/releases      honours `Range: version ..; order=desc, max=N`
-  restart        DELETE /apps/{app}/dynos
-  healthz        GET    /_web/{app}/healthz       the app's own web process, not the API
+  get_app        GET    /apps/<app>
+  get_config     GET    /apps/<app>/config-vars
+  patch_config   PATCH  /apps/<app>/config-vars   merges; null deletes; one release; restarts
+  list_releases  GET    /apps/<app>/releases      honours `Range: version ..; order=desc, max=N`
+  restart        DELETE /apps/<app>/dynos
+  healthz        GET    /_web/<app>/healthz       the app's own web process, not the API
 
 API calls need `Accept: application/vnd.heroku+json; version=3` and
 `Authorization: Bearer <token>`; errors are Heroku's {"id", "message"} bodies.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from werkzeug.wrappers import Request
 
 from steps.consumers.base import AwsProbe
-from steps.sandbox.http import FakeApi, LoopbackServer, Reply
+from steps.sandbox.http import FakeApi, Handler, LoopbackServer, Reply
 from steps.secrets import Secret, redact
 
 KEY_ID_VAR = "AWS_ACCESS_KEY_ID"
@@ -196,117 +197,147 @@ class HerokuSandbox(FakeApi):
         }
 
     def _register_routes(self) -> None:
-        server = self.server
+        add, api = self.server.add, self._api
+        add("get_app", "GET", "/apps/<app>", api(self._get_app))
+        add("get_config", "GET", "/apps/<app>/config-vars", api(self._get_config))
+        add("patch_config", "PATCH", "/apps/<app>/config-vars", api(self._patch_config))
+        add("list_releases", "GET", "/apps/<app>/releases", api(self._list_releases))
+        add("restart", "DELETE", "/apps/<app>/dynos", api(self._restart))
+        add("healthz", "GET", "/_web/<app>/healthz", self._healthz)
 
-        def api(handler):  # outage switch, Accept version and bearer token, then the app
-            def wrapped(request: Request, app: str, **params: str) -> Reply:
-                if self.down:
-                    return _error(503, "unavailable", "Heroku API is unavailable (sandbox outage).")
-                accept = request.headers.get("Accept", "")
-                if "application/vnd.heroku+json" not in accept or not re.search(r"version=3\b", accept):
-                    return _error(
-                        400,
-                        "missing_version",
-                        "Please specify a version along with Heroku's API MIME type. "
-                        "For example, `Accept: application/vnd.heroku+json; version=3`.",
-                    )
-                header = request.headers.get("Authorization", "")
-                token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else ""
-                with self._lock:
-                    user = self._tokens.get(token)
-                    if user is None:
-                        return _error(401, "unauthorized", "Invalid credentials provided.")
-                    found = self._find(app)
-                    if found is None:
-                        return _error(404, "not_found", "Couldn't find that app.", resource="app")
-                    reply = handler(request, found, user, **params)
-                reply.headers.setdefault("Request-Id", str(uuid.uuid4()))
-                reply.headers.setdefault("RateLimit-Remaining", "4499")
-                return reply
+    def _api(self, handler: Callable[[Request, _App, str], Reply]) -> Handler:
+        """`handler(request, app, user)` behind what every Platform API call passes
+        first: the outage switch, the Accept version, the bearer token, the app."""
 
-            return wrapped
-
-        @server.route("GET", "/apps/{app}", name="get_app")
-        @api
-        def get_app(request: Request, app: _App, user: str) -> Reply:
-            return Reply(200, self._app_json(app))
-
-        @server.route("GET", "/apps/{app}/config-vars", name="get_config")
-        @api
-        def get_config(request: Request, app: _App, user: str) -> Reply:
-            return Reply(200, dict(app.config))
-
-        @server.route("PATCH", "/apps/{app}/config-vars", name="patch_config")
-        @api
-        def patch_config(request: Request, app: _App, user: str) -> Reply:
-            body = request.get_json(silent=True)
-            if not isinstance(body, dict):
-                return _error(400, "bad_request", "Request body must be a JSON object.")
-            for key, value in body.items():
-                if value is not None and not isinstance(value, str):
-                    return _error(422, "invalid_params", f"Config var {key} must be a string or null.")
-            if not body:
-                return Reply(200, dict(app.config))
-            set_keys = [k for k, v in body.items() if v is not None]
-            removed = [k for k, v in body.items() if v is None and k in app.config]
-            for key in set_keys:
-                app.config[key] = body[key]
-            for key in removed:
-                del app.config[key]
-            parts = []
-            if set_keys:
-                parts.append(f"Set {', '.join(set_keys)} config vars")
-            if removed:
-                parts.append(f"Remove {', '.join(removed)} config vars")
-            if parts:
-                app.release("; ".join(parts), user)
-                app.boot()  # a config change restarts every dyno on the new config
-            return Reply(200, dict(app.config))
-
-        @server.route("GET", "/apps/{app}/releases", name="list_releases")
-        @api
-        def list_releases(request: Request, app: _App, user: str) -> Reply:
-            releases = list(app.releases)
-            limit = 200
-            # Range: version ..; order=desc, max=1  (the range bounds themselves are ignored)
-            range_header = request.headers.get("Range", "")
-            if ";" in range_header:
-                options = dict(part.strip().split("=", 1) for part in range_header.split(";", 1)[1].split(",") if "=" in part)
-                if options.get("order") == "desc":
-                    releases.reverse()
-                if options.get("max", "").isdigit():
-                    limit = max(1, min(1000, int(options["max"])))
-            page = releases[:limit]
-            status = 206 if len(releases) > limit else 200
-            headers = {}
-            if page:
-                headers["Content-Range"] = f"version {page[0].version}..{page[-1].version}"
-            if status == 206:
-                headers["Next-Range"] = f"version ]{page[-1].version}..; max={limit}"
-            return Reply(status, [self._release_json(app, r) for r in page], headers=headers)
-
-        @server.route("DELETE", "/apps/{app}/dynos", name="restart")
-        @api
-        def restart(request: Request, app: _App, user: str) -> Reply:
-            app.boot()
-            return Reply(202, {})
-
-        @server.route("GET", "/_web/{app}/healthz", name="healthz")
-        def healthz(request: Request, app: str) -> Reply:
-            if self.down:
-                return Reply(503, {"ok": False, "message": "Application error (sandbox outage)"})
+        def api(request: Request, app: str) -> Reply:
+            refused = self._outage() or _version_refused(request)
+            if refused is not None:
+                return refused
             with self._lock:
+                user = self._user(request)
+                if user is None:
+                    return _error(401, "unauthorized", "Invalid credentials provided.")
                 found = self._find(app)
-                booted = dict(found.booted_config) if found else None
-            if booted is None:
-                return Reply(404, {"ok": False, "message": "There's nothing here, yet."})
-            key_id, secret = booted.get(self.key_id_var), booted.get(self.secret_var)
-            if not key_id or not secret:
-                return Reply(500, {"ok": False, "app": app, "message": f"{self.key_id_var} or {self.secret_var} is not set"})
-            if self.aws_probe is None:
-                return Reply(200, {"ok": True, "app": app, "key_id": key_id, "message": "no AWS wired in this sandbox: key not checked"})
-            try:
-                ok, message = self.aws_probe(key_id, Secret(secret, self.secret_var))
-            except Exception as exc:  # a broken probe shows as a failing app, as it would
-                ok, message = False, f"probe error: {type(exc).__name__}: {exc}"
-            return Reply(200 if ok else 500, {"ok": bool(ok), "app": app, "key_id": key_id, "message": redact(str(message))})
+                if found is None:
+                    return _error(404, "not_found", "Couldn't find that app.", resource="app")
+                reply = handler(request, found, user)
+            reply.headers.setdefault("Request-Id", str(uuid.uuid4()))
+            reply.headers.setdefault("RateLimit-Remaining", "4499")
+            return reply
+
+        return api
+
+    def _outage(self) -> Reply | None:
+        return _error(503, "unavailable", "Heroku API is unavailable (sandbox outage).") if self.down else None
+
+    def _user(self, request: Request) -> str | None:
+        """Whose bearer token this is (None: no token, or not one the API knows)."""
+        header = request.headers.get("Authorization", "")
+        token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else ""
+        return self._tokens.get(token)
+
+    # -- endpoints ---------------------------------------------------------------------
+
+    def _get_app(self, request: Request, app: _App, user: str) -> Reply:
+        return Reply(200, self._app_json(app))
+
+    def _get_config(self, request: Request, app: _App, user: str) -> Reply:
+        return Reply(200, dict(app.config))
+
+    def _patch_config(self, request: Request, app: _App, user: str) -> Reply:
+        """Merge: a string sets, null removes; a change is one release and a restart."""
+        body = request.get_json(silent=True)
+        refused = _config_refused(body)
+        if refused is not None:
+            return refused
+        if body:
+            _apply_config(app, body, user)
+        return Reply(200, dict(app.config))
+
+    def _list_releases(self, request: Request, app: _App, user: str) -> Reply:
+        releases, limit = _ranged(list(app.releases), request.headers.get("Range", ""))
+        page = releases[:limit]
+        status = 206 if len(releases) > limit else 200
+        headers = {}
+        if page:
+            headers["Content-Range"] = f"version {page[0].version}..{page[-1].version}"
+        if status == 206:
+            headers["Next-Range"] = f"version ]{page[-1].version}..; max={limit}"
+        return Reply(status, [self._release_json(app, r) for r in page], headers=headers)
+
+    def _restart(self, request: Request, app: _App, user: str) -> Reply:
+        app.boot()
+        return Reply(202, {})
+
+    def _healthz(self, request: Request, app: str) -> Reply:
+        """The app's own web process (not the API): it checks the key it booted with."""
+        if self.down:
+            return Reply(503, {"ok": False, "message": "Application error (sandbox outage)"})
+        with self._lock:
+            found = self._find(app)
+            booted = dict(found.booted_config) if found else None
+        if booted is None:
+            return Reply(404, {"ok": False, "message": "There's nothing here, yet."})
+        return self._probe_booted(app, booted)
+
+    def _probe_booted(self, app: str, booted: dict[str, str]) -> Reply:
+        key_id, secret = booted.get(self.key_id_var), booted.get(self.secret_var)
+        if not key_id or not secret:
+            return Reply(500, {"ok": False, "app": app, "message": f"{self.key_id_var} or {self.secret_var} is not set"})
+        if self.aws_probe is None:
+            return Reply(200, {"ok": True, "app": app, "key_id": key_id, "message": "no AWS wired in this sandbox: key not checked"})
+        try:
+            ok, message = self.aws_probe(key_id, Secret(secret, self.secret_var))
+        except Exception as exc:  # a broken probe shows as a failing app, as it would
+            ok, message = False, f"probe error: {type(exc).__name__}: {exc}"
+        return Reply(200 if ok else 500, {"ok": bool(ok), "app": app, "key_id": key_id, "message": redact(str(message))})
+
+
+def _version_refused(request: Request) -> Reply | None:
+    accept = request.headers.get("Accept", "")
+    if "application/vnd.heroku+json" in accept and re.search(r"version=3\b", accept):
+        return None
+    return _error(
+        400,
+        "missing_version",
+        "Please specify a version along with Heroku's API MIME type. For example, `Accept: application/vnd.heroku+json; version=3`.",
+    )
+
+
+def _config_refused(body: Any) -> Reply | None:
+    if not isinstance(body, dict):
+        return _error(400, "bad_request", "Request body must be a JSON object.")
+    for key, value in body.items():
+        if value is not None and not isinstance(value, str):
+            return _error(422, "invalid_params", f"Config var {key} must be a string or null.")
+    return None
+
+
+def _apply_config(app: _App, body: dict[str, Any], user: str) -> None:
+    set_keys = [k for k, v in body.items() if v is not None]
+    removed = [k for k, v in body.items() if v is None and k in app.config]
+    for key in set_keys:
+        app.config[key] = body[key]
+    for key in removed:
+        del app.config[key]
+    parts = []
+    if set_keys:
+        parts.append(f"Set {', '.join(set_keys)} config vars")
+    if removed:
+        parts.append(f"Remove {', '.join(removed)} config vars")
+    if parts:
+        app.release("; ".join(parts), user)
+        app.boot()  # a config change restarts every dyno on the new config
+
+
+def _ranged(releases: list[_Release], header: str) -> tuple[list[_Release], int]:
+    """The releases in the order a `Range: version ..; order=desc, max=N` header asks
+    (the range bounds themselves are ignored), and how many fit on a page."""
+    limit = 200
+    if ";" in header:
+        options = dict(part.strip().split("=", 1) for part in header.split(";", 1)[1].split(",") if "=" in part)
+        if options.get("order") == "desc":
+            releases.reverse()
+        if options.get("max", "").isdigit():
+            limit = max(1, min(1000, int(options["max"])))
+    return releases, limit

@@ -1,21 +1,23 @@
 """A small loopback HTTP server for the sandbox's fake vendor APIs.
 
-Each fake API (Infisical, Heroku, GitHub) registers routes on a `LoopbackServer`; the
-server binds 127.0.0.1 on a free port, serves in a daemon thread, counts the calls
-each route receives, and can be told to fail a route N times (fault injection for
-training scenarios and tests).
+Each fake API (Infisical, Heroku, GitHub) registers named routes (werkzeug `Rule`s in
+one `Map`) on a `LoopbackServer`; the server binds 127.0.0.1 on a free port, serves in
+a daemon thread, counts the calls each route receives, and can be told to fail a route
+N times (fault injection for training scenarios and tests). A request no route
+matches is answered 404 and counted as "unmatched".
 """
 
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
@@ -57,12 +59,20 @@ class Fault:
     body: Any = None
 
 
-@dataclass
-class _Route:
-    name: str
-    method: str
-    pattern: re.Pattern[str]
-    handler: Handler
+class Refusal(Exception):
+    """Raised by a handler (or a lookup it calls) to answer `reply` at once, e.g. the
+    API's 404 for a resource that does not exist."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+def _rule(path: str, method: str, name: str) -> Rule:
+    rule = Rule(path, methods=[method], endpoint=name)
+    # werkzeug also answers HEAD on a GET rule; the fakes answer only what they declare.
+    rule.methods = {method}
+    return rule
 
 
 class LoopbackServer:
@@ -70,7 +80,9 @@ class LoopbackServer:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._routes: list[_Route] = []
+        # No slash merging: "/apps//x" is no route, not a redirect to "/apps/x".
+        self._map = Map(merge_slashes=False)
+        self._handlers: dict[str, Handler] = {}
         self._faults: dict[str, Fault] = {}
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
@@ -79,62 +91,63 @@ class LoopbackServer:
 
     # -- routes and faults -------------------------------------------------------------
 
-    def route(self, method: str, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
-        """Register a handler for `path`, where `{param}` matches one path segment.
-
-        The handler is called as handler(request, **params) and returns a Reply.
-        """
-        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$"
-
-        def register(handler: Handler) -> Handler:
-            self._routes.append(_Route(name or f"{method} {path}", method, re.compile(regex), handler))
-            return handler
-
-        return register
+    def add(self, name: str, method: str, path: str, handler: Handler) -> None:
+        """Route `method path` (werkzeug rule syntax: "/apps/<app>") to `handler`,
+        called as handler(request, **values); `name` is what calls and faults use."""
+        if name in self._handlers:
+            raise ValueError(f"{self.name}: route {name!r} is already registered")
+        self._map.add(_rule(path, method, name))
+        self._handlers[name] = handler
 
     def fail(self, route_name: str, times: int = 1, status: int = 500, body: Any = None) -> None:
         """Make the next `times` calls to `route_name` answer `status`."""
-        if not any(r.name == route_name for r in self._routes):
+        if route_name not in self._handlers:
             raise KeyError(f"{self.name}: no route named {route_name!r}")
         with self._lock:
             self._faults[route_name] = Fault(times, status, body)
 
     def route_names(self) -> list[str]:
-        return [r.name for r in self._routes]
+        return list(self._handlers)
 
     # -- serving -----------------------------------------------------------------------
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
-        for route in self._routes:
-            if route.method != request.method:
-                continue
-            match = route.pattern.match(request.path)
-            if not match:
-                continue
-            with self._lock:
-                self.calls[route.name] += 1
-                fault = self._faults.get(route.name)
-                if fault is not None:
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        del self._faults[route.name]
-            if fault is not None:
-                body = fault.body if fault.body is not None else {"message": "Internal Server Error (sandbox fault)"}
-                reply = Reply(fault.status, body)
-            else:
-                try:
-                    reply = route.handler(request, **match.groupdict())
-                except Exception as exc:  # a bug in a fake API must show, not hang the client
-                    reply = Reply(500, {"message": f"sandbox {self.name} error: {type(exc).__name__}: {exc}"})
-            return reply.to_response()(environ, start_response)
+        try:
+            name, values = self._map.bind_to_environ(environ).match()
+        except (NotFound, MethodNotAllowed, RequestRedirect):
+            # A wrong method is a 404 too: GitHub, Heroku and Infisical answer 404, not 405;
+            # and no redirects (e.g. to add a slash): the real APIs do not send them.
+            reply = self._unmatched(request)
+        else:
+            reply = self._faulted(name) or self._handle(name, request, values)
+        return reply.to_response()(environ, start_response)
+
+    def _faulted(self, name: str) -> Reply | None:
+        """Count the call; the injected fault's answer if one is pending."""
+        with self._lock:
+            self.calls[name] += 1
+            fault = self._faults.get(name)
+            if fault is None:
+                return None
+            fault.times -= 1
+            if fault.times <= 0:
+                del self._faults[name]
+        body = fault.body if fault.body is not None else {"message": "Internal Server Error (sandbox fault)"}
+        return Reply(fault.status, body)
+
+    def _handle(self, name: str, request: Request, values: Mapping[str, Any]) -> Reply:
+        try:
+            return self._handlers[name](request, **values)
+        except Refusal as refusal:
+            return refusal.reply
+        except Exception as exc:  # a bug in a fake API must show, not hang the client
+            return Reply(500, {"message": f"sandbox {self.name} error: {type(exc).__name__}: {exc}"})
+
+    def _unmatched(self, request: Request) -> Reply:
         with self._lock:
             self.calls["unmatched"] += 1
-        return Response(
-            json.dumps({"message": f"sandbox {self.name}: no route for {request.method} {request.path}"}),
-            status=404,
-            mimetype="application/json",
-        )(environ, start_response)
+        return Reply(404, {"message": f"sandbox {self.name}: no route for {request.method} {request.path}"})
 
     def start(self) -> LoopbackServer:
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=QuietRequestHandler)

@@ -5,9 +5,9 @@ vault adapter uses, with Infisical's request and response shapes:
 
   POST  /api/v1/auth/universal-auth/login   route "login"
   GET   /api/v3/secrets/raw                 route "list_secrets"
-  GET   /api/v3/secrets/raw/{name}          route "get_secret"     (?version= reads an old one)
-  POST  /api/v3/secrets/raw/{name}          route "create_secret"
-  PATCH /api/v3/secrets/raw/{name}          route "update_secret"
+  GET   /api/v3/secrets/raw/<name>          route "get_secret"     (?version= reads an old one)
+  POST  /api/v3/secrets/raw/<name>          route "create_secret"
+  PATCH /api/v3/secrets/raw/<name>          route "update_secret"
 
 State: projects (id) → environments (slug) → folders (path) → secrets (key → versions).
 Every secret call needs `Authorization: Bearer <token>` from a login or `issue_token()`;
@@ -26,7 +26,7 @@ from typing import Any
 from werkzeug.wrappers import Request
 
 from steps.consumers.infisical import normalize_path, place_name  # one naming for both sides
-from steps.sandbox.http import FakeApi, LoopbackServer, Reply
+from steps.sandbox.http import FakeApi, Handler, LoopbackServer, Refusal, Reply
 from steps.secrets import Secret
 
 DEFAULT_KEY_ID_NAME = "AWS_ACCESS_KEY_ID"
@@ -172,6 +172,25 @@ class InfisicalSandbox(FakeApi):
 
     # -- HTTP --------------------------------------------------------------------------
 
+    def _register_routes(self) -> None:
+        add, guarded = self.server.add, self._guarded
+        add("login", "POST", "/api/v1/auth/universal-auth/login", self._login)
+        add("list_secrets", "GET", "/api/v3/secrets/raw", guarded(self._list_secrets))
+        add("get_secret", "GET", "/api/v3/secrets/raw/<name>", guarded(self._get_secret))
+        add("create_secret", "POST", "/api/v3/secrets/raw/<name>", guarded(self._create_secret))
+        add("update_secret", "PATCH", "/api/v3/secrets/raw/<name>", guarded(self._update_secret))
+
+    def _guarded(self, handler: Handler) -> Handler:
+        """`handler` behind the outage switch and the bearer-token check."""
+
+        def guarded(request: Request, **values: str) -> Reply:
+            return self._outage() or self._authorized(request) or handler(request, **values)
+
+        return guarded
+
+    def _outage(self) -> Reply | None:
+        return _error(503, "ServiceUnavailable", "Infisical is unavailable (sandbox outage)") if self.down else None
+
     def _authorized(self, request: Request) -> Reply | None:
         """None if the bearer token is good, else the 401 Infisical would answer."""
         header = request.headers.get("Authorization", "")
@@ -185,21 +204,83 @@ class InfisicalSandbox(FakeApi):
             return _error(401, "UnauthorizedError", "Access token expired")
         return None
 
-    def _folder(
-        self, project_id: str | None, environment: str | None, path: str | None, create_missing: bool = False
-    ) -> dict[str, _Secret] | Reply | None:
-        """The folder's secrets; a 4xx Reply for a bad project/env; None if no folder."""
+    # -- endpoints ---------------------------------------------------------------------
+
+    def _login(self, request: Request) -> Reply:
+        if outage := self._outage():
+            return outage
+        body = request.get_json(silent=True) or {}
+        client_id, client_secret = body.get("clientId"), body.get("clientSecret")
+        if not client_id or not client_secret:
+            return _error(400, "ValidationFailure", "clientId and clientSecret are required")
+        with self._lock:
+            known = self._identities.get(client_id)
+        if known is None or not _random.compare_digest(known, client_secret):
+            return _error(401, "UnauthorizedError", "Invalid credentials")
+        token = self.issue_token(client_id).reveal()
+        return Reply(200, {"accessToken": token, "expiresIn": TOKEN_TTL, "accessTokenMaxTTL": TOKEN_TTL, "tokenType": "Bearer"})
+
+    def _list_secrets(self, request: Request) -> Reply:
+        project_id, env, path, view = _read_query(request)
+        with self._lock:
+            # Infisical lists a folder that does not exist as empty.
+            folder = self._folder(project_id, env, path) or {}
+            items = [self._secret_json(s, s.latest, project_id, env, path, view) for s in folder.values()]
+        return Reply(200, {"secrets": items, "imports": []})
+
+    def _get_secret(self, request: Request, name: str) -> Reply:
+        project_id, env, path, view = _read_query(request)
+        with self._lock:
+            secret = _existing(self._existing_folder(project_id, env, path), name)
+            version = _version_asked(request, secret, name)
+            return Reply(200, {"secret": self._secret_json(secret, version, project_id, env, path, view)})
+
+    def _create_secret(self, request: Request, name: str) -> Reply:
+        return self._write(request, name, create=True)
+
+    def _update_secret(self, request: Request, name: str) -> Reply:
+        return self._write(request, name, create=False)
+
+    def _write(self, request: Request, name: str, create: bool) -> Reply:
+        body = request.get_json(silent=True) or {}
+        project_id, env, path = body.get("workspaceId"), body.get("environment"), body.get("secretPath", "/")
+        value = _value_to_write(body, create)
+        with self._lock:
+            folder = self._existing_folder(project_id, env, path)
+            secret = _new(folder, name) if create else _existing(folder, name)
+            if "skipMultilineEncoding" in body:
+                secret.skip_multiline_encoding = bool(body["skipMultilineEncoding"])
+            comment = body.get("secretComment")
+            version = secret.add_version(
+                value if value is not None else secret.latest.value,
+                comment if comment is not None else (secret.latest.comment if secret.versions else ""),
+            )
+            return Reply(200, {"secret": self._secret_json(secret, version, project_id, env, path)})
+
+    # -- lookups and bodies ------------------------------------------------------------
+
+    def _folder(self, project_id: str | None, environment: str | None, path: str | None) -> dict[str, _Secret] | None:
+        """The folder's secrets, None if there is no such folder; refused (4xx) for a
+        missing or unknown project or environment."""
         if not project_id:
-            return _error(400, "BadRequest", "Either workspaceId or workspaceSlug is required")
+            raise Refusal(_error(400, "BadRequest", "Either workspaceId or workspaceSlug is required"))
         if not environment:
-            return _error(400, "BadRequest", "environment is required")
+            raise Refusal(_error(400, "BadRequest", "environment is required"))
         project = self._projects.get(project_id)
         if project is None:
-            return _error(404, "NotFound", f"Project with ID '{project_id}' not found")
+            raise Refusal(_error(404, "NotFound", f"Project with ID '{project_id}' not found"))
         envs = project.get(environment)
         if envs is None:
-            return _error(404, "NotFound", f"Environment with slug '{environment}' in project with ID '{project_id}' not found")
+            raise Refusal(_error(404, "NotFound", f"Environment with slug '{environment}' in project with ID '{project_id}' not found"))
         return envs.get(normalize_path(path or "/"))
+
+    def _existing_folder(self, project_id: str | None, environment: str | None, path: str) -> dict[str, _Secret]:
+        folder = self._folder(project_id, environment, path)
+        if folder is None:
+            raise Refusal(
+                _error(404, "NotFound", f"Folder with path '{normalize_path(path)}' in environment with slug '{environment}' not found")
+            )
+        return folder
 
     def _secret_json(
         self, secret: _Secret, version: _Version, project_id: str, environment: str, path: str, view_value: bool = True
@@ -225,106 +306,40 @@ class InfisicalSandbox(FakeApi):
             "tags": [],
         }
 
-    def _register_routes(self) -> None:
-        server = self.server
 
-        def guard(handler):  # the outage switch and the auth check, before any handler
-            def wrapped(request: Request, **params: str) -> Reply:
-                if self.down:
-                    return _error(503, "ServiceUnavailable", "Infisical is unavailable (sandbox outage)")
-                denied = self._authorized(request)
-                return denied or handler(request, **params)
+def _existing(folder: dict[str, _Secret], name: str) -> _Secret:
+    secret = folder.get(name)
+    if secret is None:
+        raise Refusal(_error(404, "NotFound", f"Secret with name '{name}' not found"))
+    return secret
 
-            return wrapped
 
-        @server.route("POST", "/api/v1/auth/universal-auth/login", name="login")
-        def login(request: Request) -> Reply:
-            if self.down:
-                return _error(503, "ServiceUnavailable", "Infisical is unavailable (sandbox outage)")
-            body = request.get_json(silent=True) or {}
-            client_id, client_secret = body.get("clientId"), body.get("clientSecret")
-            if not client_id or not client_secret:
-                return _error(400, "ValidationFailure", "clientId and clientSecret are required")
-            with self._lock:
-                known = self._identities.get(client_id)
-            if known is None or not _random.compare_digest(known, client_secret):
-                return _error(401, "UnauthorizedError", "Invalid credentials")
-            token = self.issue_token(client_id).reveal()
-            return Reply(200, {"accessToken": token, "expiresIn": TOKEN_TTL, "accessTokenMaxTTL": TOKEN_TTL, "tokenType": "Bearer"})
+def _new(folder: dict[str, _Secret], name: str) -> _Secret:
+    if name in folder:
+        raise Refusal(_error(400, "BadRequest", f"Secret with name '{name}' already exists"))
+    secret = folder[name] = _Secret(str(uuid.uuid4()), name)
+    return secret
 
-        @server.route("GET", "/api/v3/secrets/raw", name="list_secrets")
-        @guard
-        def list_secrets(request: Request) -> Reply:
-            project_id, env, path, view = _read_query(request)
-            with self._lock:
-                folder = self._folder(project_id, env, path)
-                if isinstance(folder, Reply):
-                    return folder
-                # Infisical lists a folder that does not exist as empty.
-                items = [self._secret_json(s, s.latest, project_id, env, path, view) for s in (folder or {}).values()]
-            return Reply(200, {"secrets": items, "imports": []})
 
-        @server.route("GET", "/api/v3/secrets/raw/{name}", name="get_secret")
-        @guard
-        def get_secret(request: Request, name: str) -> Reply:
-            project_id, env, path, view = _read_query(request)
-            with self._lock:
-                folder = self._folder(project_id, env, path)
-                if isinstance(folder, Reply):
-                    return folder
-                if folder is None:
-                    return _error(404, "NotFound", f"Folder with path '{normalize_path(path)}' in environment with slug '{env}' not found")
-                secret = folder.get(name)
-                if secret is None:
-                    return _error(404, "NotFound", f"Secret with name '{name}' not found")
-                version = secret.latest
-                if request.args.get("version"):
-                    try:
-                        wanted = int(request.args["version"])
-                    except ValueError:
-                        return _error(422, "ValidationFailure", "version must be a number")
-                    matching = [v for v in secret.versions if v.version == wanted]
-                    if not matching:
-                        return _error(404, "NotFound", f"Secret version {wanted} of '{name}' not found")
-                    version = matching[0]
-                return Reply(200, {"secret": self._secret_json(secret, version, project_id, env, path, view)})
+def _version_asked(request: Request, secret: _Secret, name: str) -> _Version:
+    """The version `?version=` names, else the latest."""
+    asked = request.args.get("version")
+    if not asked:
+        return secret.latest
+    try:
+        wanted = int(asked)
+    except ValueError:
+        raise Refusal(_error(422, "ValidationFailure", "version must be a number")) from None
+    matching = [v for v in secret.versions if v.version == wanted]
+    if not matching:
+        raise Refusal(_error(404, "NotFound", f"Secret version {wanted} of '{name}' not found"))
+    return matching[0]
 
-        def write(request: Request, name: str, create: bool) -> Reply:
-            body = request.get_json(silent=True) or {}
-            project_id, env, path = body.get("workspaceId"), body.get("environment"), body.get("secretPath", "/")
-            value = body.get("secretValue")
-            if create and not isinstance(value, str):
-                return _error(422, "ValidationFailure", "secretValue is required")
-            if value is not None and not isinstance(value, str):
-                return _error(422, "ValidationFailure", "secretValue must be a string")
-            with self._lock:
-                folder = self._folder(project_id, env, path)
-                if isinstance(folder, Reply):
-                    return folder
-                if folder is None:
-                    return _error(404, "NotFound", f"Folder with path '{normalize_path(path)}' in environment with slug '{env}' not found")
-                secret = folder.get(name)
-                if create:
-                    if secret is not None:
-                        return _error(400, "BadRequest", f"Secret with name '{name}' already exists")
-                    secret = folder[name] = _Secret(str(uuid.uuid4()), name)
-                elif secret is None:
-                    return _error(404, "NotFound", f"Secret with name '{name}' not found")
-                if "skipMultilineEncoding" in body:
-                    secret.skip_multiline_encoding = bool(body["skipMultilineEncoding"])
-                comment = body.get("secretComment")
-                version = secret.add_version(
-                    value if value is not None else secret.latest.value,
-                    comment if comment is not None else (secret.latest.comment if secret.versions else ""),
-                )
-                return Reply(200, {"secret": self._secret_json(secret, version, project_id, env, path)})
 
-        @server.route("POST", "/api/v3/secrets/raw/{name}", name="create_secret")
-        @guard
-        def create_secret(request: Request, name: str) -> Reply:
-            return write(request, name, create=True)
-
-        @server.route("PATCH", "/api/v3/secrets/raw/{name}", name="update_secret")
-        @guard
-        def update_secret(request: Request, name: str) -> Reply:
-            return write(request, name, create=False)
+def _value_to_write(body: dict[str, Any], create: bool) -> str | None:
+    value = body.get("secretValue")
+    if create and not isinstance(value, str):
+        raise Refusal(_error(422, "ValidationFailure", "secretValue is required"))
+    if value is not None and not isinstance(value, str):
+        raise Refusal(_error(422, "ValidationFailure", "secretValue must be a string"))
+    return value
