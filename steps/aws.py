@@ -40,7 +40,7 @@ def aws_error(exc: BaseException) -> str:
 def error_code(exc: BaseException) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
-        return response.get("Error", {}).get("Code", "")
+        return str(response.get("Error", {}).get("Code", ""))
     return ""
 
 

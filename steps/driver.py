@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from steps.clock import human_duration
-from steps.engine import EngineError, Event, Prompt, Session
+from steps.engine import EngineError, Event, Prompt, Session, UndoItem
 from steps.secrets import redact
 from steps.status import Needs, SessionStatus, StepStatus
 
@@ -269,7 +269,7 @@ def rollback(session: Session, yes: bool, printer: Printer, asker: Asker | None 
     if plan.items and not yes and not (asker.available and asker.confirm("run this rollback?")):
         return EXIT_STOPPED, "rollback not confirmed: pass --yes, or confirm at a terminal"
 
-    def manual(item) -> bool:
+    def manual(item: UndoItem) -> bool:
         printer.echo(f"  manual undo for step {item.step.number}: {item.command}")
         return asker.available and asker.confirm("done outside handrail?")
 

@@ -16,18 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steps.actions import registry
 from steps.actions.base import ActionFailed, ActionSpec, Choice, Outcome, Preview, StepContext
 from steps.audit import AuditLog
-from steps.clock import human_duration, iso, parse_iso
+from steps.clock import SimClock, human_duration, iso, parse_iso
 from steps.journal import Journal, SessionRow
 from steps.loader import load, render
 from steps.model import Runbook, Step
 from steps.secrets import Secret, redact
-from steps.status import Needs, SessionStatus, StepStatus
+from steps.status import Mode, Needs, SessionStatus, StepStatus
 from steps.text import shown
+
+if TYPE_CHECKING:
+    from steps.wiring import Wiring
 
 
 class EngineError(Exception):
@@ -91,7 +94,7 @@ class GateState:
             return f"gate open since {iso(self.opens_at)}"
         return (
             f"observation gate: {human_duration(self.at_least)} after {self.after!r} "
-            f"(done {iso(self.since)}); opens {iso(self.opens_at)}, in {human_duration(self.remaining)}"
+            f"(done {iso(self.since) if self.since else '?'}); opens {iso(self.opens_at)}, in {human_duration(self.remaining)}"
         )
 
 
@@ -209,7 +212,7 @@ class Engine:
         self,
         runbook_ref: str | Path,
         inputs: dict[str, str | None],
-        wiring,
+        wiring: Wiring,
         *,
         options: dict[str, Any] | None = None,
         session_id: str | None = None,
@@ -262,7 +265,7 @@ class Engine:
         session.checkpoint()
         return session
 
-    def resume(self, ref: str, make_wiring: Callable[[SessionRow], Any], recover: bool = True) -> Session:
+    def resume(self, ref: str, make_wiring: Callable[[SessionRow], Wiring], recover: bool = True) -> Session:
         """Rebuild a session from the journal. `recover=False` (for a rollback) leaves
         lost secrets lost instead of re-opening the steps that produced them."""
         row = self.journal.find_session(ref)
@@ -291,7 +294,7 @@ class Engine:
         self.audit.append("session.resumed", session=row.id, actor=row.actor, context={"status": row.status})
         return session
 
-    def check_binding(self, row: SessionRow, wiring: Any) -> tuple[str, str] | None:
+    def check_binding(self, row: SessionRow, wiring: Wiring) -> tuple[str, str] | None:
         """Refuse a session opened with another account's credentials, or on a user that
         was deleted and re-created. Returns (first operator, operator now) when another
         operator of the same account takes the session over (allowed; audited by the caller)."""
@@ -345,7 +348,7 @@ class BindingRefused(EngineError):
 
 
 class Session:
-    def __init__(self, engine: Engine, row: SessionRow, runbook: Runbook, wiring) -> None:
+    def __init__(self, engine: Engine, row: SessionRow, runbook: Runbook, wiring: Wiring) -> None:
         self.engine = engine
         self.journal = engine.journal
         self.audit = engine.audit
@@ -359,6 +362,7 @@ class Session:
         self.states: dict[str, StepState] = {s.id: StepState(s) for s in runbook.steps}
         self.status = row.status
         self._listeners: list[Listener] = []
+        self._waits_skipped = False  # training: the running step's waits pass on the simulated clock
         self._lock = threading.RLock()
         self._replay()
 
@@ -401,7 +405,7 @@ class Session:
                 state.status = StepStatus.PENDING
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
         return self.wiring.mode
 
     @property
@@ -482,7 +486,7 @@ class Session:
         fields: dict[str, Any] = {}
         if snapshot is not None:
             fields["world"] = snapshot
-        if self.wiring.clock.simulated:
+        if isinstance(self.wiring.clock, SimClock):
             fields["sim_offset"] = self.wiring.clock.offset
         if fields:
             self.journal.update_session(self.id, **fields)
@@ -527,11 +531,12 @@ class Session:
     def fast_forward(self, step_id: str | None = None, seconds: float | None = None) -> float:
         """Training only: move the simulated clock to the gate's opening (or by `seconds`)."""
         clock = self.wiring.clock
-        if not clock.simulated:
+        if not isinstance(clock, SimClock):
             raise EngineError("fast-forward is for training only: live time cannot be skipped (override the gate with a reason)")
         with self._lock:
             if seconds is None:
-                step = self.runbook.step(step_id) if step_id else (self.current().step if self.current() else None)
+                current = self.current()
+                step = self.runbook.step(step_id) if step_id else (current.step if current else None)
                 gate = self.gate_state(step) if step else None
                 if gate is None or gate.opens_at is None:
                     raise EngineError("nothing to fast-forward to")
@@ -562,7 +567,7 @@ class Session:
         as in a headless run (a poll still polls, so evidence says when the key really
         worked). Does not take the session lock: the step is running."""
         clock = self.wiring.clock
-        if not clock.simulated:
+        if not isinstance(clock, SimClock):
             raise EngineError("fast-forward is for training only: live time cannot be skipped")
         if clock.auto_advance:
             return
@@ -585,7 +590,7 @@ class Session:
         )
 
     def _end_skipped_waits(self) -> None:
-        if getattr(self, "_waits_skipped", False):
+        if self._waits_skipped and isinstance(self.wiring.clock, SimClock):
             self._waits_skipped = False
             self.wiring.clock.auto_advance = False
 
@@ -720,8 +725,8 @@ class Session:
             override=override,
             actor=self.row.actor,
             audit=self.audit,
-            emit=lambda line, sid=step.id: self._emit(Event("output", sid, redact(line))),
-            progress=lambda what, done, total, sid=step.id: self._emit(Event("progress", sid, (what, done, total))),
+            emit=lambda line: self._emit(Event("output", step.id, redact(line))),
+            progress=lambda what, done, total: self._emit(Event("progress", step.id, (what, done, total))),
         )
 
     def run(self, step_id: str, answer: str | None = None, override: str | None = None, how: str = "typed") -> Outcome:
@@ -993,6 +998,7 @@ class Session:
                         else Outcome.failed("manual undo not confirmed: an operator must do it")
                     )
                 else:
+                    assert item.step.undo is not None and item.step.undo.run  # a "run" undo item
                     spec = registry()[item.step.undo.run]
                     try:
                         outcome = spec.fn(self._context(item.step, spec, params=spec.params.model_validate({}) if spec.params else None))

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from steps.loader import RunbookError, parse_file
+from steps.yamlfile import RunbookError, parse_file
 
 USER_NAME = r"^[\w+=,.@-]{1,64}$"
 

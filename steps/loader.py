@@ -10,126 +10,25 @@ that some input or earlier step defines, and action parameters that fit the acti
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from steps.actions import registry
+from steps.actions.base import ActionSpec
 from steps.model import Runbook, placeholders
+from steps.yamlfile import (  # re-exported: the one-line error of every input file
+    RunbookError,
+    first_validation_error,
+    read_yaml,
+    validate_model,
+)
 
-M = TypeVar("M", bound=BaseModel)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Placeholders every runbook may use: the engine fills them in.
 BUILTIN = frozenset({"session"})
-
-
-class RunbookError(Exception):
-    """A bad runbook (or other input file): `str()` is the one line to print."""
-
-    def __init__(self, source: str, where: str, message: str) -> None:
-        self.source, self.where, self.message = source, where, message
-        super().__init__(f"{source}: {where}: {message}" if where else f"{source}: {message}")
-
-
-# -- YAML ----------------------------------------------------------------------------------
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, yaml.Node] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark)
-        seen[key] = key_node
-    return yaml.SafeLoader.construct_mapping(loader, node, deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def read_yaml(path: Path | str, source: str | None = None) -> dict[str, Any]:
-    """Parse a YAML mapping, or raise RunbookError with file, line and column."""
-    source = source or str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunbookError(source, "", "no such file") from None
-    except IsADirectoryError:
-        raise RunbookError(source, "", "is a directory, not a file") from None
-    except UnicodeDecodeError:
-        raise RunbookError(source, "", "not UTF-8 text") from None
-    except OSError as exc:
-        raise RunbookError(source, "", exc.strerror or str(exc)) from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.reader.ReaderError as exc:
-        # A character YAML refuses (NUL, other control characters): say where it is.
-        before = text[: exc.position]
-        where = f"line {before.count(chr(10)) + 1}, column {len(before) - (before.rfind(chr(10)) + 1) + 1}"
-        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
-        raise RunbookError(source, where, f"invalid YAML: character {code:#06x} is not allowed") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RunbookError(source, where, f"invalid YAML: {problem}") from None
-    if data is None:
-        raise RunbookError(source, "", "the file is empty")
-    if not isinstance(data, dict):
-        raise RunbookError(source, "", f"expected a mapping at the top, got {type(data).__name__}")
-    return data
-
-
-def validate_model(data: dict[str, Any], model: type[M], source: str) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise first_validation_error(source, exc) from None
-
-
-def parse_file(path: Path | str, model: type[M], source: str | None = None) -> M:
-    """A YAML file validated into `model`, or RunbookError naming file and field."""
-    source = source or str(path)
-    return validate_model(read_yaml(path, source), model, source)
-
-
-def loc_path(loc: Iterable[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def first_validation_error(source: str, exc: ValidationError) -> RunbookError:
-    err = exc.errors(include_url=False)[0]
-    # Drop pydantic's internal validator names ("function-after[...]") from the path.
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
-    message = err["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        message = "unknown field"
-    elif kind == "missing":
-        message = "required field is missing"
-    elif kind not in ("value_error", "assertion_error") and "input" in err:
-        shown = repr(err["input"])
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        message = f"{message} (got {shown})"
-    return RunbookError(source, loc_path(loc), message)
 
 
 # -- runbooks ------------------------------------------------------------------------------
@@ -240,7 +139,7 @@ def check(runbook: Runbook, raw: dict[str, Any], source: str) -> None:
             raise RunbookError(source, f"inputs.{name}.default", f"{spec_input.default!r} is not one of the choices")
 
 
-def _check_params(source: str, where: str, spec, given: dict[str, Any], known: set[str]) -> None:
+def _check_params(source: str, where: str, spec: ActionSpec, given: dict[str, Any], known: set[str]) -> None:
     if spec.params is None:
         if given:
             raise RunbookError(source, where, f"action {spec.name!r} takes no parameters")
@@ -278,7 +177,7 @@ def render(text: str | None, values: dict[str, Any]) -> str:
     if not text:
         return ""
 
-    class _Missing(dict):
+    class _Missing(dict[str, str]):
         def __missing__(self, key: str) -> str:
             return f"<{key}>"
 

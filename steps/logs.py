@@ -44,7 +44,7 @@ def install(path: Path | None = None) -> Path | None:
     handler: logging.Handler
     try:
         where: Path | None = private_file(wanted)
-        handler = logging.FileHandler(where, encoding="utf-8", delay=True)
+        handler = logging.FileHandler(wanted, encoding="utf-8", delay=True)
     except OSError:
         where, handler = None, logging.NullHandler()
     handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"))

@@ -23,7 +23,7 @@ def undo_text(step: Step) -> str:
 def step_kind(step: Step) -> str:
     if step.is_manual:
         return "manual"
-    spec = registry()[step.run]
+    spec = registry()[step.run or ""]
     return f"{step.run} ({'changes things' if spec.mutates else 'read-only'})"
 
 

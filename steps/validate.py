@@ -11,11 +11,18 @@ from __future__ import annotations
 import secrets as _random
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from steps.aws import aws_error
 from steps.driver import DriveOptions, Printer, drive
 from steps.journal import now_iso
 from steps.secrets import Secret
+
+if TYPE_CHECKING:
+    from steps.engine import Engine
+    from steps.journal import Journal
+    from steps.model import Runbook
+    from steps.wiring import Wiring
 
 PREFIX = "handrail-validate-"
 
@@ -33,7 +40,7 @@ def throwaway_user() -> str:
     return PREFIX + datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + _random.token_hex(2)
 
 
-def validate(engine, runbook_ref: str, wiring, printer: Printer, user: str | None = None) -> Validation:
+def validate(engine: Engine, runbook_ref: str, wiring: Wiring, printer: Printer, user: str | None = None) -> Validation:
     """Create, rotate, delete. The caller has asked before anything is created."""
     from steps.loader import load
 
@@ -82,7 +89,7 @@ def validate(engine, runbook_ref: str, wiring, printer: Printer, user: str | Non
     return Validation(ok, user, session_id, detail, cleanup)
 
 
-def _delete_user(iam, user: str) -> list[str]:
+def _delete_user(iam: Any, user: str) -> list[str]:  # a boto3 IAM client (untyped)
     """Delete every key, then the user. Each failure is said, none stops the others."""
     lines: list[str] = []
     try:
@@ -105,7 +112,7 @@ def _delete_user(iam, user: str) -> list[str]:
     return lines
 
 
-def describe_last(journal, runbook) -> str:
+def describe_last(journal: Journal, runbook: Runbook) -> str:
     """'2026-04-24 (SOP header); handrail: 2026-11-27 training, passed' for plan and the app."""
     header = f"{runbook.header.last_validated or 'never'} (SOP header: {runbook.header.validation_method})"
     last = journal.last_validation(runbook.id)

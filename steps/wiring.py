@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from steps.aws import aws_error, error_code
 from steps.clock import Clock, SimClock
@@ -20,24 +20,66 @@ from steps.consumers.base import Consumer, Pair, Vault
 from steps.secrets import Secret
 from steps.status import Mode
 
+if TYPE_CHECKING:
+    from steps.consumers.factory import Credentials
+    from steps.inventory import Inventory, UserEntry
+
+
+class SimAws(Protocol):
+    operator: Pair | None
+
+    @property
+    def account_id(self) -> str: ...
+
+    def client(self, service: str, pair: Pair | None = None) -> Any: ...
+
+
+class SimWorld(Protocol):
+    """What a training wiring needs of the simulated world (steps.sandbox.world.World),
+    named here so the wiring does not import the sandbox."""
+
+    # Read-only here (properties), so the world's own, narrower types match.
+    @property
+    def clock(self) -> SimClock: ...
+
+    @property
+    def inventory(self) -> Inventory | None: ...
+
+    @property
+    def creds(self) -> Credentials: ...
+
+    @property
+    def aws(self) -> SimAws: ...
+
+    @property
+    def scenario(self) -> Any: ...  # the scenario it was seeded from (its id names the training)
+
+    def before_step(self, step_id: str, attempt: int) -> None: ...
+
+    def after_step(self, step_id: str) -> None: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
 
 class Wiring:
     mode: Mode = Mode.LIVE
     dry_run = False
 
-    def __init__(self, clock: Clock, inventory=None, creds=None) -> None:
+    def __init__(self, clock: Clock, inventory: Inventory | None = None, creds: Credentials | None = None) -> None:
         from steps.consumers.factory import Credentials
 
         self.clock = clock
         self.inventory = inventory
         self.creds = creds or Credentials()
-        self._vaults: dict[str, Any] = {}
-        self._consumers: dict[str, list[Any]] = {}
+        self._vaults: dict[str, Vault] = {}
+        self._consumers: dict[str, list[Consumer]] = {}
         self._adapter_lock = threading.Lock()
 
     # -- the vault and the consumers of a user (from the inventory) -------------------------
 
-    def entry(self, user: str):
+    def entry(self, user: str) -> UserEntry | None:
         return self.inventory.user(user) if self.inventory is not None else None
 
     def vault_for(self, user: str) -> Vault | None:
@@ -144,20 +186,22 @@ class NoSuchUser(WiringError):
         self.user = user
 
 
-def _client_config():
+def _client_config() -> Any:
     from botocore.config import Config
 
     return Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60)
 
 
 class LiveWiring(Wiring):
-    def __init__(self, profile: str | None = None, region: str | None = None, dry_run: bool = False, inventory=None) -> None:
+    def __init__(
+        self, profile: str | None = None, region: str | None = None, dry_run: bool = False, inventory: Inventory | None = None
+    ) -> None:
         super().__init__(Clock(), inventory=inventory)
         self.profile = profile
         self.region = region
         self.dry_run = dry_run
         self.mode = Mode.DRY_RUN if dry_run else Mode.LIVE
-        self._session = None
+        self._session: Any = None  # a boto3.Session, made on first use (boto3 is slow to import)
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._operator: Pair | None = None
@@ -196,7 +240,7 @@ class LiveWiring(Wiring):
 class TrainingWiring(Wiring):
     mode = Mode.TRAINING
 
-    def __init__(self, world) -> None:
+    def __init__(self, world: SimWorld) -> None:
         super().__init__(world.clock, inventory=world.inventory, creds=world.creds)
         self.world = world
 

@@ -8,11 +8,10 @@ first use. They import their SDKs inside the functions, so loading the registry 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from pydantic import BaseModel
-
-from steps.actions.base import ActionSpec, Outcome, Preview, StepContext
+from steps.actions.base import ActionSpec, Outcome, Params, Preview, StepContext
 
 _ACTIONS: dict[str, ActionSpec] = {}
 _MODULES = ("steps.actions.iam", "steps.actions.claim", "steps.actions.consumers", "steps.actions.audit")
@@ -29,9 +28,9 @@ def action(
     needs_secrets: Iterable[str] = (),
     produces_secrets: Iterable[str] = (),
     mutates: bool,
-    params: type[BaseModel] | None = None,
+    params: type[Params] | None = None,
     preview: Callable[[StepContext], Preview] | None = None,
-    available=None,
+    available: Callable[[Any, Mapping[str, str]], str | None] | None = None,
 ) -> Callable[[Callable[[StepContext], Outcome]], Callable[[StepContext], Outcome]]:
     def register(fn: Callable[[StepContext], Outcome]) -> Callable[[StepContext], Outcome]:
         if name in _ACTIONS:

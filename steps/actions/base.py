@@ -162,7 +162,7 @@ class ActionSpec:
     needs_secrets: frozenset[str] = frozenset()
     produces_secrets: frozenset[str] = frozenset()
     mutates: bool = False
-    params: type[BaseModel] | None = None
+    params: type[Params] | None = None
     preview: Callable[[StepContext], Preview] | None = None
     # An action that needs something of the wiring (e.g. an inventory entry): returns
     # None when it can run, else the reason it cannot (the step then falls back to
@@ -179,7 +179,7 @@ class Params(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _durations(cls, value: Any, info: ValidationInfo) -> Any:
-        if cls.model_fields[info.field_name].annotation is float:
+        if info.field_name is not None and cls.model_fields[info.field_name].annotation is float:
             return parse_duration(value)
         return value
 

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from steps.loader import RunbookError, parse_file
 from steps.model import SLUG, parse_duration
+from steps.yamlfile import RunbookError, parse_file
 
 
 class _Strict(BaseModel):

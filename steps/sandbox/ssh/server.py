@@ -13,17 +13,39 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import paramiko
 
 from steps.sandbox.ssh.commands import ExecResult
-from steps.sandbox.ssh.fs import Cred
+from steps.sandbox.ssh.fs import Cred, MemFS
 from steps.sandbox.ssh.sftp import MemSftp
 from steps.secrets import redact
 
-if TYPE_CHECKING:
-    from steps.sandbox.ssh.host import SshSandbox
+
+class SshSandbox(Protocol):
+    """What the listener needs of its host (steps.sandbox.ssh.host.SshSandbox), named
+    here so the host can import the server without an import cycle."""
+
+    user: str
+    uid: int
+    gid: int
+    label: str
+    home: str
+    fs: MemFS
+    authorized_keys: list[paramiko.PKey]
+
+    @property
+    def host_key(self) -> paramiko.PKey: ...
+
+    def run_command(self, command: str, as_root: bool = False) -> ExecResult: ...
+
+    def _count(self, what: str) -> None: ...
+
+    def _record_command(self, command: str) -> None: ...
+
+    def _record_env(self, name: str, value: str) -> None: ...
+
 
 _LOG_CHANNEL = "handrail.sandbox.ssh"
 logging.getLogger(_LOG_CHANNEL).addHandler(logging.NullHandler())
