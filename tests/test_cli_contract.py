@@ -14,6 +14,7 @@ from steps.paths import audit_path
 
 STEP_IDS = [
     "pre-checks",
+    "claim-user",
     "free-key-slot",
     "create-key",
     "validate-new-key",
@@ -170,16 +171,24 @@ def test_json_prints_exactly_one_object_on_stdout(cli, lean, args, code, status)
     assert summary["steps"][STEP_IDS.index("create-key")]["status"] == "done"
     assert summary["steps"][STEP_IDS.index("delete-old-key")]["status"] == ("done" if code == 0 else "pending")
     # The progress goes to stderr.
-    assert "[1/10] step 1:" in result.stderr
+    assert "[1/11] step 1:" in result.stderr
 
 
 def test_json_on_a_failure_is_still_one_object(cli):
-    result = cli("run", "--scenario", "self-rotation", "--yes", "--json")
+    result = cli("run", "--scenario", "consumer-fails", "--yes", "--json")
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
     assert summary["status"] == "failed" and summary["exit_code"] == 1
+    assert [s["status"] for s in summary["steps"] if s["id"] == "propagate"] == ["failed"]
+
+
+def test_json_on_a_refusal_is_still_one_object(cli):
+    result = cli("run", "--scenario", "self-rotation", "--yes", "--json")
+    assert result.exit_code == 3
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "refused" and summary["exit_code"] == 3
     assert summary["new_key_id"] is None
-    assert summary["steps"][0] == {**summary["steps"][0], "id": "pre-checks", "status": "failed"}
+    assert summary["steps"][0] == {**summary["steps"][0], "id": "pre-checks", "status": "refused"}
 
 
 def test_sessions_json_lists_unfinished_sessions_and_all_with_all(cli, lean):

@@ -18,6 +18,7 @@ from steps.wiring import TrainingWiring
 
 STEP_IDS = [
     "pre-checks",
+    "claim-user",
     "free-key-slot",
     "create-key",
     "validate-new-key",
@@ -94,11 +95,14 @@ def test_rollback_before_anything_was_created_changes_nothing_and_releases_the_l
     rig.run_steps(session, steps_through(boundary))
 
     plan = session.rollback_plan()
-    assert plan.possible and plan.items == []
+    # Nothing to undo but the mark on the user, once step 1a put it there.
+    claimed = steps_through(boundary) > steps_through("claim-user") - 1
+    assert plan.possible and [i.step.id for i in plan.items] == (["claim-user"] if claimed else [])
     ok, results = session.rollback()
 
-    assert ok and results == []
+    assert ok and len(results) == len(plan.items)
     assert rig.keys(world) == before
+    assert world.aws.client("iam").list_user_tags(UserName=session.target)["Tags"] == []
     assert session.status == "rolled-back"
     assert rig.engine.journal.lock_of(session.id) is None
 
@@ -115,13 +119,14 @@ def test_the_rollback_plan_lists_undos_in_reverse_order_with_their_commands(rig)
     assert plan.possible
     order = [item.step.id for item in plan.items]
     assert order == sorted(order, key=STEP_IDS.index, reverse=True), "undos must run in reverse step order"
-    assert order[0] == "deactivate-old-key" and order[-1] == "create-key"
+    assert order[0] == "deactivate-old-key" and order[-2:] == ["create-key", "claim-user"]
     commands = {item.step.id: item.command for item in plan.items}
     assert (
         commands["deactivate-old-key"]
         == f"aws iam update-access-key --user-name raxx-vault-operator --access-key-id {old_id} --status Active"
     )
     assert commands["create-key"] == f"aws iam update-access-key --user-name raxx-vault-operator --access-key-id {new_id} --status Inactive"
+    assert commands["claim-user"] == "aws iam untag-user --user-name raxx-vault-operator --tag-keys handrail-rotation"
     assert all(item.command.strip() for item in plan.items)
     # Showing the plan runs nothing.
     assert rig.keys(world) == {old_id: "Inactive", new_id: "Active"}
@@ -155,7 +160,7 @@ def test_rollback_after_retiring_a_key_notes_what_cannot_be_undone(rig):
     rig.run_steps(session, steps_through("create-key"), retire_key=unused)
 
     plan = session.rollback_plan()
-    assert [item.step.id for item in plan.items] == ["create-key"]
+    assert [item.step.id for item in plan.items] == ["create-key", "claim-user"]
     assert any(note.startswith("step 1b") and "cannot be undone" in note for note in plan.notes)
 
 

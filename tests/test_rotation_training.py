@@ -86,7 +86,7 @@ def test_without_an_inventory_the_vault_and_consumer_steps_are_skipped_visibly_n
 
 def test_step_3_validates_the_new_key_with_the_users_representative_call(rig):
     session = rig.start()
-    rig.run_steps(session, 4)
+    rig.run_steps(session, 5)
     evidence = "\n".join(session.states["validate-new-key"].evidence)
     assert f"sts get-caller-identity with {session.facts['new_key_id']} -> {session.facts['target_arn']}" in evidence
     assert "aws s3api list-objects-v2 --bucket raxx-backups with the new key ->" in evidence
@@ -94,7 +94,7 @@ def test_step_3_validates_the_new_key_with_the_users_representative_call(rig):
 
 def test_slow_propagation_is_polled_through_and_the_time_it_took_is_shown(rig):
     session = rig.start(rig.world("slow-propagation"))
-    rig.run_steps(session, 4)
+    rig.run_steps(session, 5)
     state = session.states["validate-new-key"]
     assert state.status == "done"
     took = float(session.facts["new_key_valid_after"])
@@ -211,7 +211,7 @@ def test_the_old_key_used_after_deactivation_blocks_the_delete(rig, scenario_fil
     (old_id,) = rig.keys(world)
     old_secret = world.aws.secrets_by_key()[old_id]
     session = rig.start(world)
-    rig.run_steps(session, 8)
+    rig.run_steps(session, 9)
     assert rig.keys(world)[old_id] == "Inactive"
 
     ok, _ = world.aws.probe(old_id, old_secret)  # the consumer nobody listed
@@ -262,7 +262,7 @@ def test_an_inactive_key_used_within_the_runbooks_window_blocks_and_the_window_i
     world = rig.world(scenario_file("recent-inactive", keys=keys))
     (inactive_id,) = [k for k, s in rig.keys(world).items() if s == "Inactive"]
     session = rig.start(world)
-    rig.run_steps(session, 1)
+    rig.run_steps(session, 2)
     blocked = rig.step(session)
     assert blocked.status == "blocked", blocked.summary
     assert f"Inactive key {inactive_id} was used" in blocked.summary
@@ -274,7 +274,7 @@ def test_an_inactive_key_used_within_the_runbooks_window_blocks_and_the_window_i
     world = rig.world(scenario_file("recent-inactive-2h", keys=keys))
     (inactive_id,) = [k for k, s in rig.keys(world).items() if s == "Inactive"]
     session = rig.start(world, runbook=write_yaml("two-hour-window.yaml", data))
-    rig.run_steps(session, 2)
+    rig.run_steps(session, 3)
     assert session.facts["retired_key_id"] == inactive_id
     assert inactive_id not in rig.keys(world)
 
@@ -370,11 +370,20 @@ def test_self_rotation_is_refused_at_step_1_and_nothing_changes(rig):
 
     drove = rig.drive(session)
 
-    assert drove.code == 1
-    assert session.states["pre-checks"].status == "failed"
-    assert "--allow-self-rotation" in session.states["pre-checks"].summary
+    assert drove.code == 3
+    assert session.states["pre-checks"].status == "refused"
+    assert "--allow-self-rotation" in drove.message and "refused" in drove.message
     assert rig.keys(world) == before
     assert "new_key_id" not in session.facts
+    # A refusal stays a refusal: no skip, no override, and running it again refuses again.
+    with pytest.raises(EngineError, match="cannot be skipped"):
+        session.skip("pre-checks", "try anyway")
+    with pytest.raises(EngineError, match="cannot be overridden"):
+        session.run("pre-checks", override="I know what I am doing")
+    assert rig.drive(session).code == 3
+    assert session.states["pre-checks"].status == "refused" and session.states["pre-checks"].attempts == 2
+    assert rig.keys(world) == before
+    assert not [r for r in session.audit.records() if r["action"] == "step.skipped"]
 
 
 def test_self_rotation_with_the_flag_completes_and_warns(rig):
@@ -522,13 +531,22 @@ def test_cli_recently_used_inactive_key_blocks_with_exit_1_unless_override_block
     assert passed.exit_code == 0, passed.output
 
 
-def test_cli_self_rotation_refused_with_exit_1_then_allowed_with_the_flag(cli, tmp_path):
+def test_cli_self_rotation_refused_cannot_be_skipped_and_resume_still_refuses(cli, tmp_path):
     out = tmp_path / "w.json"
-    refused = cli("run", "--scenario", "self-rotation", "--yes", "--fast-forward", "--confirm-irreversible", "--json", "--world-out", out)
-    assert refused.exit_code == 1, refused.output
+    refused = cli("run", "--scenario", "self-rotation", "--yes", "--json")
+    assert refused.exit_code == 3, refused.output
+    assert json.loads(refused.stdout)["steps"][0]["status"] == "refused"
+
+    skipped = cli("skip", "last", "--reason", "try anyway")
+    assert skipped.exit_code != 0 and "cannot be skipped" in skipped.stderr
+    assert len(skipped.stderr.strip().splitlines()) == 1
+
+    again = cli("resume", "last", "--yes", "--fast-forward", "--world-out", out)
+    assert again.exit_code == 3, again.output
     keys = json.loads(out.read_text())["iam_users"]["raxx-vault-operator"]["keys"]
-    assert [k["status"] for k in keys] == ["Active"]
-    assert json.loads(refused.stdout)["steps"][0]["status"] == "failed"
+    assert [k["status"] for k in keys] == ["Active"] and len(keys) == 1
+    shown = json.loads(cli("show", "last", "--json").stdout)
+    assert [e["status"] for e in shown["events"] if e["kind"] == "step"] == ["refused", "refused"]
 
     allowed = cli(
         "run", "--scenario", "self-rotation", "--yes", "--fast-forward", "--confirm-irreversible", "--allow-self-rotation", "--json"

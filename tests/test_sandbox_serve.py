@@ -143,7 +143,7 @@ def test_a_live_run_killed_in_step_3_is_finished_by_resume_in_a_new_process(serv
     began = datetime.now(UTC)
     proc = live.popen(*LIVE)
     try:
-        lines = read_lines_until(proc, lambda line: line.startswith("[4/10] step 3:"), timeout=120)
+        lines = read_lines_until(proc, lambda line: line.startswith("[5/11] step 3:"), timeout=120)
         time.sleep(1.5)  # step 3 polls for 4 s of real time: kill it in the middle
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -152,7 +152,7 @@ def test_a_live_run_killed_in_step_3_is_finished_by_resume_in_a_new_process(serv
         if proc.poll() is None:
             proc.kill()
         proc.stdout.close()
-    assert "new key" not in rest and "[5/10]" not in rest, f"step 3 finished before the kill:\n{rest}"
+    assert "new key" not in rest and "[6/11]" not in rest, f"step 3 finished before the kill:\n{rest}"
     session = re.search(r"session (\S+)$", lines[0]).group(1)
     first_new = re.search(r"-> ok: created (AKIA\w+)", "\n".join(lines)).group(1)
 

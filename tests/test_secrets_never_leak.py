@@ -66,7 +66,7 @@ def test_a_full_rotation_leaks_no_secret_anywhere(rig, cli, handrail_home):
     world = rig.world()
     secrets = world_secrets(world)  # the old key's and the operator's
     session = rig.start(world)
-    rig.run_steps(session, 3)  # through create-key
+    rig.run_steps(session, 4)  # through create-key
     new_secret = session.secrets["new_secret"].reveal()
     secrets |= {new_secret} | world_secrets(world)
 
@@ -93,7 +93,7 @@ def test_a_rollback_leaks_no_secret(rig, cli, handrail_home):
     world = rig.world()
     secrets = world_secrets(world)
     session = rig.start(world)
-    rig.run_steps(session, 8)  # through deactivate-old-key
+    rig.run_steps(session, 9)  # through deactivate-old-key
     secrets |= {session.secrets["new_secret"].reveal()} | world_secrets(world)
 
     ok, results = session.rollback()
@@ -108,7 +108,7 @@ def test_a_rollback_leaks_no_secret(rig, cli, handrail_home):
 def test_a_failing_action_that_echoes_a_secret_is_scrubbed_before_it_is_written(rig, lean, handrail_home, monkeypatch):
     world = rig.world(lean)
     session = rig.start(world)
-    rig.run_steps(session, 3)
+    rig.run_steps(session, 4)
     new_secret = session.secrets["new_secret"].reveal()
     spec = registry()["iam.validate_new_key"]
 

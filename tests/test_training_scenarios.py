@@ -105,7 +105,7 @@ def test_self_rotation_is_refused_at_step_one_and_nothing_changes(rig) -> None:
     world = rig.world("self-rotation")
     before = rig.keys(world)
     session = rig.start(world)
-    assert rig.drive(session).code == 1
+    assert rig.drive(session).code == 3
     assert rig.keys(world) == before
     assert verdicts(rig, session) == {"self-rotation": "handled"}
     assert debrief_of(rig, session).rollback == "not needed: nothing was changed"
@@ -146,6 +146,7 @@ def test_a_secret_lost_before_the_vault_stored_it_is_caught(rig, worlds) -> None
 def test_skipping_the_slot_in_inactive_key_in_slot_is_caught(rig) -> None:
     session = rig.start(rig.world("inactive-key-in-slot"))
     rig.step(session)  # pre-checks
+    rig.step(session)  # claim-user
     session.skip("free-key-slot", "trainee thinks the Inactive key does not count")
     assert rig.drive(session).code == 1
     assert "already has 2 keys" in session.states["create-key"].summary
@@ -157,7 +158,7 @@ def test_retiring_the_key_in_use_is_refused_and_caught(rig) -> None:
     in_use, unused = keys_in_order(world)
     session = rig.start(world)
     stopped = rig.drive(session, retire_key=in_use)
-    assert stopped.code == 1 and "the key the vault holds" in stopped.message
+    assert stopped.code == 3 and "the key the vault holds" in stopped.message
     assert set(rig.keys(world)) == {in_use, unused}  # nothing was deleted
     assert verdicts(rig, session) == {"two-keys": "missed"}
 
