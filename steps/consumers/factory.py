@@ -9,24 +9,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steps.consumers.base import Consumer, Vault
 from steps.secrets import Secret
+
+if TYPE_CHECKING:  # the adapters are imported where used: each pulls in its vendor's client
+    import paramiko
+
+    from steps.consumers.github import Target
+    from steps.consumers.infisical import InfisicalAuth
+
+# `entry` below is an inventory entry (steps.inventory's InfisicalEntry, HerokuEntry,
+# GitHubEntry or SshEntry), typed Any: steps.inventory imports the runbook loader, which
+# imports the actions, which import the consumers; importing it here, even for type
+# checking only, would close an import cycle (tests/test_import_hygiene.py).
 
 
 @dataclass
 class Credentials:
     """What the sandbox hands its clients. Live, every field stays None."""
 
-    infisical: Any = None  # an InfisicalAuth
+    infisical: InfisicalAuth | None = None
     heroku_token: Secret | None = None
     github_token: Secret | None = None
-    ssh_pkey: Any = None  # a paramiko PKey
+    ssh_pkey: paramiko.PKey | None = None
     github_now: Callable[[], datetime] | None = None
 
 
-def build_vault(entry, creds: Credentials) -> Vault:
+def build_vault(entry: Any, creds: Credentials) -> Vault:
     from steps.consumers.infisical import InfisicalVault
 
     return InfisicalVault(
@@ -41,7 +52,7 @@ def build_vault(entry, creds: Credentials) -> Vault:
 
 
 def build_consumer(
-    entry, creds: Credentials, sleep: Callable[[float], None] | None = None, monotonic: Callable[[], float] | None = None
+    entry: Any, creds: Credentials, sleep: Callable[[float], None] | None = None, monotonic: Callable[[], float] | None = None
 ) -> Consumer:
     # The clock an adapter's own waits run on (the engine's, so training fast-forwards them).
     clock: dict[str, Any] = {}
@@ -64,6 +75,7 @@ def build_consumer(
     if entry.type == "github":
         from steps.consumers.github import EnvironmentTarget, GitHubSecretsConsumer, OrgTarget, RepoTarget
 
+        target: Target
         if entry.organization:
             target = OrgTarget(entry.organization, entry.visibility, tuple(entry.selected_repositories))
         elif entry.environment:

@@ -27,6 +27,7 @@ not need):
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -39,9 +40,11 @@ from typing import Any, TypeVar
 import requests
 from github import Auth, Github, GithubException, UnknownObjectException
 from github.GithubObject import NotSet
+from github.Secret import Secret as GitHubSecret
+from github.WorkflowRun import WorkflowRun
 from urllib3.util import Retry
 
-from steps.clock import Progress, poll
+from steps.clock import Polled, Progress, poll
 from steps.consumers.base import AdapterError, Pair, Result
 from steps.secrets import MASK, Secret, redact
 
@@ -308,7 +311,7 @@ class GitHubSecretsConsumer:
             return f"environment {t.environment} of {t.repo}"
         return f"organisation {t.org}"
 
-    def _writer(self) -> Callable[[str, str], Any]:
+    def _writer(self) -> Callable[[str, str], GitHubSecret]:
         """A function that writes one secret to the target (PyGithub seals it)."""
         gh, t = self._client(), self.target
         if isinstance(t, RepoTarget):
@@ -323,7 +326,8 @@ class GitHubSecretsConsumer:
             # PyGithub sends repository ids: one GET per repository, before any write.
             repos = [gh.get_repo(full) for full in t.repo_full_names()]
             for full, repo in zip(t.repo_full_names(), repos, strict=True):
-                self._call(f"looking up selected repository {full}", lambda repo=repo: repo.id)
+                # Reading the lazy repository's id GETs it.
+                self._call(f"looking up selected repository {full}", functools.partial(getattr, repo, "id"))
             selected = repos
         return lambda name, value: org.create_secret(name, value, visibility=t.visibility, selected_repositories=selected)
 
@@ -355,7 +359,7 @@ class GitHubSecretsConsumer:
         missing: list[str] = []
         written = _iso(written_at)
         for name in (self.key_id_name, self.secret_name):
-            meta = self._call(f"reading {name}", lambda name=name: self._metadata(name))
+            meta = self._call(f"reading {name}", functools.partial(self._metadata, name))
             if meta is None:
                 missing.append(name)
                 evidence.append(f"{name} at {self.name}: missing")
@@ -407,7 +411,7 @@ class GitHubSecretsConsumer:
         self.written_key_id, self._written_fingerprint = pair.key_id, pair.fingerprint()
         evidence: list[str] = []
         for name, value in ((self.key_id_name, pair.key_id), (self.secret_name, pair.secret.reveal())):
-            self._call(f"writing {name}", lambda name=name, value=value: writer(name, value))
+            self._call(f"writing {name}", functools.partial(writer, name, value))
             evidence.append(f"PUT {name} to {self.name}, sealed with the {self._scope_label()} public key")
         problem = self._check_fresh(evidence, written_at)
         what = f"{self.key_id_name}={pair.key_id} and {self.secret_name} ({pair.fingerprint()})"
@@ -462,11 +466,11 @@ class GitHubSecretsConsumer:
         dispatched_at = _utc(self._now())
         # return_run_details: GitHub answers with the new run, so there is no guessing
         # which run is ours. Servers that ignore it answer 204 (PyGithub gives True).
-        run: Any = self._call(f"dispatching {label} on {ref}", lambda: workflow.create_dispatch(ref, throw=True, return_run_details=True))
+        dispatched = self._call(f"dispatching {label} on {ref}", lambda: workflow.create_dispatch(ref, throw=True, return_run_details=True))
         evidence.append(f"dispatched {label} on {ref} at {_iso(dispatched_at)}")
         deadline = self._monotonic() + self.run_timeout
 
-        def wait(check: Callable[[], Any], until: Callable[[Any], bool], what: str) -> Any:
+        def wait(check: Callable[[], T], until: Callable[[T], bool], what: str) -> Polled[T]:
             # Both waits share the run's deadline; polls back off from 0.25 s.
             return poll(
                 check,
@@ -480,10 +484,12 @@ class GitHubSecretsConsumer:
                 what=what,
             )
 
-        if run is True:
+        if isinstance(dispatched, WorkflowRun):
+            run = dispatched
+        else:  # True (throw=True: a refusal raises): a server that does not return the run
             since = _iso(dispatched_at.replace(microsecond=0) - timedelta(seconds=self.clock_skew))
 
-            def newest_run() -> Any:
+            def newest_run() -> WorkflowRun | None:
                 runs = self._call(
                     f"listing runs of {label}",
                     lambda: workflow.get_runs(branch=ref, event="workflow_dispatch", created=f">={since}").get_page(0),
@@ -491,7 +497,7 @@ class GitHubSecretsConsumer:
                 return runs[0] if runs else None  # newest first
 
             appeared = wait(newest_run, lambda found: found is not None, f"{self.name}: waiting for the run of {label}")
-            if not appeared.ok:
+            if not appeared.ok or appeared.value is None:
                 return Result(False, f"{self.name}: no run of {label} appeared within {self.run_timeout:g}s of the dispatch", evidence)
             run = appeared.value
         run_id = run.id

@@ -29,9 +29,13 @@ ENV_API_KEY = "HEROKU_API_KEY"
 ACCEPT = "application/vnd.heroku+json; version=3"
 
 
-def _one_line(text: Any, limit: int = 300) -> str:
-    text = " ".join(redact(str(text)).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _one_line(text: object, limit: int = 300) -> str:
+    line = " ".join(redact(str(text)).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _plain(value: str | Secret) -> str:
+    return value.reveal() if isinstance(value, Secret) else value
 
 
 def _netrc_path(environ: Mapping[str, str]) -> str:
@@ -109,7 +113,7 @@ class HerokuConsumer:
         self._sleep = sleep
         self._monotonic = monotonic
         self.name = f"heroku:{app}"
-        self._token: Secret | None = Secret(token, "heroku token") if token else None
+        self._token: Secret | None = Secret(_plain(token), "heroku token") if token else None
         self._token_source = "given"
         self._session: requests.Session | None = None
 

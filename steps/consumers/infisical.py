@@ -48,9 +48,13 @@ def place_name(project_id: str, environment: str, path: str) -> str:
     return f"infisical:{project_id}/{environment}{normalize_path(path)}"
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(redact(str(text)).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _plain(value: str | Secret) -> str:
+    return value.reveal() if isinstance(value, Secret) else value
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    line = " ".join(redact(str(text)).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 # -- authentication --------------------------------------------------------------------
@@ -79,11 +83,11 @@ class InfisicalAuth:
 
     @classmethod
     def universal(cls, client_id: str, client_secret: str | Secret, source: str = "given") -> InfisicalAuth:
-        return cls(client_id=client_id, client_secret=Secret(client_secret, "infisical client secret"), source=source)
+        return cls(client_id=client_id, client_secret=Secret(_plain(client_secret), "infisical client secret"), source=source)
 
     @classmethod
     def from_token(cls, token: str | Secret, source: str = "given") -> InfisicalAuth:
-        return cls(token=Secret(token, "infisical token"), source=source)
+        return cls(token=Secret(_plain(token), "infisical token"), source=source)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> InfisicalAuth:

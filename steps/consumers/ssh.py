@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, NoReturn
 
 import paramiko
 
@@ -164,7 +165,7 @@ class _UnknownHostKey(paramiko.SSHException):
 class _RejectUnknown(paramiko.RejectPolicy):
     """RejectPolicy that keeps the offered key, so the error can show its fingerprint."""
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> NoReturn:
         raise _UnknownHostKey(hostname, key)
 
 
@@ -271,7 +272,8 @@ class SshHostConsumer:
     def _fail(self, what: str) -> AdapterError:
         return AdapterError(redact(f"{self.name}: {self.where}: {what}"))
 
-    def _config_for(self, host: str, ssh_config: PathLike | None) -> dict:
+    def _config_for(self, host: str, ssh_config: PathLike | None) -> dict[str, Any]:
+        """`host`'s options from the ssh config: strings, a list for "identityfile"."""
         path = _expand(ssh_config) if ssh_config is not None else _expand("~/.ssh/config")
         if not os.path.exists(path):
             if ssh_config is not None:
@@ -338,7 +340,8 @@ class SshHostConsumer:
                 port=self.port,
                 username=self.user,
                 pkey=self._pkey,
-                key_filename=self._key_filenames or None,
+                # paramiko takes a list of key files (as documented); its stub says one str.
+                key_filename=self._key_filenames or None,  # type: ignore[arg-type]
                 allow_agent=self._allow_agent,
                 look_for_keys=not (self._pkey or self._key_filenames),
                 timeout=self.timeout,
@@ -390,7 +393,10 @@ class SshHostConsumer:
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise self._fail(f"cannot open the SFTP subsystem: {exc or type(exc).__name__}") from None
             try:
-                sftp.get_channel().settimeout(self.command_timeout)
+                channel = sftp.get_channel()
+                if channel is None:  # an SFTPClient from open_sftp() always has one
+                    raise self._fail("the SFTP session has no channel")
+                channel.settimeout(self.command_timeout)
                 yield client, sftp
             finally:
                 sftp.close()
@@ -494,6 +500,8 @@ class SshHostConsumer:
             held_id, held_secret = self._held(self._read_text(sftp, path))
             if held_id != pair.key_id or held_secret is None or held_secret.fingerprint() != pair.fingerprint():
                 raise self._fail(f"read-back of {path} after the rename does not show the new pair (concurrent edit?)")
+            if final.st_mode is None:  # OpenSSH always reports it; without it nothing can be compared
+                raise self._fail(f"stat {path} after the rename did not report its mode")
             was = (mode, attrs.st_uid, attrs.st_gid)
             now = (stat.S_IMODE(final.st_mode), final.st_uid, final.st_gid)
             if now != was:

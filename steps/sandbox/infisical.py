@@ -223,6 +223,7 @@ class InfisicalSandbox(FakeApi):
     def _list_secrets(self, request: Request) -> Reply:
         project_id, env, path, view = _read_query(request)
         with self._lock:
+            project_id, env = _scope(project_id, env)
             # Infisical lists a folder that does not exist as empty.
             folder = self._folder(project_id, env, path) or {}
             items = [self._secret_json(s, s.latest, project_id, env, path, view) for s in folder.values()]
@@ -231,6 +232,7 @@ class InfisicalSandbox(FakeApi):
     def _get_secret(self, request: Request, name: str) -> Reply:
         project_id, env, path, view = _read_query(request)
         with self._lock:
+            project_id, env = _scope(project_id, env)
             secret = _existing(self._existing_folder(project_id, env, path), name)
             version = _version_asked(request, secret, name)
             return Reply(200, {"secret": self._secret_json(secret, version, project_id, env, path, view)})
@@ -246,6 +248,7 @@ class InfisicalSandbox(FakeApi):
         project_id, env, path = body.get("workspaceId"), body.get("environment"), body.get("secretPath", "/")
         value = _value_to_write(body, create)
         with self._lock:
+            project_id, env = _scope(project_id, env)
             folder = self._existing_folder(project_id, env, path)
             secret = _new(folder, name) if create else _existing(folder, name)
             if "skipMultilineEncoding" in body:
@@ -259,13 +262,9 @@ class InfisicalSandbox(FakeApi):
 
     # -- lookups and bodies ------------------------------------------------------------
 
-    def _folder(self, project_id: str | None, environment: str | None, path: str | None) -> dict[str, _Secret] | None:
-        """The folder's secrets, None if there is no such folder; refused (4xx) for a
-        missing or unknown project or environment."""
-        if not project_id:
-            raise Refusal(_error(400, "BadRequest", "Either workspaceId or workspaceSlug is required"))
-        if not environment:
-            raise Refusal(_error(400, "BadRequest", "environment is required"))
+    def _folder(self, project_id: str, environment: str, path: str | None) -> dict[str, _Secret] | None:
+        """The folder's secrets, None if there is no such folder; refused (404) for an
+        unknown project or environment."""
         project = self._projects.get(project_id)
         if project is None:
             raise Refusal(_error(404, "NotFound", f"Project with ID '{project_id}' not found"))
@@ -274,7 +273,7 @@ class InfisicalSandbox(FakeApi):
             raise Refusal(_error(404, "NotFound", f"Environment with slug '{environment}' in project with ID '{project_id}' not found"))
         return envs.get(normalize_path(path or "/"))
 
-    def _existing_folder(self, project_id: str | None, environment: str | None, path: str) -> dict[str, _Secret]:
+    def _existing_folder(self, project_id: str, environment: str, path: str) -> dict[str, _Secret]:
         folder = self._folder(project_id, environment, path)
         if folder is None:
             raise Refusal(
@@ -305,6 +304,15 @@ class InfisicalSandbox(FakeApi):
             "secretMetadata": [],
             "tags": [],
         }
+
+
+def _scope(project_id: str | None, environment: str | None) -> tuple[str, str]:
+    """The project and environment a request names; refused (400) if either is missing."""
+    if not project_id:
+        raise Refusal(_error(400, "BadRequest", "Either workspaceId or workspaceSlug is required"))
+    if not environment:
+        raise Refusal(_error(400, "BadRequest", "environment is required"))
+    return project_id, environment
 
 
 def _existing(folder: dict[str, _Secret], name: str) -> _Secret:

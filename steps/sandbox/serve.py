@@ -27,6 +27,8 @@ from steps.sandbox.world import World
 
 def environment(world: World, inventory_file: Path) -> dict[str, str]:
     op = world.aws.operator
+    if op is None:
+        raise RuntimeError("sandbox: the simulated account has no operator key to hand out")
     env = {
         "AWS_ENDPOINT_URL": world.aws.url,
         "AWS_ACCESS_KEY_ID": op.key_id,
@@ -37,6 +39,8 @@ def environment(world: World, inventory_file: Path) -> dict[str, str]:
     }
     auth = world.creds.infisical
     if auth is not None:
+        if auth.client_id is None or auth.client_secret is None:
+            raise RuntimeError("sandbox: the Infisical credentials are not a universal-auth identity")
         env["INFISICAL_UNIVERSAL_AUTH_CLIENT_ID"] = auth.client_id
         env["INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET"] = auth.client_secret.reveal()
     if world.creds.heroku_token is not None:
@@ -50,6 +54,8 @@ def write_files(world: World, directory: Path) -> tuple[Path, Path]:
     """The inventory (SSH entries with a client key file) and the env file."""
     private_dir(directory)
     inventory = world.inventory
+    if inventory is None:
+        raise RuntimeError("sandbox: the world has no inventory (its places were never started)")
     if world.ssh is not None:
         key_file = directory / "ssh_client_key"
         world.ssh.write_client_key(key_file)

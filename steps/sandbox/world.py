@@ -12,14 +12,16 @@ a fresh secret, handed to every place that held the old one), and exported for
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steps.clock import SimClock, iso
 from steps.consumers.base import Pair
@@ -27,8 +29,14 @@ from steps.consumers.factory import Credentials
 from steps.inventory import GitHubEntry, HerokuEntry, InfisicalEntry, Inventory, SshEntry, UserEntry
 from steps.sandbox import scenario as scenarios
 from steps.sandbox.aws import AwsWorld, SeedKey
-from steps.sandbox.scenario import Scenario
+from steps.sandbox.scenario import Holds, Scenario
 from steps.secrets import Secret
+
+if TYPE_CHECKING:  # imported where used: a scenario starts only the systems it names
+    from steps.sandbox.github import GitHubSandbox, SandboxWorkflow
+    from steps.sandbox.heroku import HerokuSandbox
+    from steps.sandbox.infisical import InfisicalSandbox
+    from steps.sandbox.ssh import SshSandbox
 
 KEY_ID, SECRET = "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
 
@@ -38,16 +46,16 @@ class World:
         self.scenario = scenario
         self.clock = clock
         self.aws = aws
-        self.infisical = None
-        self.heroku = None
-        self.github = None
-        self.ssh = None
+        self.infisical: InfisicalSandbox | None = None
+        self.heroku: HerokuSandbox | None = None
+        self.github: GitHubSandbox | None = None
+        self.ssh: SshSandbox | None = None
         self.inventory: Inventory | None = None
         self.creds = Credentials()
         self._tmp = Path(tempfile.mkdtemp(prefix="handrail-world-"))
         self.forgotten: list[_Forgotten] = []
         self.fault_log: list[str] = []
-        self._lift: list[Any] = []  # how to end the outages armed for the current attempt
+        self._lift: list[Callable[[], None]] = []  # how to end the outages armed for the current attempt
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
@@ -106,7 +114,7 @@ class World:
 
     def _start_places(
         self,
-        initial,
+        initial: Callable[[Holds], Pair | None] | None,
         places: dict[str, Any] | None = None,
         secrets: dict[str, Secret] | None = None,
         vault_history: list[dict[str, Any]] | None = None,
@@ -118,11 +126,13 @@ class World:
         def held(place: str, holds: str) -> dict[str, str]:
             if initial is not None:
                 pair = initial(holds)
-            else:
+            elif places is not None:
                 pair = _pair_from(places.get(place), secrets or {})
+            else:
+                raise ValueError("world: places start from the scenario's initial pairs or from a snapshot's places")
             return {KEY_ID: pair.key_id, SECRET: pair.secret.reveal()} if pair else {}
 
-        entries = []
+        entries: list[HerokuEntry | GitHubEntry | SshEntry] = []
         probe = self.aws.probe
         user = sc.target_user
         vault_entry = None
@@ -183,14 +193,16 @@ class World:
                 seeded_at = None if initial is not None else self.clock.now()
                 if seed.organization:
                     self.github.seed_org(seed.organization, secrets=values, visibility=seed.visibility, seeded_at=seeded_at)
-                else:
+                elif seed.repository is not None:
                     self.github.seed_repo(
                         seed.repository,
                         secrets={} if seed.environment else values,
                         environments={seed.environment: values} if seed.environment else None,
-                        workflows=[_workflow(seed)] if seed.verify_workflow else [],
+                        workflows=[_workflow(seed.verify_workflow, seed.environment)] if seed.verify_workflow else [],
                         seeded_at=seeded_at,
                     )
+                else:  # GitHubEntry above refuses this already
+                    raise ValueError("world: a github consumer names a repository or an organization")
                 entries.append(entry)
             elif seed.type == "ssh":
                 if self.ssh is None:
@@ -257,16 +269,18 @@ class World:
             sandbox = getattr(self, fault.system)
             if fault.down:
                 sandbox.down = True
-                self._lift.append(lambda sb=sandbox: setattr(sb, "down", False))
+                self._lift.append(functools.partial(setattr, sandbox, "down", False))
                 self.fault_log.append(f"{fault.system} unreachable during attempt {attempt} of {step_id}")
             elif fault.refuse_connections:
                 sandbox.refuse_connections = True
-                self._lift.append(lambda sb=sandbox: setattr(sb, "refuse_connections", False))
+                self._lift.append(functools.partial(setattr, sandbox, "refuse_connections", False))
                 self.fault_log.append(f"ssh host refused connections during attempt {attempt} of {step_id}")
             elif attempt == 1 and fault.route:
                 sandbox.fail(fault.route, times=fault.times, status=fault.status)
                 self.fault_log.append(f"{fault.system} {fault.route} answers {fault.status} {fault.times}x from {step_id}")
             elif attempt == 1 and fault.restart_fails:
+                if self.ssh is None:
+                    raise ValueError(f"scenario {self.scenario.id}: a restart fault at {step_id} but no ssh host")
                 self.ssh.fail_restart(fault.restart_fails, fault.times)
                 self.fault_log.append(f"ssh restart of {fault.restart_fails} fails {fault.times}x from {step_id}")
 
@@ -383,7 +397,7 @@ def _pair_from(item: dict[str, Any] | None, secrets: dict[str, Secret]) -> Pair 
     return Pair(item["key_id"], secret)
 
 
-def _workflow(seed):
+def _workflow(file: str, environment: str | None) -> SandboxWorkflow:
     from steps.sandbox.github import SandboxWorkflow
 
-    return SandboxWorkflow(seed.verify_workflow, environment=seed.environment)
+    return SandboxWorkflow(file, environment=environment)

@@ -16,6 +16,7 @@ import time
 from typing import Protocol
 
 import paramiko
+from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, OPEN_SUCCEEDED
 
 from steps.sandbox.ssh.commands import ExecResult
 from steps.sandbox.ssh.fs import Cred, MemFS
@@ -72,14 +73,14 @@ class Connection(paramiko.ServerInterface):
         if username == sb.user and any(key.get_name() == k.get_name() and key.get_base64() == k.get_base64() for k in sb.authorized_keys):
             self.username = username
             sb._count("auth_ok")
-            return paramiko.AUTH_SUCCESSFUL
+            return AUTH_SUCCESSFUL
         sb._count("auth_failed")
-        return paramiko.AUTH_FAILED
+        return AUTH_FAILED
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session":
-            return paramiko.OPEN_SUCCEEDED
-        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+            return OPEN_SUCCEEDED
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_env_request(self, channel: paramiko.Channel, name: bytes, value: bytes) -> bool:
         # Recorded so tests can prove nothing secret travels in the environment;
