@@ -63,7 +63,7 @@ class Secret:
     _value: str
     label: str
 
-    def __init__(self, value: str, label: str = "secret") -> None:
+    def __init__(self, value: str | Secret, label: str = "secret") -> None:
         if isinstance(value, Secret):
             value = value.reveal()
         if not isinstance(value, str) or not value:
