@@ -1,8 +1,10 @@
 """handrail's app: the runbook as a live checklist, run one confirmed step at a time.
 
-`run_app()` is what `handrail` and `handrail tui` call. The first frame comes fast:
-nothing heavier than textual is imported before it; runbooks, scenarios and the
-journal load in a worker, and boto3 and moto only when a session opens (in a worker).
+`run_app()` is what `handrail` and `handrail tui` call. The first frame comes fast
+(benchmarks/startup.py): it is the start screen's chrome, its form mounted right after;
+nothing heavier than textual is imported before it (the other screens when first shown);
+runbooks, scenarios and the journal load in a worker, and boto3 and moto only when a
+session opens (in a worker).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App
@@ -20,13 +22,14 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 
-from tui.frozen import Frozen
 from tui.launcher import Catalog, Launcher, LaunchError, Request, load_catalog
 from tui.messages import CatalogLoaded, LaunchFailed, SessionOpened
-from tui.screens.help import HelpScreen, Section
 from tui.screens.start import StartScreen
-from tui.screens.training import ScenarioList, TrainingScreen
 from tui.startup import process_age
+
+if TYPE_CHECKING:  # the other screens are imported when first shown, not before the first frame
+    from tui.frozen import Frozen
+    from tui.screens.help import Section
 
 THEMES = ("textual-dark", "textual-light")
 
@@ -101,6 +104,8 @@ class HandrailApp(App):
 
     def on_mount(self) -> None:
         if self.training:
+            from tui.screens.training import TrainingScreen
+
             self.push_screen(TrainingScreen(self.scenario))
         # After the first frame: the catalog's imports (pydantic, yaml) must not delay it.
         self.call_after_refresh(self.refresh_catalog)
@@ -225,6 +230,8 @@ class HandrailApp(App):
         self.theme = THEMES[1] if self.theme == THEMES[0] else THEMES[0]
 
     def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
         if isinstance(self.screen, HelpScreen):
             return
         self.push_screen(HelpScreen(self.help_sections(), intro=HELP_INTRO))
@@ -235,6 +242,7 @@ class HandrailApp(App):
         from tui.screens.debrief import DebriefScreen, ExportScreen, QuitTrainingScreen
         from tui.screens.modals import ConfirmRunScreen, ManualStepScreen, ReasonScreen, TypedConfirmScreen
         from tui.screens.rollback import RollbackScreen
+        from tui.screens.training import ScenarioList, TrainingScreen
 
         def rows(*classes) -> list[tuple[str, str]]:
             seen: dict[str, str] = {}
