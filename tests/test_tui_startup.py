@@ -1,14 +1,16 @@
-"""The start-up path: a light first frame that fills in (benchmarks/startup.py times it)."""
+"""The start-up path and what keys cost: a light first frame that fills in, the help kept
+once built, the heap frozen while a session is open (benchmarks/ time them)."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from textual.widgets import Button, Select
-from tui_helpers import frozen_app, pilot_test, screen_text, settle, wait_until
+from tui_helpers import frozen_app, open_session, pilot_test, screen_text, settle, wait_until
 
 from tui.app import HandrailApp
 from tui.frozen import Frozen
@@ -60,9 +62,45 @@ async def test_keys_before_the_form_is_there_do_nothing_and_a_catalog_that_came_
         assert "The happy path" in screen_text(app)
 
 
+@pilot_test
+async def test_help_is_built_once_and_kept():
+    app = frozen_app("happy-path")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.start_screen.catalog is not None, "the catalog")
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: app.screen is not app.start_screen, "the help")
+        help_screen = app.screen
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is app.start_screen, "the help to close")
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: app.screen is help_screen, "the same help again")
+        assert "escape closes" in screen_text(app)
+
+
+@pilot_test
+async def test_an_open_session_freezes_the_heap_and_leaving_it_lets_go():
+    app = frozen_app("happy-path")
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await open_session(pilot)
+            assert gc.get_freeze_count() > 0
+            await pilot.press("n")  # back to the start screen: the session is closed
+            await wait_until(pilot, lambda: app.session is None and app.screen is app.start_screen, "the start screen")
+            assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
+
+
 @pytest.mark.slow
 def test_the_startup_benchmark_runs():
     """A short run: it still drives the real app, and prints its figures."""
     startup = subprocess.run([sys.executable, "benchmarks/startup.py", "-n", "1"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert startup.returncode == 0, startup.stderr
     assert "ratio handrail / bare" in startup.stdout
+
+
+@pytest.mark.slow
+def test_the_keypress_benchmark_runs():
+    done = subprocess.run([sys.executable, "benchmarks/keypress.py", "-n", "8"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "validate-new-key polling" in done.stdout

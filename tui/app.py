@@ -10,6 +10,7 @@ session opens (in a worker).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import time
@@ -47,6 +48,16 @@ NAVIGATION = [
     ("tab", "next field or button"),
     ("ctrl+p", "command palette: every action by name"),
 ]
+
+
+def freeze_heap(collect: bool = False) -> None:
+    """What is loaded by now (textual, the runbook models; with a session boto3, moto and
+    its world) stays: out of the cyclic collector's sight, a full collection stops taking
+    100-150 ms, during which the UI stands still. `collect` first, so no garbage is kept
+    for good; that takes as long, so only where nobody waits on a key."""
+    if collect:
+        gc.collect()
+    gc.freeze()
 
 
 class HandrailApp(App):
@@ -91,6 +102,7 @@ class HandrailApp(App):
         self.launcher = Launcher(frozen, inventory)
         self.session: Any = None
         self.startup_seconds: float | None = None
+        self._heap_frozen = False
         self.exit_note = ""
         self.abandoned_work = False
         self.start_screen = StartScreen(runbook, user, mode, scenario, inventory)
@@ -125,6 +137,9 @@ class HandrailApp(App):
             catalog = load_catalog(self.launcher.journal, scenario_file=self.scenario, inventory=self.inventory)
         except Exception as exc:
             catalog = Catalog(problems=[f"cannot list runbooks and scenarios: {exc}"])
+        if not self._heap_frozen:  # the first load: what start-up imported stays
+            self._heap_frozen = True
+            freeze_heap()
         self.post_message(CatalogLoaded(catalog))
 
     def on_catalog_loaded(self, message: CatalogLoaded) -> None:
@@ -151,6 +166,7 @@ class HandrailApp(App):
 
             origin.post_message(LaunchFailed(redact(f"{type(exc).__name__}: {exc}")))
         else:
+            freeze_heap(collect=True)  # while the screen still says "opening…"
             self.post_message(SessionOpened(session, resumed, origin))
 
     def on_session_opened(self, message: SessionOpened) -> None:
@@ -206,11 +222,13 @@ class HandrailApp(App):
             session.close()
         except Exception as exc:
             self.log.error(f"closing session {session.id}: {exc!r}")
+        gc.unfreeze()  # the session's world may go now; the next session freezes again
 
     def on_unmount(self) -> None:
         if self.session is not None and not self.abandoned_work:
             self._close(self.session)
         self.launcher.close()
+        gc.unfreeze()  # what the app froze was its own (several apps run in one test process)
 
     # -- app-wide actions ---------------------------------------------------------------
 
@@ -234,7 +252,10 @@ class HandrailApp(App):
 
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(self.help_sections(), intro=HELP_INTRO))
+        # Built once and kept (installed): opening it again costs no compose or styling.
+        if not self.is_screen_installed("help"):
+            self.install_screen(HelpScreen(self.help_sections(), intro=HELP_INTRO), "help")
+        self.push_screen("help")
 
     def help_sections(self) -> list[Section]:
         from tui.screens.briefing import BriefingScreen
