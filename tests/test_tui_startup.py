@@ -78,17 +78,26 @@ async def test_help_is_built_once_and_kept():
 
 
 @pilot_test
-async def test_an_open_session_freezes_the_heap_and_leaving_it_lets_go():
+async def test_the_heap_is_frozen_while_a_session_is_open_and_let_go_after(monkeypatch):
+    unfrozen = []
+    real_unfreeze = gc.unfreeze
+    monkeypatch.setattr(gc, "unfreeze", lambda: (unfrozen.append(True), real_unfreeze()))
     app = frozen_app("happy-path")
     try:
         async with app.run_test(size=(80, 24)) as pilot:
             await open_session(pilot)
             assert gc.get_freeze_count() > 0
+            # What survives a full collection is frozen right after it.
+            real_unfreeze()
+            gc.collect()
+            await pilot.pause()
+            assert gc.get_freeze_count() > 0
             await pilot.press("n")  # back to the start screen: the session is closed
             await wait_until(pilot, lambda: app.session is None and app.screen is app.start_screen, "the start screen")
-            assert gc.get_freeze_count() == 0
+            assert unfrozen, "closing the session lets its world be collected"
+        assert app._after_collection not in gc.callbacks
     finally:
-        gc.unfreeze()
+        real_unfreeze()
 
 
 @pytest.mark.slow

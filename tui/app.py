@@ -121,6 +121,17 @@ class HandrailApp(App):
             self.push_screen(TrainingScreen(self.scenario))
         # After the first frame: the catalog's imports (pydantic, yaml) must not delay it.
         self.call_after_refresh(self.refresh_catalog)
+        self._loop_for_gc = asyncio.get_running_loop()
+        gc.callbacks.append(self._after_collection)
+
+    def _after_collection(self, phase: str, info: dict[str, int]) -> None:
+        """What survived a full collection is no garbage: freeze it, so the next one looks
+        only at what came since (botocore's service models, the world's state, caches)."""
+        if phase == "stop" and info["generation"] == 2:
+            try:  # any thread may have collected: freeze on the UI loop, after the collection
+                self._loop_for_gc.call_soon_threadsafe(gc.freeze)
+            except RuntimeError:  # the loop is closed: the app is gone
+                gc.callbacks.remove(self._after_collection)
 
     def on_ready(self) -> None:
         self.startup_seconds = process_age()
@@ -228,6 +239,8 @@ class HandrailApp(App):
         if self.session is not None and not self.abandoned_work:
             self._close(self.session)
         self.launcher.close()
+        if self._after_collection in gc.callbacks:
+            gc.callbacks.remove(self._after_collection)
         gc.unfreeze()  # what the app froze was its own (several apps run in one test process)
 
     # -- app-wide actions ---------------------------------------------------------------
