@@ -102,8 +102,18 @@ def test_looks_and_texts():
 
 
 def test_process_age_counts_from_process_start():
-    age = process_age()
-    assert 0 < age < 600
+    assert process_age() > 0
+    # A fresh process (this one may be an xdist worker many minutes old): its interpreter's
+    # start-up counts, so the age is more than nothing, and far less than a minute.
+    done = subprocess.run(
+        [sys.executable, "-c", "from tui.startup import process_age; print(process_age())"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert 0 < float(done.stdout) < 60
 
 
 def test_the_app_imports_no_sdk_before_its_first_frame():

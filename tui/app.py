@@ -1,13 +1,16 @@
 """handrail's app: the runbook as a live checklist, run one confirmed step at a time.
 
-`run_app()` is what `handrail` and `handrail tui` call. The first frame comes fast:
-nothing heavier than textual is imported before it; runbooks, scenarios and the
-journal load in a worker, and boto3 and moto only when a session opens (in a worker).
+`run_app()` is what `handrail` and `handrail tui` call. The first frame comes fast
+(benchmarks/startup.py): it is the start screen's chrome, its form mounted right after;
+nothing heavier than textual is imported before it (the other screens when first shown);
+runbooks, scenarios and the journal load in a worker, and boto3 and moto only when a
+session opens (in a worker).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import time
@@ -20,16 +23,15 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 
-from tui.frozen import Frozen
 from tui.launcher import Catalog, Launcher, LaunchError, Request, load_catalog
 from tui.messages import CatalogLoaded, LaunchFailed, SessionOpened
-from tui.screens.help import HelpScreen, Section
 from tui.screens.start import StartScreen
-from tui.screens.training import ScenarioList, TrainingScreen
 from tui.startup import process_age
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the other screens are imported when first shown, not before the first frame
     from steps.engine import Session
+    from tui.frozen import Frozen
+    from tui.screens.help import Section
 
 THEMES = ("textual-dark", "textual-light")
 
@@ -47,6 +49,16 @@ NAVIGATION = [
     ("tab", "next field or button"),
     ("ctrl+p", "command palette: every action by name"),
 ]
+
+
+def freeze_heap(collect: bool = False) -> None:
+    """What is loaded by now (textual, the runbook models; with a session boto3, moto and
+    its world) stays: out of the cyclic collector's sight, a full collection stops taking
+    100-150 ms, during which the UI stands still. `collect` first, so no garbage is kept
+    for good; that takes as long, so only where nobody waits on a key."""
+    if collect:
+        gc.collect()
+    gc.freeze()
 
 
 class HandrailApp(App):
@@ -93,6 +105,7 @@ class HandrailApp(App):
         self.launcher = Launcher(frozen, inventory, profile, region)
         self.session: Session | None = None
         self.startup_seconds: float | None = None
+        self._heap_frozen = False
         self.exit_note = ""
         self.abandoned_work = False
         self.start_screen = StartScreen(runbook, user, mode, scenario, inventory)
@@ -106,9 +119,22 @@ class HandrailApp(App):
 
     def on_mount(self) -> None:
         if self.training:
+            from tui.screens.training import TrainingScreen
+
             self.push_screen(TrainingScreen(self.scenario))
         # After the first frame: the catalog's imports (pydantic, yaml) must not delay it.
         self.call_after_refresh(self.refresh_catalog)
+        self._loop_for_gc = asyncio.get_running_loop()
+        gc.callbacks.append(self._after_collection)
+
+    def _after_collection(self, phase: str, info: dict[str, int]) -> None:
+        """What survived a full collection is no garbage: freeze it, so the next one looks
+        only at what came since (botocore's service models, the world's state, caches)."""
+        if phase == "stop" and info["generation"] == 2:
+            try:  # any thread may have collected: freeze on the UI loop, after the collection
+                self._loop_for_gc.call_soon_threadsafe(gc.freeze)
+            except RuntimeError:  # the loop is closed: the app is gone
+                gc.callbacks.remove(self._after_collection)
 
     def on_ready(self) -> None:
         self.startup_seconds = process_age()
@@ -125,6 +151,9 @@ class HandrailApp(App):
             catalog = load_catalog(self.launcher.journal, scenario_file=self.scenario, inventory=self.inventory)
         except Exception as exc:
             catalog = Catalog(problems=[f"cannot list runbooks and scenarios: {exc}"])
+        if not self._heap_frozen:  # the first load: what start-up imported stays
+            self._heap_frozen = True
+            freeze_heap()
         self.post_message(CatalogLoaded(catalog))
 
     def on_catalog_loaded(self, message: CatalogLoaded) -> None:
@@ -151,6 +180,7 @@ class HandrailApp(App):
 
             origin.post_message(LaunchFailed(redact(f"{type(exc).__name__}: {exc}")))
         else:
+            freeze_heap(collect=True)  # while the screen still says "opening…"
             self.post_message(SessionOpened(session, resumed, origin))
 
     def on_session_opened(self, message: SessionOpened) -> None:
@@ -206,11 +236,15 @@ class HandrailApp(App):
             session.close()
         except Exception as exc:
             self.log.error(f"closing session {session.id}: {exc!r}")
+        gc.unfreeze()  # the session's world may go now; the next session freezes again
 
     def on_unmount(self) -> None:
         if self.session is not None and not self.abandoned_work:
             self._close(self.session)
         self.launcher.close()
+        if self._after_collection in gc.callbacks:
+            gc.callbacks.remove(self._after_collection)
+        gc.unfreeze()  # what the app froze was its own (several apps run in one test process)
 
     # -- app-wide actions ---------------------------------------------------------------
 
@@ -230,9 +264,14 @@ class HandrailApp(App):
         self.theme = THEMES[1] if self.theme == THEMES[0] else THEMES[0]
 
     def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(self.help_sections(), intro=HELP_INTRO))
+        # Built once and kept (installed): opening it again costs no compose or styling.
+        if not self.is_screen_installed("help"):
+            self.install_screen(HelpScreen(self.help_sections(), intro=HELP_INTRO), "help")
+        self.push_screen("help")
 
     def help_sections(self) -> list[Section]:
         from tui.screens.briefing import BriefingScreen
@@ -240,6 +279,7 @@ class HandrailApp(App):
         from tui.screens.debrief import DebriefScreen, ExportScreen, QuitTrainingScreen
         from tui.screens.modals import ConfirmRunScreen, ManualStepScreen, ReasonScreen, TypedConfirmScreen
         from tui.screens.rollback import RollbackScreen
+        from tui.screens.training import ScenarioList, TrainingScreen
 
         def rows(*classes) -> list[tuple[str, str]]:
             seen: dict[str, str] = {}

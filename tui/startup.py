@@ -3,7 +3,7 @@
 Linux knows when a process started (`/proc/self/stat`, field 22, in clock ticks since
 boot) and how long ago the machine booted (`CLOCK_BOOTTIME`), so the age includes the
 interpreter's own start and every import before the app runs. Elsewhere the age counts
-from the first import of this module, which `tui.app` imports first.
+from the first import of this module, after textual's: a rough figure only.
 """
 
 from __future__ import annotations

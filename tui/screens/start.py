@@ -9,6 +9,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.content import Content
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
+from textual.widget import Widget
 from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
@@ -58,42 +59,65 @@ class StartScreen(Screen):
         super().__init__()
         self.initial = Request(runbook or "aws-iam-access-key", mode or "training", user, scenario, None)
         self.inventory = inventory
-        self.catalog: Catalog | None = None
+        self.catalog: Catalog | None = None  # set once shown in the form
         self.opening = False
+        self.loaded = False  # the form is mounted (after the first frame)
 
     def compose(self) -> ComposeResult:
+        # The first frame shows only this chrome: styling and laying out the form's widgets
+        # costs more than the rest of the start-up, so they come right after it (`_mount_form`).
+        self.set_class(self.app.size.height < 30, "-compact", update=False)  # no restyle on the first resize
         yield Static(
             Content.from_markup("[b]handrail[/b] · runbooks as live checklists: confirm each step, roll back any time"), id="start-title"
         )
         with Horizontal(id="start-body"):
             with Vertical(id="start-form") as form:
                 form.border_title = "New session"
-                with Grid(id="start-grid"):
-                    yield Label("Runbook")
-                    yield Select([], prompt="loading…", id="runbook", compact=True)
-                    yield Label("Mode")
-                    yield Select(MODE_OPTIONS, value=self.initial.mode, allow_blank=False, id="mode", compact=True)
-                    yield Label("Scenario", id="scenario-label")
-                    yield Select([], prompt="loading…", id="scenario", compact=True)
-                    yield Label("IAM user")
-                    yield Input(value=self.initial.user or "", placeholder="the IAM user to rotate", id="user", compact=True)
-                    yield Label("Reason")
-                    yield Select([], prompt="loading…", id="reason", compact=True)
-                yield Static(id="mode-note")
-                yield Static(id="validated")
-                yield Button("Start  ctrl+s", id="start", variant="primary", compact=True)
-                yield Static(id="start-status")
+                yield Static(Content.from_markup("[dim]loading runbooks and scenarios…[/dim]"), id="start-loading")
             with Vertical(id="start-side"):
                 briefing = Static(id="briefing")
                 briefing.border_title = "Scenario"
                 yield briefing
-                unfinished = OptionList(id="unfinished")
-                unfinished.border_title = "Resume a session"
-                yield unfinished
         yield Footer()
 
+    def _form(self) -> tuple[list[Widget], list[Widget]]:
+        """The form's widgets, and the side's below the briefing."""
+        grid = Grid(
+            Label("Runbook"),
+            Select([], prompt="loading…", id="runbook", compact=True),
+            Label("Mode"),
+            Select(MODE_OPTIONS, value=self.initial.mode, allow_blank=False, id="mode", compact=True),
+            Label("Scenario", id="scenario-label"),
+            Select([], prompt="loading…", id="scenario", compact=True),
+            Label("IAM user"),
+            Input(value=self.initial.user or "", placeholder="the IAM user to rotate", id="user", compact=True),
+            Label("Reason"),
+            Select([], prompt="loading…", id="reason", compact=True),
+            id="start-grid",
+        )
+        form = [
+            grid,
+            Static(id="mode-note"),
+            Static(id="validated"),
+            Button("Start  ctrl+s", id="start", variant="primary", compact=True),
+            Static(id="start-status"),
+        ]
+        unfinished = OptionList(id="unfinished")
+        unfinished.border_title = "Resume a session"
+        return form, [unfinished]
+
     def on_mount(self) -> None:
+        self.call_after_refresh(self._mount_form)
+
+    async def _mount_form(self) -> None:
+        form, side = self._form()
+        await self.query_one("#start-form").mount_all(form)
+        await self.query_one("#start-side").mount_all(side)
+        await self.query_one("#start-loading").remove()
+        self.loaded = True
         self.query_one("#user", Input).cursor_blink = getattr(self.app, "cursor_blink", True)
+        if self.focused is None:  # what AUTO_FOCUS does for widgets there at compose time
+            self.set_focus(self.query_one("#start", Button))
         self._show_mode(self.initial.mode)
         # The app loads the catalog after the first frame; it comes back through here.
         self.watch(self.app, "catalog", self.show_catalog)
@@ -104,7 +128,7 @@ class StartScreen(Screen):
     # -- the catalog (runbooks, scenarios, unfinished sessions) -------------------------
 
     def show_catalog(self, catalog: Catalog | None) -> None:
-        if catalog is None:
+        if catalog is None or not self.loaded:
             return
         first = self.catalog is None
         self.catalog = catalog
@@ -267,7 +291,7 @@ class StartScreen(Screen):
         self.action_start()
 
     def action_start(self) -> None:
-        if self.opening:
+        if self.opening or not self.loaded:
             return
         request = self.request()
         if request is None:
@@ -298,6 +322,8 @@ class StartScreen(Screen):
             self._resume(event.option.id)
 
     def action_resume(self) -> None:
+        if not self.loaded:
+            return
         listing = self.query_one("#unfinished", OptionList)
         if listing.highlighted is not None:
             option = listing.get_option_at_index(listing.highlighted)
