@@ -68,7 +68,7 @@ def _delete_key(ctx: StepContext, user: str, key_id: str) -> None:
 
 
 def _caller_arn(ctx: StepContext, pair: Pair | None) -> str:
-    return ctx.wiring.aws_client("sts", pair).get_caller_identity()["Arn"]
+    return str(ctx.wiring.aws_client("sts", pair).get_caller_identity()["Arn"])
 
 
 def _new_pair(ctx: StepContext) -> Pair | None:
@@ -258,6 +258,7 @@ def pre_checks(ctx: StepContext) -> Outcome:
         outcome_secrets["old_secret"] = held.secret
     if len(active) == 1 or held is not None:
         old = find_key(keys, held.key_id) if held is not None else active[0]
+        assert old is not None  # the vault's key was found Active above
         facts["old_key_id"] = old.key_id
         evidence.append(f"old key (to rotate): {old.key_id}")
         if held is None:
