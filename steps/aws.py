@@ -8,12 +8,13 @@ that need it, so importing this module stays cheap (`handrail --help`).
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from steps.clock import human_duration, iso, utc
+from steps.clock import human_duration, iso, parse_iso, utc
 
 READ_ONLY_PREFIXES = ("List", "Get", "Describe", "Head")
 
@@ -56,9 +57,16 @@ class KeyInfo:
     service: str | None
     region: str | None
 
-    def describe(self, now: datetime) -> str:
+    def describe(self, now: datetime, last: LastUse | None = None) -> str:
+        """One line; with `last` (see `judge_last_use`), the last use as handrail judges it."""
         age = human_duration((now - self.created).total_seconds())
-        return f"{self.key_id}  {self.status:<8}  created {iso(self.created)} ({age} ago)  last used {self.last_used_text(now)}"
+        used = last.text(now) if last is not None else self.last_used_text(now)
+        return f"{self.key_id}  {self.status:<8}  created {iso(self.created)} ({age} ago)  last used {used}"
+
+    @property
+    def use(self) -> Use | None:
+        """The last use AWS reports (whoever made it)."""
+        return Use(self.last_used, self.service, self.region) if self.last_used else None
 
     def last_used_text(self, now: datetime) -> str:
         if self.last_used is None:
@@ -96,6 +104,104 @@ def key_last_used(iam: Any, key_id: str) -> tuple[datetime | None, str | None, s
 
 def find_key(keys: list[KeyInfo], key_id: str | None) -> KeyInfo | None:
     return next((k for k in keys if k.key_id == key_id), None)
+
+
+# -- last use: a consumer's, or handrail's own ------------------------------------------------
+#
+# AWS keeps one last use per key, so a call handrail signs with a key overwrites the use
+# of whatever consumer used it before. handrail therefore reads a key's last use before it
+# signs with it, and records the interval of its own call. Facts, per key:
+#   use_seen:<key id>  the latest use by anything but handrail it has read (JSON, or "never")
+#   own_use:<key id>   its own latest accepted call with the key: "<start>/<end>" (ISO 8601
+#                      interval, full precision, on the session's clock)
+
+
+def iso_full(dt: datetime) -> str:
+    """ISO 8601 at full precision (microseconds): comparisons are never cut to the second."""
+    return utc(dt).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def floor_second(dt: datetime) -> datetime:
+    return dt.replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class Use:
+    """One use of a key as get-access-key-last-used reports it."""
+
+    at: datetime
+    service: str | None = None
+    region: str | None = None
+
+    def text(self, now: datetime) -> str:
+        ago = human_duration((now - self.at).total_seconds())
+        where = ", ".join(x for x in (self.service, self.region) if x and x != "N/A")
+        return f"{iso(self.at)} ({ago} ago{', ' + where if where else ''})"
+
+    def fact(self) -> str:
+        return json.dumps({"at": iso_full(self.at), "service": self.service, "region": self.region})
+
+    @classmethod
+    def from_fact(cls, text: str | None) -> Use | None:
+        if not text or text == "never":
+            return None
+        data = json.loads(text)
+        return cls(parse_iso(data["at"]), data.get("service"), data.get("region"))
+
+
+def latest(*uses: Use | None) -> Use | None:
+    known = [u for u in uses if u is not None]
+    return max(known, key=lambda u: u.at) if known else None
+
+
+@dataclass(frozen=True)
+class OwnUse:
+    """handrail's own accepted call with a key: it started and ended at these instants."""
+
+    start: datetime
+    end: datetime
+
+    def covers(self, at: datetime) -> bool:
+        """Is a reported last use at `at` this call? AWS stamps its own instant between the
+        call's start and end, and may cut it to the second (the sandbox does not): so from
+        the start's second to the end. A consumer's use later in the end's second would be
+        taken for handrail's own; nothing finer can tell them apart."""
+        return floor_second(self.start) <= at <= self.end
+
+    def fact(self) -> str:
+        return f"{iso_full(self.start)}/{iso_full(self.end)}"
+
+    @classmethod
+    def from_fact(cls, text: str | None) -> OwnUse | None:
+        if not text:
+            return None
+        start, _, end = text.partition("/")
+        return cls(parse_iso(start), parse_iso(end or start))
+
+
+@dataclass(frozen=True)
+class LastUse:
+    """A key's last use as handrail judges it: `consumer` is the latest use by anything but
+    handrail that it knows of; `own` is set when AWS's last use is handrail's own call."""
+
+    consumer: Use | None
+    own: Use | None = None
+
+    def text(self, now: datetime) -> str:
+        theirs = self.consumer.text(now) if self.consumer else "never"
+        if self.own is None:
+            return theirs
+        what = f"{self.own.service} call" if self.own.service and self.own.service != "N/A" else "call"
+        return f"{theirs}; then handrail's own {what} at {iso_full(self.own.at)} (not a consumer's use)"
+
+
+def judge_last_use(key_id: str, reported: Use | None, facts: Any) -> LastUse:
+    """A key's last use as AWS `reported` it, with handrail's own calls told apart (facts above)."""
+    seen = Use.from_fact(facts.get(f"use_seen:{key_id}"))
+    own = OwnUse.from_fact(facts.get(f"own_use:{key_id}"))
+    if reported is not None and own is not None and own.covers(reported.at):
+        return LastUse(seen, reported)
+    return LastUse(latest(reported, seen))
 
 
 def set_key_status(iam: Any, user: str, key_id: str, status: str) -> None:

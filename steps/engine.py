@@ -62,6 +62,9 @@ class StepState:
     attempts: int = 0
     # Re-opened after a restart: it ran once, so its effects (and its undo) still count.
     reopened: bool = False
+    # When a run started that the process never finished (no outcome recorded): the step
+    # runs again, and its confirmation says why.
+    interrupted_at: str | None = None
 
 
 @dataclass
@@ -394,12 +397,15 @@ class Session:
                 continue
             when = event.ts_sim or event.ts_real
             if event.kind == "started":
+                if state.status is not StepStatus.RUNNING:  # else the run before never ended
+                    state.interrupted_at = when
                 state.status, state.started_at = StepStatus.RUNNING, when
                 state.attempts += 1
             elif event.kind in ("step", "undone", "reopened"):
                 state.status = StepStatus(event.status) if event.status else state.status
                 state.summary, state.evidence, state.ended_at = event.summary, event.evidence, when
                 state.reopened = event.kind == "reopened" or (state.reopened and event.kind != "undone")
+                state.interrupted_at = None
         for state in self.states.values():
             if state.status is StepStatus.RUNNING:  # the process died inside it: run it again
                 state.status = StepStatus.PENDING
@@ -697,6 +703,11 @@ class Session:
         warnings = []
         if state.reopened and state.summary.startswith("re-opened"):
             warnings.append(f"step {state.step.number} runs again: {state.summary.removeprefix('re-opened: ')}")
+        if state.interrupted_at:
+            warnings.append(
+                f"step {state.step.number} runs again: the previous process ended while it was running (started "
+                f"{state.interrupted_at}); what it did before then is in the world, and the step looks before it acts"
+            )
         for earlier in reversed(list(self.states.values())[: self.runbook.index(state.step.id)]):
             if earlier.status is not StepStatus.SKIPPED:
                 break
@@ -727,6 +738,7 @@ class Session:
             audit=self.audit,
             emit=lambda line: self._emit(Event("output", step.id, redact(line))),
             progress=lambda what, done, total: self._emit(Event("progress", step.id, (what, done, total))),
+            record=lambda facts: self._set_facts(facts, step.id),
         )
 
     def run(self, step_id: str, answer: str | None = None, override: str | None = None, how: str = "typed") -> Outcome:
@@ -834,6 +846,7 @@ class Session:
     def _apply(self, state: StepState, outcome: Outcome, kind: str = "step", status: StepStatus | None = None) -> None:
         if kind == "step":
             outcome.facts[f"changed:{state.step.id}"] = "yes" if outcome.changed else "no"
+            state.interrupted_at = None  # this run ended with an outcome
         if "remedy" in outcome.facts:  # what a refusal offers instead, kept per step
             outcome.facts[f"remedy:{state.step.id}"] = outcome.facts.pop("remedy")
         self._set_facts(outcome.facts, state.step.id)
@@ -927,12 +940,15 @@ class Session:
                 if reopen and state.status.passed:
                     state.status = StepStatus.PENDING
                     state.reopened = True
+                    # As a replay would: the confirmation says why it runs again (`_warnings`).
+                    state.summary = f"re-opened: {name} was held in memory by the previous process and is gone"
+                    state.evidence = []
                     self.journal.add_event(
                         self.id,
                         "reopened",
                         step_id=state.step.id,
                         status=StepStatus.PENDING,
-                        summary=f"re-opened: {name} was held in memory by the previous process and is gone",
+                        summary=state.summary,
                         ts_sim=self._ts_sim(),
                     )
                 if state.step.id == first_needing:

@@ -130,6 +130,9 @@ class StepContext:
     audit: Any = None
     emit: Callable[[str], None] = lambda line: None
     progress: Progress = lambda what, done, total: None
+    # Writes facts to the journal at once, before the outcome: what the action is about
+    # to do (e.g. the instant it asks AWS for a change), for a run after a crash to read.
+    record: Callable[[dict[str, str]], None] = lambda facts: None
 
     @property
     def clock(self) -> Clock:

@@ -7,19 +7,38 @@ The secret of a new key is captured once, into `ctx.secrets`, and never leaves m
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections import ChainMap
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TypeVar
 
 from pydantic import StrictBool
 
 from steps import aws
 from steps.actions import action
 from steps.actions.base import ActionFailed, ActionRefused, Choice, Outcome, Params, Preview, StepContext, WaitParams
-from steps.actions.consumers import vault_old_pair, verify_all
-from steps.aws import AwsCallFailed, KeyInfo, aws_error, error_code, find_key, parse_check_call
+from steps.actions.consumers import old_pair, vault_old_pair, verify_all
+from steps.aws import (
+    AwsCallFailed,
+    KeyInfo,
+    LastUse,
+    OwnUse,
+    Use,
+    aws_error,
+    error_code,
+    find_key,
+    floor_second,
+    iso_full,
+    judge_last_use,
+    parse_check_call,
+)
 from steps.clock import human_duration, iso, parse_iso, utc
-from steps.consumers.base import Pair
+from steps.consumers.base import Consumer, Pair
 from steps.secrets import Secret
+
+T = TypeVar("T")
 
 # -- the AWS helpers, as step failures ------------------------------------------------------
 
@@ -49,7 +68,7 @@ def _delete_key(ctx: StepContext, user: str, key_id: str) -> None:
 
 
 def _caller_arn(ctx: StepContext, pair: Pair | None) -> str:
-    return ctx.wiring.aws_client("sts", pair).get_caller_identity()["Arn"]
+    return str(ctx.wiring.aws_client("sts", pair).get_caller_identity()["Arn"])
 
 
 def _new_pair(ctx: StepContext) -> Pair | None:
@@ -57,11 +76,58 @@ def _new_pair(ctx: StepContext) -> Pair | None:
     return Pair(ctx.facts["new_key_id"], secret) if secret and ctx.facts.get("new_key_id") else None
 
 
+# -- last use: handrail's own calls told apart ----------------------------------------------
+
+
+class _Uses:
+    """The last use of the keys a step signs with (facts `use_seen:` and `own_use:`, see
+    steps.aws). AWS keeps one last use per key, so before handrail signs with a key it
+    reads the key's last use (a consumer's use is kept before its own call hides it), and
+    records the interval of each call AWS accepted as its own."""
+
+    def __init__(self, ctx: StepContext) -> None:
+        self.ctx = ctx
+        self.facts: dict[str, str] = {}
+
+    @property
+    def known(self) -> Mapping[str, str]:
+        return ChainMap(self.facts, dict(self.ctx.facts))
+
+    def judge(self, key: KeyInfo) -> LastUse:
+        return judge_last_use(key.key_id, key.use, self.known)
+
+    def saw(self, key_id: str, last: LastUse) -> LastUse:
+        """Keep the latest use by anything but handrail."""
+        self.facts[f"use_seen:{key_id}"] = last.consumer.fact() if last.consumer else "never"
+        return last
+
+    def read(self, key_id: str) -> LastUse:
+        with _step_fails():
+            when, service, region = aws.key_last_used(self.ctx.wiring.aws_client("iam"), key_id)
+        return self.saw(key_id, judge_last_use(key_id, Use(when, service, region) if when else None, self.known))
+
+    def call(self, key_id: str, signed: Callable[[], T]) -> T:
+        """Make one call signed with `key_id`: its last use is read first; the call is
+        recorded as handrail's own if AWS accepted it (a refused call is no use). The
+        call's failure propagates as it is; a failure to read the last use is ActionFailed."""
+        self.read(key_id)
+        start = self.ctx.now()
+        result = signed()
+        self.facts[f"own_use:{key_id}"] = OwnUse(start, self.ctx.now()).fact()
+        return result
+
+    def own_at(self, key_id: str) -> str:
+        own = OwnUse.from_fact(self.known.get(f"own_use:{key_id}"))
+        return iso_full(own.end) if own else "?"
+
+
 # Eventual consistency: a new key may be refused for up to a minute with one of these.
 _NOT_YET_VALID = ("InvalidClientTokenId", "SignatureDoesNotMatch", "AccessDenied")
 
 
-def _wait_until_valid(ctx: StepContext, pair: Pair, expect_arn: str, deadline: float, interval: float, what: str) -> tuple[float, int]:
+def _wait_until_valid(
+    ctx: StepContext, uses: _Uses, pair: Pair, expect_arn: str, deadline: float, interval: float, what: str
+) -> tuple[float, int]:
     """Poll sts get-caller-identity with `pair` until it answers as `expect_arn`.
 
     Returns (seconds it took, attempts). A refusal that eventual consistency explains is
@@ -72,7 +138,9 @@ def _wait_until_valid(ctx: StepContext, pair: Pair, expect_arn: str, deadline: f
     def authenticates() -> bool:
         nonlocal last
         try:
-            arn = _caller_arn(ctx, pair)
+            arn = uses.call(pair.key_id, lambda: _caller_arn(ctx, pair))
+        except ActionFailed:
+            raise
         except Exception as exc:
             if error_code(exc) not in _NOT_YET_VALID:
                 raise ActionFailed(f"sts get-caller-identity with {what}: {aws_error(exc)}") from None
@@ -139,14 +207,22 @@ def pre_checks(ctx: StepContext) -> Outcome:
         )
 
     now = ctx.now()
+    # Every key's last use, read before handrail signs anything with any of them: the
+    # consumers' real uses, kept as facts (handrail's own calls would hide them).
     keys = _list_keys(ctx, user)
+    uses = _Uses(ctx)
+    last = {k.key_id: uses.saw(k.key_id, uses.judge(k)) for k in keys}
     evidence.append(f"{len(keys)} access key(s) (max 2 per user):")
-    evidence += ["  " + k.describe(now) for k in keys]
+    evidence += ["  " + k.describe(now, last[k.key_id]) for k in keys]
     active = [k for k in keys if k.status == "Active"]
     if not keys:
         raise ActionFailed(f"{user} has no access key: there is nothing to rotate", evidence)
     if not active:
         raise ActionFailed(f"{user} has no Active key: there is nothing to rotate (all keys are Inactive)", evidence)
+    if operator_arn == target_arn:
+        evidence.append(
+            f"self-rotation: handrail signs every call with a key of {user}, so that key's last use is handrail's own from here on"
+        )
 
     facts = {
         "account_id": account,
@@ -166,27 +242,34 @@ def pre_checks(ctx: StepContext) -> Outcome:
                 evidence,
             )
         try:
-            arn = _caller_arn(ctx, held)
+            arn = uses.call(held.key_id, lambda: _caller_arn(ctx, held))
+        except ActionFailed as exc:
+            return Outcome.failed(exc.summary, evidence, **uses.facts)
         except Exception as exc:
-            raise ActionFailed(f"the old pair from the vault does not authenticate: {aws_error(exc)}", evidence) from None
+            return Outcome.failed(f"the old pair from the vault does not authenticate: {aws_error(exc)}", evidence, **uses.facts)
         if arn != target_arn:
-            raise ActionFailed(f"the old pair from the vault authenticates as {arn}, not {target_arn}", evidence)
-        evidence.append(f"old pair from the vault authenticates: sts get-caller-identity -> {arn}")
+            # The call was made: its facts go with the failure, so a retry tells it apart.
+            return Outcome.failed(f"the old pair from the vault authenticates as {arn}, not {target_arn}", evidence, **uses.facts)
+        evidence.append(
+            f"old pair from the vault authenticates: sts get-caller-identity -> {arn} "
+            f"(handrail's own use of {held.key_id} at {uses.own_at(held.key_id)}: never counted as a consumer's)"
+        )
         facts["vault_versions_before"] = json.dumps(versions)
         outcome_secrets["old_secret"] = held.secret
     if len(active) == 1 or held is not None:
         old = find_key(keys, held.key_id) if held is not None else active[0]
+        assert old is not None  # the vault's key was found Active above
         facts["old_key_id"] = old.key_id
         evidence.append(f"old key (to rotate): {old.key_id}")
         if held is None:
             evidence.append(
-                f"old key last used {old.last_used_text(now)}: this stands in for an authentication test, "
+                f"old key last used {last[old.key_id].text(now)}: this stands in for an authentication test, "
                 "as no vault is configured for this user (inventory) to read the old pair from"
             )
     if len(active) == 2:
         evidence.append("two Active keys: the next step makes you choose which one to retire")
     summary = f"{user}: {len(keys)} key(s), {len(active)} Active; operator is {'the target (self-rotation)' if operator_arn == target_arn else 'a different identity'}"
-    outcome = Outcome.done(summary, evidence, **facts)
+    outcome = Outcome.done(summary, evidence, **facts, **uses.facts)
     outcome.secrets.update(outcome_secrets)
     return outcome
 
@@ -207,20 +290,22 @@ def _slot_preview(ctx: StepContext) -> Preview:
     now = ctx.now()
     if len(keys) < 2:
         return Preview([f"{user} has {len(keys)} key(s): a slot is free, nothing to delete"], confirm="auto", nothing_to_do=True)
+    uses = _Uses(ctx)
     inactive = [k for k in keys if k.status == "Inactive"]
     if inactive:
         k = inactive[0]
         return Preview(
             [
                 f"{user} has 2 keys (the maximum); the Inactive one occupies the slot the new key needs.",
-                f"will delete Inactive key {k.key_id}, last used {k.last_used_text(now)}",
+                f"will delete Inactive key {k.key_id}, last used {uses.judge(k).text(now)}",
             ],
             expect=k.key_id,
         )
     in_vault = ctx.facts.get("old_key_id") if ctx.facts.get("vault_versions_before") else None
 
     def label(k: KeyInfo) -> str:
-        return k.describe(now) + ("  <- held by the vault: in use" if k.key_id == in_vault else "")
+        # The consumer's real last use: step 1 read it before handrail signed with the key.
+        return k.describe(now, uses.judge(k)) + ("  <- held by the vault: in use" if k.key_id == in_vault else "")
 
     return Preview(
         [
@@ -249,7 +334,9 @@ def free_key_slot(ctx: StepContext) -> Outcome:
     params: FreeSlotParams = ctx.params
     keys = _list_keys(ctx, user)
     now = ctx.now()
-    evidence = ["  " + k.describe(now) for k in keys]
+    uses = _Uses(ctx)
+    last = {k.key_id: uses.judge(k) for k in keys}
+    evidence = ["  " + k.describe(now, last[k.key_id]) for k in keys]
     if len(keys) < 2:
         active = [k for k in keys if k.status == "Active"]
         facts = {"old_key_id": ctx.facts.get("old_key_id") or (active[0].key_id if len(active) == 1 else "")}
@@ -261,8 +348,9 @@ def free_key_slot(ctx: StepContext) -> Outcome:
     if inactive:
         victim = inactive[0]
         keep = next(k for k in keys if k is not victim)
-        idle = (now - victim.last_used).total_seconds() if victim.last_used else None
-        evidence.append(f"Inactive key {victim.key_id} last used {victim.last_used_text(now)}")
+        used = last[victim.key_id].consumer
+        idle = (now - used.at).total_seconds() if used else None
+        evidence.append(f"Inactive key {victim.key_id} last used {last[victim.key_id].text(now)}")
         if idle is not None and idle < params.block_if_used_within and not ctx.override:
             return Outcome.blocked(
                 f"Inactive key {victim.key_id} was used {human_duration(idle)} ago: it was deactivated recently "
@@ -291,7 +379,7 @@ def free_key_slot(ctx: StepContext) -> Outcome:
         )
     keep = next(k for k in keys if k is not chosen)
     _set_status(ctx, user, chosen.key_id, "Inactive")
-    evidence.append(f"deactivated {chosen.key_id} (was Active, last used {chosen.last_used_text(now)})")
+    evidence.append(f"deactivated {chosen.key_id} (was Active, last used {last[chosen.key_id].text(now)})")
     _delete_key(ctx, user, chosen.key_id)
     evidence.append(f"deleted {chosen.key_id}; {keep.key_id} is the key being rotated")
     return Outcome.done(
@@ -305,6 +393,96 @@ def free_key_slot(ctx: StepContext) -> Outcome:
 # -- step 2: create the new key -------------------------------------------------------------
 
 
+# What create-key finds before it creates. A key no fact of this session names is one of:
+# - an orphan: made by a create request of this session that no answer reached (the process
+#   died, or the call timed out). Just before the request the step records its instant
+#   (`create_requested`, at full precision), and once AWS answers, `create_answered` takes
+#   the same value. Only an unanswered request can leave an orphan, and AWS made it after
+#   the request and before the request's retries and timeouts ran out (ORPHAN_WINDOW, with
+#   a margin); created-at is compared from the request's second (AWS may report seconds);
+# - anyone else's: someone else is rotating this user (step 1a's mark only stops another
+#   handrail). With no unanswered request, every unexpected key is someone else's: stop.
+ORPHAN_WINDOW = timedelta(minutes=15)
+
+
+@dataclass
+class _Found:
+    keys: list[KeyInfo]
+    lost: KeyInfo | None = None  # this session's new key, whose secret ended with a process
+    orphans: list[KeyInfo] = field(default_factory=list)
+    foreign: list[KeyInfo] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.lost is not None:
+            out.append(
+                f"will delete {self.lost.key_id}: this session created it, but its secret ended with the previous process "
+                "before anything stored it, so nobody can use it; a fresh key takes its slot"
+            )
+        for k in self.orphans:
+            out.append(
+                f"will delete {k.key_id} (created {iso(k.created)}): this step asked AWS for a key and no answer reached it "
+                "(the process ended, or the call failed on the way); nothing ever held its secret"
+            )
+        for k in self.foreign:
+            out.append(
+                f"{k.key_id} (created {iso(k.created)}) is a key this session did not expect: someone else may be rotating "
+                "this user; this step refuses"
+            )
+        return out
+
+
+def _unanswered_request(facts: Mapping[str, str]) -> datetime | None:
+    asked = facts.get("create_requested")
+    return parse_iso(asked) if asked and asked != facts.get("create_answered") else None
+
+
+def _survey(ctx: StepContext, keys: list[KeyInfo], facts: Mapping[str, str] | None = None) -> _Found:
+    facts = ctx.facts if facts is None else facts
+    found = _Found(keys)
+    new_id = facts.get("new_key_id")
+    previous = find_key(keys, new_id)
+    if previous is not None and "new_secret" not in ctx.secrets:
+        found.lost = previous
+    expected = {item.split(":")[0] for item in facts.get("keys_before", "").split(",") if item}
+    expected |= {facts.get("old_key_id", ""), new_id or ""}
+    asked = _unanswered_request(facts)
+    for k in keys:
+        if k.key_id in expected:
+            continue
+        if asked is not None and floor_second(asked) <= k.created <= asked + ORPHAN_WINDOW:
+            found.orphans.append(k)
+        else:
+            found.foreign.append(k)
+    if len(found.orphans) > 1:  # one request makes one key: the others are not ours
+        found.foreign += found.orphans
+        found.orphans = []
+    return found
+
+
+def _refuse_foreign(user: str, found: _Found, evidence: list[str]) -> None:
+    if found.foreign:
+        k = found.foreign[0]
+        raise ActionRefused(
+            f"{user} has a key this session did not expect: {k.key_id}, created {iso(k.created)}. Someone else is "
+            "rotating this user (or was): stop before a second rotation cuts theirs off",
+            evidence + found.lines(),
+            remedy=f"find who created {k.key_id} (CloudTrail: CreateAccessKey), settle it with them, then start a new session",
+        )
+
+
+def _create_preview(ctx: StepContext) -> Preview:
+    user = ctx.value("target_user")
+    keys = _list_keys(ctx, user, with_last_used=False)
+    if find_key(keys, ctx.facts.get("new_key_id")) is not None and "new_secret" in ctx.secrets:
+        return Preview([f"{ctx.facts['new_key_id']} exists and its secret is in memory: nothing to create"], nothing_to_do=True)
+    found = _survey(ctx, keys)
+    lines = found.lines()
+    if not found.foreign:
+        lines.append(f"will create a new access key for {user}; its secret is captured once, into memory only")
+    return Preview(lines)
+
+
 @action(
     "iam.create_key",
     title="Create the new access key",
@@ -313,50 +491,59 @@ def free_key_slot(ctx: StepContext) -> Outcome:
     produces=("new_key_id", "new_key_created"),
     produces_secrets=("new_secret",),
     mutates=True,
+    preview=_create_preview,
 )
 def create_key(ctx: StepContext) -> Outcome:
     user = ctx.value("target_user")
     evidence: list[str] = []
     keys = _list_keys(ctx, user, with_last_used=False)
     previous = find_key(keys, ctx.facts.get("new_key_id"))
-    if previous is not None:
-        if "new_secret" in ctx.secrets:
-            return Outcome.done(
-                f"already created: {previous.key_id}",
-                [f"{previous.key_id} exists and its secret is in memory ({ctx.secrets['new_secret'].fingerprint()})"],
-                new_key_id=previous.key_id,
-                new_key_created=iso(previous.created),
-            )
-        # Created by this session in a process that has ended before anything stored
-        # the secret: nobody can ever use that key. Replace it.
-        _delete_key(ctx, user, previous.key_id)
+    if previous is not None and "new_secret" in ctx.secrets:
+        return Outcome.done(
+            f"already created: {previous.key_id}",
+            [f"{previous.key_id} exists and its secret is in memory ({ctx.secrets['new_secret'].fingerprint()})"],
+            new_key_id=previous.key_id,
+            new_key_created=iso(previous.created),
+        )
+    found = _survey(ctx, keys)
+    _refuse_foreign(user, found, evidence)
+    # The preview said so before the step ran.
+    deleted: set[str] = set()
+    if found.lost is not None:
+        _delete_key(ctx, user, found.lost.key_id)
+        deleted.add(found.lost.key_id)
         evidence.append(
-            f"{previous.key_id} was created by this session, but its secret ended with the previous process "
+            f"{found.lost.key_id} was created by this session, but its secret ended with the previous process "
             "before anything stored it; deleted it so a fresh key can take the slot"
         )
-        keys = [k for k in keys if k.key_id != previous.key_id]
-    # A key that appeared after step 1 and that no fact names: the previous process died
-    # inside create-key after AWS made it. Nobody ever held its secret.
-    before = {item.split(":")[0] for item in ctx.facts.get("keys_before", "").split(",") if item}
-    if before:
-        for orphan in [k for k in keys if k.key_id not in before and k.key_id != ctx.facts.get("old_key_id")]:
-            _delete_key(ctx, user, orphan.key_id)
-            evidence.append(
-                f"{orphan.key_id} appeared after step 1 (created {iso(orphan.created)}) and nothing holds its secret: "
-                "the previous process died inside this step after AWS created it; deleted it"
-            )
-            keys = [k for k in keys if k.key_id != orphan.key_id]
+    for k in found.orphans:
+        _delete_key(ctx, user, k.key_id)
+        deleted.add(k.key_id)
+        evidence.append(
+            f"{k.key_id} appeared after step 1 (created {iso(k.created)}) and nothing holds its secret: "
+            "the previous process died inside this step after AWS created it; deleted it"
+        )
+    # Re-listed just before creating: a key that appeared meanwhile is someone else's.
+    keys = [k for k in _list_keys(ctx, user, with_last_used=False) if k.key_id not in deleted]
+    answered = {**ctx.facts, "create_answered": ctx.facts.get("create_requested", "")}
+    _refuse_foreign(user, _survey(ctx, keys, answered), evidence)
     if len(keys) >= 2:
         raise ActionFailed(f"{user} already has 2 keys (the maximum): free a slot first (step 1b)", evidence)
+    asked = iso_full(ctx.now())
+    ctx.record({"create_requested": asked})  # before the request: a run after a crash reads it
     try:
         created = ctx.wiring.aws_client("iam").create_access_key(UserName=user)["AccessKey"]
     except Exception as exc:
-        raise ActionFailed(f"create-access-key for {user}: {aws_error(exc)}", evidence) from None
+        # An error AWS answered made no key; with no answer (a timeout) one may exist.
+        facts = {"create_answered": asked} if error_code(exc) else {}
+        return Outcome.failed(f"create-access-key for {user}: {aws_error(exc)}", evidence, **facts)
     secret = Secret(created["SecretAccessKey"], "new_secret")
     key_id = created["AccessKeyId"]
     evidence.append(f"created {key_id} ({created['Status']}) at {iso(utc(created['CreateDate']))}")
     evidence.append(f"secret captured once, held in memory only (fingerprint {secret.fingerprint()})")
-    outcome = Outcome.done(f"created {key_id}", evidence, new_key_id=key_id, new_key_created=iso(utc(created["CreateDate"])))
+    outcome = Outcome.done(
+        f"created {key_id}", evidence, new_key_id=key_id, new_key_created=iso(utc(created["CreateDate"])), create_answered=asked
+    )
     outcome.secrets["new_secret"] = secret
     return outcome
 
@@ -400,7 +587,8 @@ def validate_new_key(ctx: StepContext) -> Outcome:
     pair = _new_pair(ctx)
     if pair is None:
         raise ActionFailed("the new key's secret is not in memory (see create-key)")
-    took, attempts = _wait_until_valid(ctx, pair, ctx.fact("target_arn"), params.deadline, params.interval, "the new key")
+    uses = _Uses(ctx)
+    took, attempts = _wait_until_valid(ctx, uses, pair, ctx.fact("target_arn"), params.deadline, params.interval, "the new key")
     evidence = [
         f"sts get-caller-identity with {pair.key_id} -> {ctx.fact('target_arn')}",
         f"valid after {human_duration(took)} ({attempts} attempt{'s' if attempts > 1 else ''}; deadline {human_duration(params.deadline)})",
@@ -415,13 +603,17 @@ def validate_new_key(ctx: StepContext) -> Outcome:
         call = parse_check_call(call_text)
         client = ctx.wiring.aws_client(call.service, pair)
         try:
-            result = aws.run_check_call(client, call)
+            result = uses.call(pair.key_id, lambda: aws.run_check_call(client, call))
+        except ActionFailed as exc:
+            return Outcome.failed(exc.summary, evidence, **uses.facts)
         except Exception as exc:
-            raise ActionFailed(f"{call.cli()} with the new key: {aws_error(exc)}") from None
+            return Outcome.failed(f"{call.cli()} with the new key: {aws_error(exc)}", evidence, **uses.facts)
         evidence.append(f"{call.cli()} with the new key -> {result}")
     else:
         evidence.append("no representative call configured for this user (--check-call): identity check only")
-    return Outcome.done(f"new key {pair.key_id} works (valid after {human_duration(took)})", evidence, new_key_valid_after=f"{took:.1f}")
+    return Outcome.done(
+        f"new key {pair.key_id} works (valid after {human_duration(took)})", evidence, new_key_valid_after=f"{took:.1f}", **uses.facts
+    )
 
 
 # -- step 7: deactivate the old key ---------------------------------------------------------
@@ -451,6 +643,7 @@ class DeactivateOldKeyParams(Params):
 def deactivate_old_key(ctx: StepContext) -> Outcome:
     params: DeactivateOldKeyParams = ctx.params
     user, old_id, new_id = ctx.value("target_user"), ctx.fact("old_key_id"), ctx.fact("new_key_id")
+    entered = ctx.now()
     keys = _list_keys(ctx, user, with_last_used=False)
     new, old = find_key(keys, new_id), find_key(keys, old_id)
     if new is None or new.status != "Active":
@@ -469,30 +662,90 @@ def deactivate_old_key(ctx: StepContext) -> Outcome:
     if not consumers:
         evidence.append(
             "no consumer inventory for this user: handrail cannot tell who still uses the old key; "
-            "the observation gate and the last-used check before the delete are the safety net"
+            "the observation gate and the last-use check before the delete are the safety net"
         )
     if old is None:
         return Outcome.done(
             f"old key {old_id} no longer exists",
             evidence + [f"{old_id} is already deleted"],
-            deactivated_at=ctx.facts.get("deactivated_at") or iso(ctx.now()),
+            deactivated_at=ctx.facts.get("deactivated_at") or iso_full(entered),
         )
+    # The deactivation instant, at full precision: step 7b counts a use as "after the
+    # deactivation" only if AWS reports it strictly later (see delete_old_key).
     if old.status == "Active":
+        # The instant handrail asks for it, recorded before it asks (a run after a crash
+        # reads it): a use AWS accepts from then on counts. A needless block can be
+        # overridden; a use missed would let the irreversible delete through.
+        deactivated_at = iso_full(ctx.now())
+        ctx.record({"deactivation_requested": deactivated_at})
         _set_status(ctx, user, old_id, "Inactive")
-        deactivated_at = iso(ctx.now())
         evidence.append(f"{old_id}: Active -> Inactive at {deactivated_at}")
+    elif ctx.facts.get("deactivated_at"):
+        deactivated_at = ctx.facts["deactivated_at"]
+        evidence.append(f"{old_id} was already Inactive (deactivated at {deactivated_at})")
+    elif ctx.facts.get("deactivation_requested"):
+        deactivated_at = ctx.facts["deactivation_requested"]
+        evidence.append(
+            f"{old_id} was already Inactive: this step asked for it at {deactivated_at}, and the process ended before "
+            "the step finished; uses are counted from then"
+        )
     else:
-        deactivated_at = ctx.facts.get("deactivated_at") or iso(ctx.now())
-        evidence.append(f"{old_id} was already Inactive")
+        deactivated_at = iso_full(entered)
+        evidence.append(f"{old_id} was already Inactive, not by this session: uses are counted from now")
+    uses = _Uses(ctx)
+    try:
+        return _settle_after_deactivation(ctx, params, uses, old_id, consumers, evidence, deactivated_at)
+    except ActionFailed as exc:
+        # After the deactivation, a failure still records when it happened and what was seen.
+        return Outcome.failed(exc.summary, exc.evidence or evidence, deactivated_at=deactivated_at, **uses.facts)
 
+
+def _old_secret(ctx: StepContext) -> Secret | None:
+    """The old secret, from memory or else the vault's history: the same in a fresh and a
+    resumed session (step 1 read it from the vault too), so the wait is the same."""
+    if "old_secret" in ctx.secrets:
+        return ctx.secrets["old_secret"]
+    if ctx.wiring.vault_for(ctx.value("target_user")) is None or not ctx.facts.get("vault_versions_before"):
+        return None
+    try:
+        return old_pair(ctx).secret
+    except ActionFailed:
+        return None
+
+
+def _recovered_new_pair(ctx: StepContext) -> Pair | None:
+    """The new pair, from memory or else the vault (which holds it once step 4 stored it)."""
+    pair = _new_pair(ctx)
+    if pair is None and ctx.facts.get("new_key_id"):
+        secret = ctx.wiring.recover_secret("new_secret", dict(ctx.facts))
+        if secret is not None:
+            ctx.secrets["new_secret"] = secret
+            pair = _new_pair(ctx)
+    return pair
+
+
+def _settle_after_deactivation(
+    ctx: StepContext,
+    params: DeactivateOldKeyParams,
+    uses: _Uses,
+    old_id: str,
+    consumers: list[Consumer],
+    evidence: list[str],
+    deactivated_at: str,
+) -> Outcome:
     # Consumers may hold cached credentials, and the deactivation itself takes time to
     # reach every endpoint. With the old secret at hand, poll until AWS refuses it.
-    old_secret = ctx.secrets.get("old_secret")
+    old_secret = _old_secret(ctx)
     if old_secret is not None:
+        old_pair_ = Pair(old_id, old_secret)
 
         def refused() -> bool:
+            # Each accepted call is handrail's own use of the old key (labelled), and the
+            # last use is read before it, so a consumer's use is not hidden behind it.
             try:
-                _caller_arn(ctx, Pair(old_id, old_secret))
+                uses.call(old_id, lambda: _caller_arn(ctx, old_pair_))
+            except ActionFailed:
+                raise
             except Exception as exc:
                 if error_code(exc) == "InvalidClientTokenId":
                     return True
@@ -508,6 +761,11 @@ def deactivate_old_key(ctx: StepContext) -> Outcome:
             if polled.ok
             else f"AWS still accepted the old key after {took} (propagation is slow): continuing"
         )
+        if f"own_use:{old_id}" in uses.facts:
+            evidence.append(
+                f"handrail's own checks with the old key were accepted until {uses.own_at(old_id)}: "
+                "labelled as its own, never counted as a use after the deactivation"
+            )
     else:
         # Nothing to check: the wait is the SOP's plain sleep, shown as progress.
         ctx.clock.poll(
@@ -515,11 +773,16 @@ def deactivate_old_key(ctx: StepContext) -> Outcome:
         )
         evidence.append(f"waited {human_duration(params.settle)} for cached credentials to expire")
 
-    pair = _new_pair(ctx)
+    pair = _recovered_new_pair(ctx)
     if pair is None:
-        evidence.append("the new secret is not in memory (resumed session): new-key check skipped")
+        evidence.append("the new secret is not in memory and no vault holds it: new-key check skipped")
     else:
-        arn = _caller_arn(ctx, pair)
+        try:
+            arn = uses.call(pair.key_id, lambda: _caller_arn(ctx, pair))
+        except ActionFailed:
+            raise
+        except Exception as exc:
+            raise ActionFailed(f"the new key after the deactivation: {aws_error(exc)}", evidence) from None
         evidence.append(f"new key still works after the deactivation: {arn}")
         if consumers:
             results, lines = verify_all(ctx, pair, deadline=params.settle, interval=5.0)
@@ -530,8 +793,11 @@ def deactivate_old_key(ctx: StepContext) -> Outcome:
                     f"{', '.join(broken)} stopped working after the old key was deactivated: roll back to reactivate it",
                     evidence,
                     deactivated_at=deactivated_at,
+                    **uses.facts,
                 )
-    return Outcome.done(f"old key {old_id} is Inactive (not deleted: it can be reactivated)", evidence, deactivated_at=deactivated_at)
+    return Outcome.done(
+        f"old key {old_id} is Inactive (not deleted: it can be reactivated)", evidence, deactivated_at=deactivated_at, **uses.facts
+    )
 
 
 @action(
@@ -573,14 +839,22 @@ def delete_old_key(ctx: StepContext) -> Outcome:
     if old.status != "Inactive":
         raise ActionFailed(f"old key {old_id} is {old.status}: deactivate it first (step 7); an Active key is never deleted here")
     deactivated = parse_iso(ctx.fact("deactivated_at"))
+    last = _Uses(ctx).judge(old)
     evidence = [
-        f"get-access-key-last-used {old_id}: {old.last_used_text(now)}",
-        f"deactivated at {iso(deactivated)} ({human_duration((now - deactivated).total_seconds())} ago)",
+        f"get-access-key-last-used {old_id}: {last.text(now)}",
+        f"deactivated at {iso_full(deactivated)} ({human_duration((now - deactivated).total_seconds())} ago)",
     ]
-    if old.last_used is not None and old.last_used > deactivated:
+    # After the deactivation means strictly later, at full precision. The deactivation
+    # instant is handrail's own (microseconds); AWS may report a use cut to the second,
+    # which is at or before the real instant, so "reported > deactivated" is never a use
+    # from before the deactivation. A use in the deactivation's own second is counted only
+    # when the report is precise enough to show it came after; a consumer that still uses
+    # the key shows again a second later. handrail's own calls never count.
+    used = last.consumer
+    if used is not None and used.at > deactivated:
         if not ctx.override:
             return Outcome.blocked(
-                f"old key {old_id} was used at {iso(old.last_used)}, after it was deactivated at {iso(deactivated)}: "
+                f"old key {old_id} was used at {iso_full(used.at)}, after it was deactivated at {iso_full(deactivated)}: "
                 "something still holds it. Find that consumer (CloudTrail shows the caller) before deleting",
                 evidence,
             )

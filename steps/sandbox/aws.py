@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
+from steps.aws import iso_full
 from steps.clock import Clock, iso, utc
 from steps.consumers.base import Pair
 from steps.secrets import Secret
@@ -379,14 +380,15 @@ class AwsWorld:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to rebuild this account, without a single secret value."""
+        # Full precision: a use in the deactivation's second must stay before or after it.
         users = {}
         for name, user in self.iam.users.items():
             users[name] = [
                 {
                     "id": k.access_key_id,
                     "status": k.status,
-                    "created": iso(utc(k.create_date)),
-                    "last_used": iso(utc(k.last_used.timestamp)) if k.last_used is not None else None,
+                    "created": iso_full(k.create_date),
+                    "last_used": iso_full(k.last_used.timestamp) if k.last_used is not None else None,
                     "service": k.last_used.service if k.last_used is not None else None,
                 }
                 for k in user.access_keys
