@@ -19,12 +19,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from steps.actions import registry
+from steps.consumers.display import PLACEHOLDERS as INVENTORY
 from steps.model import Runbook, placeholders
 
 M = TypeVar("M", bound=BaseModel)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Placeholders every runbook may use: the engine fills them in.
-BUILTIN = frozenset({"session"})
+# Placeholders every runbook may use: the engine fills them in (the inventory's names
+# through the wiring, see steps/consumers/display.py).
+BUILTIN = frozenset({"session"}) | frozenset(INVENTORY)
 
 
 class RunbookError(Exception):

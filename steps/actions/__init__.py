@@ -31,6 +31,7 @@ def action(
     mutates: bool,
     params: type[BaseModel] | None = None,
     preview: Callable[[StepContext], Preview] | None = None,
+    preflight: Callable[[StepContext], list[str]] | None = None,
     available=None,
 ) -> Callable[[Callable[[StepContext], Outcome]], Callable[[StepContext], Outcome]]:
     def register(fn: Callable[[StepContext], Outcome]) -> Callable[[StepContext], Outcome]:
@@ -48,6 +49,7 @@ def action(
             mutates=mutates,
             params=params,
             preview=preview,
+            preflight=preflight,
             available=available,
         )
         return fn

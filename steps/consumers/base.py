@@ -7,6 +7,7 @@ modes: the engine's actions call them, and the wiring decides where they point.
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,19 @@ class Result:
     # A write's time by the clock the consumer stamps its own records with, where that
     # matters to verify it later (GitHub's updated_at); None: the caller's clock will do.
     written_at: datetime | None = None
+
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+ELIDED_PORT = "…"
+
+
+def shown_url(url: str) -> str:
+    """`url` for a displayed command: a loopback port (a sandbox's, new on every run)
+    is elided, so what the operator reads, and a screen's snapshot, stays the same."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname in LOOPBACK and parts.port is not None:
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.hostname}:{ELIDED_PORT}"))
+    return url
 
 
 class AdapterError(Exception):

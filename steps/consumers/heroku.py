@@ -20,7 +20,7 @@ import requests
 from requests.auth import AuthBase
 
 from steps.clock import Progress, poll
-from steps.consumers.base import AdapterError, Pair, ProbeResult, Result
+from steps.consumers.base import AdapterError, Pair, ProbeResult, Result, shown_url
 from steps.secrets import MASK, Secret, redact
 
 DEFAULT_API_URL = "https://api.heroku.com"
@@ -123,7 +123,7 @@ class HerokuConsumer:
 
     def verification(self) -> str:
         text = f"heroku config:get {self.key_id_var} -a {self.app}"
-        return text + (f" && curl -fsS {self.verify_url}" if self.verify_url else "")
+        return text + (f" && curl -fsS {shown_url(self.verify_url)}" if self.verify_url else "")
 
     def probe(self) -> ProbeResult:
         """GET the app (the token works, the app exists), then its config vars: both

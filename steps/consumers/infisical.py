@@ -27,7 +27,7 @@ from infisical_sdk import InfisicalError, InfisicalSDKClient
 from infisical_sdk.infisical_requests import APIError
 from requests.adapters import HTTPAdapter
 
-from steps.consumers.base import AdapterError, Pair, ProbeResult
+from steps.consumers.base import AdapterError, Pair, ProbeResult, shown_url
 from steps.secrets import MASK, Secret, redact
 
 DEFAULT_SITE = "https://app.infisical.com"
@@ -196,7 +196,7 @@ class InfisicalVault:
     # -- the Vault protocol ------------------------------------------------------------
 
     def command(self, pair_key_id: str) -> str:
-        domain = "" if self.site_url == DEFAULT_SITE else f" --domain={self.site_url}/api"
+        domain = "" if self.site_url == DEFAULT_SITE else f" --domain={shown_url(self.site_url)}/api"
         return (
             f"infisical secrets set {self.key_id_name}={pair_key_id} {self.secret_name}={MASK}"
             f" --projectId={self.project_id} --env={self.environment} --path={self.path}{domain}"

@@ -36,7 +36,7 @@ from datetime import datetime
 import paramiko
 
 from steps.clock import Progress
-from steps.consumers.base import AdapterError, Check, Pair, ProbeResult, Result
+from steps.consumers.base import ELIDED_PORT, LOOPBACK, AdapterError, Check, Pair, ProbeResult, Result
 from steps.secrets import MASK, REDACTOR, Secret, redact
 
 DEFAULT_ENV_FILE = "/etc/raxx/credentials.env"
@@ -289,10 +289,14 @@ class SshHostConsumer:
 
     # -- display ------------------------------------------------------------------------
 
+    def _ssh(self) -> str:
+        """`ssh` with the port it needs; a loopback (sandbox) port is elided, as it changes every run."""
+        if self._explicit_port is None or self._explicit_port == 22:
+            return "ssh"
+        return f"ssh -p {ELIDED_PORT if self.hostname in LOOPBACK else self._explicit_port}"
+
     def command(self, pair_key_id: str) -> str:
-        ssh = "ssh"
-        if self._explicit_port is not None and self._explicit_port != 22:
-            ssh += f" -p {self._explicit_port}"
+        ssh = self._ssh()
         target = f"{self.user}@{self.host}"
         text = f"{ssh} {target} {shlex.quote('sudoedit ' + self.env_file)} ({self.key_id_var}={pair_key_id}, {self.secret_var}={MASK})"
         if self.restart_command:
@@ -300,7 +304,7 @@ class SshHostConsumer:
         return redact(text)
 
     def verification(self) -> str:
-        ssh = "ssh" + (f" -p {self._explicit_port}" if self._explicit_port not in (None, 22) else "")
+        ssh = self._ssh()
         target = f"{self.user}@{self.host}"
         if self.verify_command:
             return f"{ssh} {target} {shlex.quote(self.verify_command)}"
