@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from world_helpers import TARGET, leaks, secret_values
+from world_helpers import TARGET, Handrail, files_under, handrail, home, leaks, secret_values, served
 
 from steps.sandbox.serve import environment, write_files
 
@@ -71,7 +71,7 @@ def section(out: str, number: str) -> str:
     return match.group(0)
 
 
-def test_dry_run_probes_the_vault_and_every_consumer_and_changes_nothing(served_world, cli):
+def test_dry_run_probes_the_vault_and_every_consumer_and_changes_nothing(served_world, cli, handrail_home):
     world = served_world
     before = world.export()
     file_versions = len(world.ssh.fs.versions("/etc/raxx/credentials.env"))
@@ -102,8 +102,8 @@ def test_dry_run_probes_the_vault_and_every_consumer_and_changes_nothing(served_
     assert len(world.ssh.fs.versions("/etc/raxx/credentials.env")) == file_versions
     assert world.ssh.commands and all(READ_ONLY_SSH.match(c) for c in world.ssh.commands), world.ssh.commands
     assert world.ssh.service_state("raxx-vault") == "active"
-    # No secret in what it printed.
-    assert leaks(secret_values(world), {"stdout": out, "stderr": result.stderr}) == []
+    # No secret in what it printed, nor in the journal, the audit log or any other file it wrote.
+    assert leaks(secret_values(world), {"stdout": out, "stderr": result.stderr, **files_under(handrail_home)}) == []
 
 
 def test_dry_run_commands_show_the_inventory_names(served_world, cli):
@@ -237,3 +237,51 @@ def test_the_loader_knows_the_inventory_placeholders_and_still_refuses_others(sh
     with pytest.raises(RunbookError) as bad:
         load(write_yaml("bad.yaml", shipped_runbook))
     assert str(bad.value).endswith("bad.yaml: steps[6].command: undefined placeholder {heroku_app}")
+
+
+# -- `handrail sandbox serve` in its own process, the dry run in another ------------------------------
+
+
+def _as_seen_from_outside(served, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The served world through the real clients: the IAM keys, and every place's probe
+    lines (versions, held key ids, secrets' updated_at); probes are read-only (test_probes)."""
+    import boto3
+
+    from steps import inventory
+    from steps.consumers.factory import Credentials, build_consumer, build_vault
+
+    for name, value in served.env.items():
+        monkeypatch.setenv(name, value)
+    env = served.env
+    iam = boto3.client(
+        "iam",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    keys = {k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName=TARGET)["AccessKeyMetadata"]}
+    entry = inventory.load(served.inventory).user(TARGET)
+    places = [build_vault(entry.vault, Credentials()), *(build_consumer(c, Credentials()) for c in entry.consumers)]
+    try:
+        return {"keys": keys, **{p.name: p.probe().lines() for p in places}}
+    finally:
+        for place in places:
+            place.close()
+
+
+@pytest.mark.slow
+def test_dry_run_in_its_own_process_against_sandbox_serve(served, handrail, monkeypatch):
+    before = _as_seen_from_outside(served, monkeypatch)
+    live = Handrail(handrail.home, handrail.cwd, dict(served.env))
+
+    result = live("run", "--mode", "dry-run", "--user", TARGET, "--yes")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"{VAULT}: ready" in section(out, "4")
+    assert "pre-flight (read-only): 3 of 3 consumer(s) ready" in section(out, "5")
+    for name in CONSUMERS:
+        assert f"{name}: ready" in section(out, "5") and f"{name}: ready" in section(out, "6")
+    assert "<app>" not in out and "-a raxx-api-prod" in out and "--repo raxx/infra" in out
+    assert _as_seen_from_outside(served, monkeypatch) == before
