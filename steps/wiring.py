@@ -59,10 +59,11 @@ class Wiring:
             return []
         with self._adapter_lock:
             if user not in self._consumers:
-                from steps.consumers.factory import build_consumer
+                from steps.consumers.factory import build_consumer_or_reason
 
+                # One consumer that cannot be set up is that consumer's failure, not the session's.
                 self._consumers[user] = [
-                    build_consumer(c, self.creds, sleep=self.clock.sleep, monotonic=self.clock.monotonic) for c in entry.consumers
+                    build_consumer_or_reason(c, self.creds, sleep=self.clock.sleep, monotonic=self.clock.monotonic) for c in entry.consumers
                 ]
             return self._consumers[user]
 

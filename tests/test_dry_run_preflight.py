@@ -285,3 +285,18 @@ def test_dry_run_in_its_own_process_against_sandbox_serve(served, handrail, monk
         assert f"{name}: ready" in section(out, "5") and f"{name}: ready" in section(out, "6")
     assert "<app>" not in out and "-a raxx-api-prod" in out and "--repo raxx/infra" in out
     assert _as_seen_from_outside(served, monkeypatch) == before
+
+
+def test_a_consumer_that_cannot_be_set_up_is_reported_not_a_traceback(served_world, cli, tmp_path):
+    inventory = tmp_path / "sandbox" / "inventory.yaml"
+    data = yaml.safe_load(inventory.read_text())
+    next(c for c in data["users"][TARGET]["consumers"] if c["type"] == "ssh")["key_file"] = str(tmp_path / "no-such-key")
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    result = dry_run(cli, "--inventory", str(inventory))
+
+    assert result.exit_code == 0, result.output
+    propagate = section(result.stdout, "5")
+    assert f"ssh:vault-host: NOT READY: cannot set up ssh:vault-host: key file {tmp_path / 'no-such-key'} not found" in propagate
+    assert "2 of 3 consumer(s) ready; NOT READY: ssh:vault-host" in propagate
+    assert "$ # ssh:vault-host: cannot be set up: key file" in propagate
