@@ -300,3 +300,18 @@ def test_a_consumer_that_cannot_be_set_up_is_reported_not_a_traceback(served_wor
     assert f"ssh:vault-host: NOT READY: cannot set up ssh:vault-host: key file {tmp_path / 'no-such-key'} not found" in propagate
     assert "2 of 3 consumer(s) ready; NOT READY: ssh:vault-host" in propagate
     assert "$ # ssh:vault-host: cannot be set up: key file" in propagate
+
+
+def test_a_vault_that_refuses_the_login_is_one_line_and_changes_nothing(served_world, cli, monkeypatch):
+    # Step 1 reads the old pair from the vault, so the dry run stops there, in one line.
+    world = served_world
+    monkeypatch.setenv("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET", "not-the-secret-0123456789")
+    before = world.export()
+
+    result = dry_run(cli)
+
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    failed = [line for line in result.stdout.splitlines() if line.strip().startswith("-> FAILED:")]
+    assert len(failed) == 1 and "universal-auth login as client id" in failed[0] and "HTTP 401" in failed[0], result.stdout
+    after = world.export()
+    assert stable(after) == stable(before) and writes(after) == {}
