@@ -419,7 +419,9 @@ class Session:
         return self.inputs.get("target_user", "")
 
     def values(self) -> dict[str, str]:
-        return {**self.facts, **self.inputs, "session": self.id}
+        own = {**self.facts, **self.inputs, "session": self.id}
+        # The inventory's names for displayed commands; the session's own values win.
+        return {**self.wiring.display_values(own), **own}
 
     def current(self) -> StepState | None:
         if self.status.finished or self.status.rolling:
@@ -774,9 +776,12 @@ class Session:
 
             if shape.would_run:
                 prompt = self.prompt(step.id)
-                lines = [f"would run: {prompt.command}"] + prompt.preview
+                commands = [line for line in prompt.command.splitlines() if not line.lstrip().startswith("#")]
+                lines = [f"would run: {line}" for line in commands] + prompt.preview
                 if manual:
                     lines.append("manual step: the operator would do this outside handrail")
+                elif spec is not None and spec.preflight is not None:
+                    lines += self._preflight(step, spec)
                 outcome = Outcome(
                     StepStatus.WOULD_RUN, f"would run: {prompt.command.splitlines()[0] if prompt.command else step.title}", lines
                 )
@@ -808,6 +813,16 @@ class Session:
                 )
             self._apply(current, outcome)
             return outcome
+
+    def _preflight(self, step: Step, spec: ActionSpec) -> list[str]:
+        """A dry run's read-only look at what the step would change; never fatal."""
+        assert spec.preflight is not None
+        try:
+            return spec.preflight(self._context(step, spec))
+        except ActionFailed as exc:
+            return [f"pre-flight failed: {exc.summary}", *exc.evidence]
+        except Exception as exc:
+            return [f"pre-flight failed: {type(exc).__name__}: {redact(str(exc))}"]
 
     def _check_typed(self, state: StepState, answer: str | None, how: str) -> None:
         """The engine, not the screen, holds the line: a typed step runs only on its value."""

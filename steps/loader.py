@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from steps.actions import registry
 from steps.actions.base import ActionSpec
+from steps.consumers.display import PLACEHOLDERS as INVENTORY
 from steps.model import Runbook, placeholders
 from steps.yamlfile import (  # re-exported: the one-line error of every input file
     RunbookError,
@@ -27,8 +28,9 @@ from steps.yamlfile import (  # re-exported: the one-line error of every input f
 )
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Placeholders every runbook may use: the engine fills them in.
-BUILTIN = frozenset({"session"})
+# Placeholders every runbook may use: the engine fills them in (the inventory's names
+# through the wiring, see steps/consumers/display.py).
+BUILTIN = frozenset({"session"}) | frozenset(INVENTORY)
 
 
 # -- runbooks ------------------------------------------------------------------------------

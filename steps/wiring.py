@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from steps.aws import aws_error, error_code
 from steps.clock import Clock, SimClock
-from steps.consumers.base import Consumer, Pair, Vault
-from steps.secrets import Secret
+from steps.consumers.base import Consumer, Pair, ProbeResult, Vault
+from steps.secrets import Secret, redact
 from steps.status import Mode
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class Wiring:
         self.creds = creds or Credentials()
         self._vaults: dict[str, Vault] = {}
         self._consumers: dict[str, list[Consumer]] = {}
+        self._probes: dict[str, ProbeResult] = {}
         self._adapter_lock = threading.Lock()
 
     # -- the vault and the consumers of a user (from the inventory) -------------------------
@@ -99,12 +101,38 @@ class Wiring:
             return []
         with self._adapter_lock:
             if user not in self._consumers:
-                from steps.consumers.factory import build_consumer
+                from steps.consumers.factory import build_consumer_or_reason
 
+                # One consumer that cannot be set up is that consumer's failure, not the session's.
                 self._consumers[user] = [
-                    build_consumer(c, self.creds, sleep=self.clock.sleep, monotonic=self.clock.monotonic) for c in entry.consumers
+                    build_consumer_or_reason(c, self.creds, sleep=self.clock.sleep, monotonic=self.clock.monotonic) for c in entry.consumers
                 ]
             return self._consumers[user]
+
+    def display_values(self, values: Mapping[str, str]) -> dict[str, str]:
+        """The inventory's names for a runbook's displayed commands (steps.consumers.display)."""
+        from steps.consumers.display import display_values
+
+        user = values.get("target_user", "")
+        try:
+            return display_values(self.vault_for(user), self.consumers_for(user), values)
+        except Exception:  # an adapter that cannot be built: its placeholders stay; its step says why
+            return {}
+
+    def probe(self, adapter: Vault | Consumer) -> ProbeResult:
+        """The adapter's read-only probe, made once per wiring: a dry run's later steps
+        show what the first one found instead of asking again."""
+        with self._adapter_lock:
+            found = self._probes.get(adapter.name)
+        if found is None:
+            try:
+                found = adapter.probe()
+            except Exception as exc:  # a probe's own bug is a failed check, not a crash
+                found = ProbeResult(adapter.name)
+                found.failed("probe", f"{type(exc).__name__}: {redact(str(exc))}")
+            with self._adapter_lock:
+                found = self._probes.setdefault(adapter.name, found)
+        return found
 
     def recover_secret(self, name: str, facts: dict[str, str]) -> Secret | None:
         """After a restart: the new secret is in the vault once step 4 stored it; the
@@ -133,6 +161,7 @@ class Wiring:
                     pass
         self._vaults.clear()
         self._consumers.clear()
+        self._probes.clear()
 
     def aws_client(self, service: str, pair: Pair | None = None) -> Any:
         raise NotImplementedError

@@ -387,9 +387,10 @@ def test_read_pair_returns_what_the_env_file_holds_as_a_secret(make_consumer):
 def test_command_is_a_readable_equivalent_with_the_secret_masked(make_consumer, host):
     text = make_consumer().command(NEW_ID)
 
+    # The sandbox's loopback port changes every run: shown elided.
     assert text == (
-        f"ssh -p {host.port} raxx@127.0.0.1 'sudoedit {ENV}' (AWS_ACCESS_KEY_ID={NEW_ID}, AWS_SECRET_ACCESS_KEY=****)"
-        f" && ssh -p {host.port} raxx@127.0.0.1 'sudo systemctl restart raxx-vault'"
+        f"ssh -p … raxx@127.0.0.1 'sudoedit {ENV}' (AWS_ACCESS_KEY_ID={NEW_ID}, AWS_SECRET_ACCESS_KEY=****)"
+        " && ssh -p … raxx@127.0.0.1 'sudo systemctl restart raxx-vault'"
     )
 
 

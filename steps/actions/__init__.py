@@ -30,6 +30,7 @@ def action(
     mutates: bool,
     params: type[Params] | None = None,
     preview: Callable[[StepContext], Preview] | None = None,
+    preflight: Callable[[StepContext], list[str]] | None = None,
     available: Callable[[Any, Mapping[str, str]], str | None] | None = None,
 ) -> Callable[[Callable[[StepContext], Outcome]], Callable[[StepContext], Outcome]]:
     def register(fn: Callable[[StepContext], Outcome]) -> Callable[[StepContext], Outcome]:
@@ -47,6 +48,7 @@ def action(
             mutates=mutates,
             params=params,
             preview=preview,
+            preflight=preflight,
             available=available,
         )
         return fn

@@ -167,6 +167,9 @@ class ActionSpec:
     mutates: bool = False
     params: type[Params] | None = None
     preview: Callable[[StepContext], Preview] | None = None
+    # A dry run's read-only look at every system the action would change (evidence
+    # lines, one verdict per system): the engine calls it where it does not run the action.
+    preflight: Callable[[StepContext], list[str]] | None = None
     # An action that needs something of the wiring (e.g. an inventory entry): returns
     # None when it can run, else the reason it cannot (the step then falls back to
     # its manual instructions).

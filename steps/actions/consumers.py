@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from steps.actions import action
 from steps.actions.base import ActionFailed, Outcome, StepContext, WaitParams
 from steps.clock import human_duration, iso, parse_iso
-from steps.consumers.base import AdapterError, Consumer, Pair, Result, Vault
+from steps.consumers.base import AdapterError, Consumer, Pair, ProbeResult, Result, Vault
 from steps.secrets import redact
 
 if TYPE_CHECKING:
@@ -92,6 +92,42 @@ def each_consumer(
     return results, evidence
 
 
+# -- a dry run's pre-flight: read-only probes, one verdict per place -----------------------------
+
+
+def _probe_lines(found: ProbeResult) -> list[str]:
+    return [found.summary(), *(f"    {line}" for line in found.lines())]
+
+
+def _probe_all(ctx: StepContext) -> list[tuple[Consumer, ProbeResult]]:
+    """Every consumer's probe, at once (each made once per session, see Wiring.probe)."""
+    consumers = ctx.wiring.consumers_for(ctx.value("target_user"))
+    with ThreadPoolExecutor(max_workers=max(1, len(consumers)), thread_name_prefix="handrail-probe") as pool:
+        return list(zip(consumers, pool.map(ctx.wiring.probe, consumers), strict=True))
+
+
+def _verdict(found: list[tuple[Consumer, ProbeResult]]) -> str:
+    bad = [c.name for c, r in found if not r.ok]
+    head = f"pre-flight (read-only): {len(found) - len(bad)} of {len(found)} consumer(s) ready"
+    return head + (f"; NOT READY: {', '.join(bad)}" if bad else "")
+
+
+def vault_preflight(ctx: StepContext) -> list[str]:
+    found = ctx.wiring.probe(_vault(ctx))
+    return [f"pre-flight (read-only): the vault is {'ready' if found.ok else 'NOT READY'}", *_probe_lines(found)]
+
+
+def propagate_preflight(ctx: StepContext) -> list[str]:
+    found = _probe_all(ctx)
+    return [_verdict(found), *(line for _, r in found for line in _probe_lines(r))]
+
+
+def verify_preflight(ctx: StepContext) -> list[str]:
+    # What step 5's pre-flight found (the same probes): one line per consumer.
+    found = _probe_all(ctx)
+    return [_verdict(found), *(r.summary() for _, r in found)]
+
+
 # -- step 4: the vault --------------------------------------------------------------------------
 
 
@@ -103,6 +139,7 @@ def each_consumer(
     needs_secrets=("new_secret",),
     produces=("vault_versions_before", "vault_versions_after"),
     mutates=True,
+    preflight=vault_preflight,
     available=_has_vault,
 )
 def store_pair(ctx: StepContext) -> Outcome:
@@ -177,6 +214,7 @@ def restore_pair(ctx: StepContext) -> Outcome:
     needs=("target_user", "new_key_id"),
     needs_secrets=("new_secret",),
     mutates=True,
+    preflight=propagate_preflight,
     available=_has_consumers,
 )
 def propagate(ctx: StepContext) -> Outcome:
@@ -269,6 +307,7 @@ def verify_all(ctx: StepContext, pair: Pair, deadline: float, interval: float) -
     produces=("downstream_verified_at",),
     mutates=False,
     params=VerifyParams,
+    preflight=verify_preflight,
     available=_has_consumers,
 )
 def verify(ctx: StepContext) -> Outcome:

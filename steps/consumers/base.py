@@ -7,6 +7,7 @@ modes: the engine's actions call them, and the wiring decides where they point.
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,8 +46,62 @@ class Result:
     written_at: datetime | None = None
 
 
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+ELIDED_PORT = "…"
+
+
+def shown_url(url: str) -> str:
+    """`url` for a displayed command: a loopback port (a sandbox's, new on every run)
+    is elided, so what the operator reads, and a screen's snapshot, stays the same."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname in LOOPBACK and parts.port is not None:
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.hostname}:{ELIDED_PORT}"))
+    return url
+
+
 class AdapterError(Exception):
     """A failure talking to a vault or consumer, with a message fit for the operator."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One read-only check of a probe: what was checked, whether it passed, one line
+    fit for the operator (names and metadata only, never a secret value)."""
+
+    what: str  # e.g. "login", "app", "config vars", "host key", "restart command"
+    ok: bool
+    line: str
+
+
+@dataclass
+class ProbeResult:
+    """What a probe found about one vault or consumer, check by check. A failed check
+    that later checks depend on ends the probe: they are not run."""
+
+    name: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def passed(self, what: str, line: str) -> None:
+        self.checks.append(Check(what, True, line))
+
+    def failed(self, what: str, line: str) -> None:
+        self.checks.append(Check(what, False, line))
+
+    def summary(self) -> str:
+        """One line: ready, or the first problem."""
+        problem = next((c for c in self.checks if not c.ok), None)
+        if problem is not None:
+            return f"{self.name}: NOT READY: {problem.line}"
+        if not self.checks:
+            return f"{self.name}: NOT READY: nothing was checked"
+        return f"{self.name}: ready ({', '.join(c.what for c in self.checks)} checked)"
+
+    def lines(self) -> list[str]:
+        return [f"{'ok' if c.ok else 'FAILED'}: {c.what}: {c.line}" for c in self.checks]
 
 
 class Vault(Protocol):
@@ -71,6 +126,11 @@ class Vault(Protocol):
         """Write both halves; return the new versions and evidence lines."""
         ...
 
+    def probe(self) -> ProbeResult:
+        """Read-only pre-flight: login works and both names exist at the path. Reads
+        no secret value; a failure is a failed check, not an exception."""
+        ...
+
     def close(self) -> None:
         """Let go of connections (the wiring calls it when the session ends)."""
         ...
@@ -85,6 +145,16 @@ class Consumer(Protocol):
 
     def command(self, pair_key_id: str) -> str:
         """The CLI equivalent of writing the pair, for display (no secret in it)."""
+        ...
+
+    def verification(self) -> str:
+        """The CLI equivalent of `verify`, for display."""
+        ...
+
+    def probe(self) -> ProbeResult:
+        """Read-only pre-flight: credentials work, the place exists and holds both names,
+        and what write and verify need is there. Changes nothing and shows no secret
+        value; a failure is a failed check, not an exception."""
         ...
 
     def read_key_id(self) -> str | None:

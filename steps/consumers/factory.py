@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from steps.consumers.base import Consumer, Vault
+from steps.clock import Progress
+from steps.consumers.base import AdapterError, Consumer, Pair, ProbeResult, Result, Vault
 from steps.secrets import Secret
 
 if TYPE_CHECKING:  # the adapters are imported where used: each pulls in its vendor's client
@@ -35,6 +36,51 @@ class Credentials:
     github_token: Secret | None = None
     ssh_pkey: paramiko.PKey | None = None
     github_now: Callable[[], datetime] | None = None
+
+
+class UnbuiltConsumer:
+    """A consumer whose adapter could not be set up (a key file that is not there, an
+    ssh config that does not parse): every operation fails with that reason, so the
+    step reports this consumer and goes on with the others instead of crashing."""
+
+    def __init__(self, name: str, kind: str, reason: str) -> None:
+        self.name, self.kind, self.reason = name, kind, reason
+
+    def _fail(self) -> AdapterError:
+        return AdapterError(f"cannot set up {self.name}: {self.reason}")
+
+    def command(self, pair_key_id: str) -> str:
+        return f"# {self.name}: cannot be set up: {self.reason}"
+
+    def verification(self) -> str:
+        return self.command("")
+
+    def probe(self) -> ProbeResult:
+        result = ProbeResult(self.name)
+        result.failed("setup", str(self._fail()))
+        return result
+
+    def read_key_id(self) -> str | None:
+        raise self._fail()
+
+    def write_pair(self, pair: Pair) -> Result:
+        raise self._fail()
+
+    def verify(self, pair: Pair, *, written_at: datetime | None = None, progress: Progress | None = None) -> Result:
+        raise self._fail()
+
+    def close(self) -> None:
+        pass
+
+
+def build_consumer_or_reason(
+    entry: Any, creds: Credentials, sleep: Callable[[float], None] | None = None, monotonic: Callable[[], float] | None = None
+) -> Consumer:
+    """`build_consumer`, or an UnbuiltConsumer that says why it could not be built."""
+    try:
+        return build_consumer(entry, creds, sleep=sleep, monotonic=monotonic)
+    except (AdapterError, ValueError) as exc:
+        return UnbuiltConsumer(entry.name, entry.type, str(exc).removeprefix(f"{entry.name}: "))
 
 
 def build_vault(entry: Any, creds: Credentials) -> Vault:

@@ -45,7 +45,7 @@ from github.WorkflowRun import WorkflowRun
 from urllib3.util import Retry
 
 from steps.clock import Polled, Progress, poll
-from steps.consumers.base import AdapterError, Pair, Result
+from steps.consumers.base import AdapterError, Pair, ProbeResult, Result
 from steps.secrets import MASK, Secret, redact
 
 GITHUB_API = "https://api.github.com"
@@ -379,22 +379,88 @@ class GitHubSecretsConsumer:
 
     # -- the Consumer protocol ---------------------------------------------------------
 
-    def command(self, pair_key_id: str) -> str:
-        """The gh commands that write the pair (the secret shown masked)."""
+    def _gh_prefix(self) -> str:
+        return "" if self.base_url == GITHUB_API or self.host in _LOOPBACK else f"GH_HOST={self.host.removeprefix('api.')} "
+
+    def _gh_flags(self, with_visibility: bool = True) -> str:
         t = self.target
-        prefix = "" if self.base_url == GITHUB_API or self.host in _LOOPBACK else f"GH_HOST={self.host.removeprefix('api.')} "
         if isinstance(t, RepoTarget):
-            flags = f"--repo {t.repo}"
-        elif isinstance(t, EnvironmentTarget):
-            flags = f"--env {t.environment} --repo {t.repo}"
-        else:
-            flags = f"--org {t.org} --visibility {t.visibility}"
+            return f"--repo {t.repo}"
+        if isinstance(t, EnvironmentTarget):
+            return f"--env {t.environment} --repo {t.repo}"
+        flags = f"--org {t.org}"
+        if with_visibility:
+            flags += f" --visibility {t.visibility}"
             if t.selected_repositories:
                 flags += f" --repos {','.join(t.selected_repositories)}"
+        return flags
+
+    def command(self, pair_key_id: str) -> str:
+        """The gh commands that write the pair (the secret shown masked)."""
+        prefix, flags = self._gh_prefix(), self._gh_flags()
         return (
             f"{prefix}gh secret set {self.key_id_name} --body {pair_key_id} {flags} && "
             f"{prefix}gh secret set {self.secret_name} --body {MASK} {flags}"
         )
+
+    def verification(self) -> str:
+        prefix = self._gh_prefix()
+        text = f"{prefix}gh secret list {self._gh_flags(with_visibility=False)}"
+        if self.verify_workflow:
+            text += f" && {prefix}gh workflow run {self.verify_workflow} --repo {self.verify_repo} --ref {self.verify_ref} && {prefix}gh run watch"
+        return text
+
+    def probe(self) -> ProbeResult:
+        """GET the target's public key (the token works, the target exists and its
+        secrets can be managed), both secrets' metadata, and the verify workflow."""
+        result = ProbeResult(self.name)
+        scope = self._scope_label()
+        try:
+            key = self._call(f"reading the {scope} public key", self._public_key)
+        except AdapterError as exc:
+            result.failed("public key", str(exc))
+            return result
+        result.passed("public key", f"token ({self.token_source}) reads the {scope} public key (key id {key.key_id})")
+        found, missing = [], []
+        for name in (self.key_id_name, self.secret_name):
+            try:
+                meta = self._call(f"reading {name}", functools.partial(self._metadata, name))
+            except AdapterError as exc:
+                result.failed("secrets", str(exc))
+                return result
+            if meta is None:
+                missing.append(name)
+            else:
+                found.append(f"{name} (updated {_iso(meta[0])})")
+        if missing:
+            result.failed("secrets", f"{' and '.join(missing)} not found in {scope}")
+            return result
+        result.passed("secrets", f"{' and '.join(found)} exist in {scope} (metadata only)")
+        if self.verify_workflow is not None and self.verify_repo is not None:
+            label = f"{self.verify_repo}:{self.verify_workflow}"
+            repo, file = self.verify_repo, self.verify_workflow
+
+            def workflow_state() -> str:
+                return str(self._client().get_repo(repo).get_workflow(file).state)
+
+            try:
+                state = self._call(f"reading workflow {label}", workflow_state)
+            except AdapterError as exc:
+                result.failed("verify workflow", str(exc))
+                return result
+            if state == "active":
+                result.passed("verify workflow", f"workflow {label} exists (active)")
+            else:
+                result.failed("verify workflow", f"workflow {label} is {state}: a dispatch would not run it")
+        return result
+
+    def _public_key(self) -> Any:
+        gh, t = self._client(), self.target
+        if isinstance(t, RepoTarget):
+            return gh.get_repo(t.repo).get_public_key()
+        if isinstance(t, EnvironmentTarget):
+            return gh.get_repo(t.repo).get_environment(t.environment).get_public_key()
+        return gh.get_organization(t.org).get_public_key()
 
     def read_key_id(self) -> str | None:
         """Always None: GitHub Actions secrets are write-only; the API gives back a

@@ -20,7 +20,7 @@ import requests
 from requests.auth import AuthBase
 
 from steps.clock import Progress, poll
-from steps.consumers.base import AdapterError, Pair, Result
+from steps.consumers.base import AdapterError, Pair, ProbeResult, Result, shown_url
 from steps.secrets import MASK, Secret, redact
 
 DEFAULT_API_URL = "https://api.heroku.com"
@@ -124,6 +124,35 @@ class HerokuConsumer:
 
     def command(self, pair_key_id: str) -> str:
         return f"heroku config:set {self.key_id_var}={pair_key_id} {self.secret_var}={MASK} -a {self.app}"
+
+    def verification(self) -> str:
+        text = f"heroku config:get {self.key_id_var} -a {self.app}"
+        return text + (f" && curl -fsS {shown_url(self.verify_url)}" if self.verify_url else "")
+
+    def probe(self) -> ProbeResult:
+        """GET the app (the token works, the app exists), then its config vars: both
+        names set. The values stay in this frame; the health URL is not called (the
+        app would use its key for it)."""
+        result = ProbeResult(self.name)
+        try:
+            self._resolve_token()
+            self._request("GET", f"/apps/{self.app}", "read the app")
+        except AdapterError as exc:
+            result.failed("token and app", str(exc))
+            return result
+        result.passed("token and app", f"token ({self._token_source}) accepted; app {self.app} exists")
+        try:
+            config = self._config()
+        except AdapterError as exc:
+            result.failed("config vars", str(exc))
+            return result
+        missing = [name for name in (self.key_id_var, self.secret_var) if not config.get(name)]
+        if missing:
+            result.failed("config vars", f"{' and '.join(missing)} not set on {self.app}")
+        else:
+            key_id = config[self.key_id_var]
+            result.passed("config vars", f"{self.key_id_var} ({key_id}) and {self.secret_var} are set on {self.app}")
+        return result
 
     def read_key_id(self) -> str | None:
         return self._config().get(self.key_id_var) or None

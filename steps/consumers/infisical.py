@@ -27,7 +27,7 @@ from infisical_sdk import InfisicalError, InfisicalSDKClient
 from infisical_sdk.infisical_requests import APIError
 from requests.adapters import HTTPAdapter
 
-from steps.consumers.base import AdapterError, Pair
+from steps.consumers.base import AdapterError, Pair, ProbeResult, shown_url
 from steps.secrets import MASK, Secret, redact
 
 DEFAULT_SITE = "https://app.infisical.com"
@@ -200,7 +200,7 @@ class InfisicalVault:
     # -- the Vault protocol ------------------------------------------------------------
 
     def command(self, pair_key_id: str) -> str:
-        domain = "" if self.site_url == DEFAULT_SITE else f" --domain={self.site_url}/api"
+        domain = "" if self.site_url == DEFAULT_SITE else f" --domain={shown_url(self.site_url)}/api"
         return (
             f"infisical secrets set {self.key_id_name}={pair_key_id} {self.secret_name}={MASK}"
             f" --projectId={self.project_id} --env={self.environment} --path={self.path}{domain}"
@@ -265,6 +265,32 @@ class InfisicalVault:
         evidence.append(self._check_read_back(pair, new_versions))
         return new_versions, evidence
 
+    def probe(self) -> ProbeResult:
+        """Log in, then list the folder without values: both names must be there."""
+        result = ProbeResult(self.name)
+        try:
+            auth = self._resolve_auth()
+            self._client()
+        except AdapterError as exc:
+            result.failed("login", str(exc))
+            return result
+        # A token is only tried by the listing; universal auth has just logged in.
+        how = "logged in with" if auth.method == "universal-auth" else "using"
+        result.passed("login", f"{self.site_url}: {how} {auth.describe()}")
+        try:
+            present = self._versions()
+        except AdapterError as exc:
+            result.failed("secrets", str(exc))
+            return result
+        where = f"project {self.project_id} env {self.environment} path {self.path}"
+        missing = [n for n in (self.key_id_name, self.secret_name) if n not in present]
+        if missing:
+            result.failed("secrets", f"{' and '.join(missing)} not found at {where}")
+        else:
+            found = " and ".join(f"{n} (v{present[n]})" for n in (self.key_id_name, self.secret_name))
+            result.passed("secrets", f"{found} exist at {where} (names only: no value read)")
+        return result
+
     # -- extra -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -306,6 +332,10 @@ class InfisicalVault:
         folder never enter this process; the values come from reads pinned to the listed
         versions, so version and value always agree.
         """
+        return {name: self._get(name, version) for name, version in self._versions().items()}
+
+    def _versions(self) -> dict[str, int]:
+        """{name: version} of those of the two halves that exist; no value is asked for."""
         listing = self._call(
             "list secrets",
             None,
@@ -318,8 +348,7 @@ class InfisicalVault:
                 include_imports=False,
             ),
         )
-        present = {s.secretKey: int(s.version) for s in listing.secrets if s.secretKey in (self.key_id_name, self.secret_name)}
-        return {name: self._get(name, version) for name, version in present.items()}
+        return {s.secretKey: int(s.version) for s in listing.secrets if s.secretKey in (self.key_id_name, self.secret_name)}
 
     def _get(self, name: str, version: int | None = None) -> tuple[int, str | None]:
         """(version, raw value or None): callers wrap the secret half in a Secret."""

@@ -37,7 +37,7 @@ from typing import Any, NoReturn
 import paramiko
 
 from steps.clock import Progress
-from steps.consumers.base import AdapterError, Pair, Result
+from steps.consumers.base import ELIDED_PORT, LOOPBACK, AdapterError, Check, Pair, ProbeResult, Result
 from steps.secrets import MASK, REDACTOR, Secret, redact
 
 DEFAULT_ENV_FILE = "/etc/raxx/credentials.env"
@@ -47,6 +47,11 @@ GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 PathLike = str | os.PathLike[str]
 # What a dropped or failing connection raises from inside paramiko's SFTP and channels.
 _WIRE_ERRORS = (OSError, EOFError, paramiko.SSHException)
+# systemctl verbs that act on a unit the probe can look up with `systemctl cat`.
+_UNIT_VERBS = ("restart", "try-restart", "reload-or-restart", "try-reload-or-restart", "reload", "start")
+# sudo options that take a value (the probe skips them to find the program).
+_SUDO_ARG_OPTS = ("-u", "-g", "-h", "-p", "-C", "-D", "-r", "-t", "-T", "-U")
+_SHELL_OPS = (";", "&&", "||", "|", "&")
 
 
 # -- env file editing (pure functions) ----------------------------------------------------
@@ -286,15 +291,119 @@ class SshHostConsumer:
 
     # -- display ------------------------------------------------------------------------
 
+    def _ssh(self) -> str:
+        """`ssh` with the port it needs; a loopback (sandbox) port is elided, as it changes every run."""
+        if self._explicit_port is None or self._explicit_port == 22:
+            return "ssh"
+        return f"ssh -p {ELIDED_PORT if self.hostname in LOOPBACK else self._explicit_port}"
+
     def command(self, pair_key_id: str) -> str:
-        ssh = "ssh"
-        if self._explicit_port is not None and self._explicit_port != 22:
-            ssh += f" -p {self._explicit_port}"
+        ssh = self._ssh()
         target = f"{self.user}@{self.host}"
         text = f"{ssh} {target} {shlex.quote('sudoedit ' + self.env_file)} ({self.key_id_var}={pair_key_id}, {self.secret_var}={MASK})"
         if self.restart_command:
             text += f" && {ssh} {target} {shlex.quote(self.restart_command)}"
         return redact(text)
+
+    def verification(self) -> str:
+        ssh = self._ssh()
+        target = f"{self.user}@{self.host}"
+        if self.verify_command:
+            return f"{ssh} {target} {shlex.quote(self.verify_command)}"
+        return f"{ssh} {target} {shlex.quote(f'grep -c {self.key_id_var} {self.env_file}')}"
+
+    # -- probe --------------------------------------------------------------------------
+
+    def probe(self) -> ProbeResult:
+        """Connect (the host key must be in known_hosts), stat and read the env file over
+        SFTP (names only), and look up the restart and verify commands' programs with
+        `command -v`, a systemctl unit with `systemctl cat`, sudo with `sudo -n -l`.
+        Runs none of the commands and writes nothing."""
+        result = ProbeResult(self.name)
+        try:
+            client = self._connect()
+        except AdapterError as exc:
+            result.failed("host key and login", str(exc))
+            return result
+        step = "env file"
+        try:
+            transport = client.get_transport()
+            key = transport.get_remote_server_key() if transport is not None else None
+            shown = f"host key {key.get_name()} {key.fingerprint}" if key is not None else "host key"
+            result.passed("host key and login", f"{self.where}: {shown} is in known_hosts; logged in")
+            result.checks.append(self._probe_env_file(client))
+            for step, command in (("restart command", self.restart_command), ("verify command", self.verify_command)):
+                if result.ok:
+                    result.checks.append(self._probe_command(client, step, command))
+        except AdapterError as exc:
+            result.failed(step, str(exc))
+        finally:
+            client.close()
+        return result
+
+    def _probe_env_file(self, client: paramiko.SSHClient) -> Check:
+        try:
+            sftp = client.open_sftp()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._fail(f"cannot open the SFTP subsystem: {exc or type(exc).__name__}") from None
+        try:
+            channel = sftp.get_channel()
+            if channel is not None:
+                channel.settimeout(self.command_timeout)
+            path, attrs = self._resolve_env_file(sftp)
+            env = parse_env(self._read_text(sftp, path))
+        finally:
+            sftp.close()
+        if env.get(self.secret_var):
+            Secret(env[self.secret_var], self.secret_var)  # known to the redactor from here on
+        mode = f"{stat.S_IMODE(attrs.st_mode):04o}" if attrs.st_mode is not None else "?"
+        where = f"env file {path} (mode {mode}, uid:gid {attrs.st_uid}:{attrs.st_gid})"
+        missing = [name for name in (self.key_id_var, self.secret_var) if not env.get(name)]
+        if missing:
+            return Check("env file", False, f"{where} readable, but {' and '.join(missing)} not set in it")
+        return Check("env file", True, f"{where} readable; {self.key_id_var} ({env[self.key_id_var]}) and {self.secret_var} set")
+
+    def _probe_command(self, client: paramiko.SSHClient, what: str, command: str | None) -> Check:
+        """Whether `command` could run: its program exists, its systemctl unit exists,
+        sudo allows it without a password. Only its first simple command is looked at."""
+        if not command:
+            note = "the service will not be restarted" if what == "restart command" else "verify checks the env file only"
+            return Check(what, True, f"none configured: {note}")
+        try:
+            words = shlex.split(command)
+        except ValueError as exc:
+            return Check(what, False, f"`{command}` does not parse: {exc}")
+        words = words[: next((i for i, w in enumerate(words) if w in _SHELL_OPS), len(words))]
+        sudo = words[:1] == ["sudo"]
+        argv = words[1:] if sudo else words
+        sudo_opts: list[str] = []
+        while sudo and argv and argv[0].startswith("-"):
+            sudo_opts.append(argv.pop(0))
+            if sudo_opts[-1] in _SUDO_ARG_OPTS and argv:
+                sudo_opts.append(argv.pop(0))
+        while argv and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", argv[0]):
+            argv.pop(0)
+        if not argv:
+            return Check(what, False, f"`{command}` names no program")
+        program = argv[0]
+        status, out, err = self._exec(client, f"command -v {shlex.quote(program)}")
+        if status != 0:
+            return Check(what, False, f"`{command}`: {program} not found on the host (command -v {program} exited {status})")
+        found = [f"{program} found" + (f" ({_one_line(out, 80)})" if out.strip() and out.strip() != program else "")]
+        if posixpath.basename(program) == "systemctl" and len(argv) >= 3 and argv[1] in _UNIT_VERBS:
+            for unit in (a for a in argv[2:] if not a.startswith("-")):
+                status, out, err = self._exec(client, f"systemctl cat {shlex.quote(unit)}")
+                if status != 0:
+                    detail = _one_line(err or out, 120) or f"exited {status}"
+                    return Check(what, False, f"`{command}`: unit {unit} not found on the host ({detail})")
+                found.append(f"unit {unit} exists")
+        if sudo:
+            status, out, err = self._exec(client, shlex.join(["sudo", "-n", "-l", *sudo_opts, *argv]))
+            if status != 0:
+                detail = _one_line(err or out, 120) or f"exited {status}"
+                return Check(what, False, f"`{command}`: sudo would not run it without a password ({detail})")
+            found.append("sudo -n allows it")
+        return Check(what, True, f"`{command}`: " + ", ".join(found) + " (not run)")
 
     # -- connection ---------------------------------------------------------------------
 

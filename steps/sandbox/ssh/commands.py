@@ -1,9 +1,10 @@
 """The sandbox host's shell: the few commands an SSH exec request may run.
 
 `;`, `&&` and `||` chains of: an optional `sudo`, `systemctl restart|start|stop|
-is-active|status <svc>`, `cat <file>`, `true`, `false`, and each service's health
+is-active|status|cat <svc>`, `cat <file>`, `true`, `false`, and each service's health
 command, which runs the AWS probe with the key pair the service loaded at its last
-restart. No pipes or redirections.
+restart. No pipes or redirections. For a read-only look (a dry run's probe):
+`command -v <program>` and `sudo -l <command>` (which lists, never runs).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from steps.sandbox.ssh.services import Service, ServiceManager, pair_of
 from steps.secrets import redact
 
 _OPERATORS = ";&|<>"
-_SYSTEMCTL_USAGE = "sandbox systemctl: usage: systemctl restart|start|stop|is-active|status <unit>\n"
+_SYSTEMCTL_USAGE = "sandbox systemctl: usage: systemctl restart|start|stop|is-active|status|cat <unit>\n"
+_PROGRAMS = {name: f"/usr/bin/{name}" for name in ("systemctl", "cat", "true", "false", "sudo")}
 
 
 @dataclass
@@ -76,13 +78,22 @@ class Shell:
         elevated = as_root or self.cred.uid == 0
         if argv[0] == "sudo":
             argv = argv[1:]
+            listing = False
             while argv and argv[0].startswith("-"):  # sudo -n, -E ...: accepted, ignored
+                listing = listing or (not argv[0].startswith("--") and "l" in argv[0])
                 argv = argv[1:]
+            if listing:
+                return self._sudo_list(argv)
             elevated = True
             if not argv:
                 return ExecResult(1, "", "usage: sudo command\n")
         self.count(f"exec:{argv[0]}")
         name = argv[0]
+        if name == "command":
+            if len(argv) != 3 or argv[1] != "-v":
+                return ExecResult(2, "", "sandbox shell: only `command -v <program>` is supported\n")
+            path = self._which(argv[2])
+            return ExecResult(0, path + "\n") if path else ExecResult(1)
         if name == "systemctl":
             return self._systemctl(argv[1:], elevated)
         if name == "cat":
@@ -93,6 +104,25 @@ class Shell:
         if svc is not None:
             return self._health(svc)
         return ExecResult(127, "", f"bash: {name}: command not found\n")
+
+    def _which(self, program: str) -> str | None:
+        """Where `command -v` finds a program: the shell's own, or a service's health tool."""
+        name = program.rsplit("/", 1)[-1]
+        if name in _PROGRAMS:
+            return _PROGRAMS[name]
+        tools = {shlex.split(s.health_command)[0] for s in list(self.services.units.values()) if s.health_command}
+        return f"/usr/local/bin/{name}" if name in tools or program in tools else None
+
+    def _sudo_list(self, argv: list[str]) -> ExecResult:
+        """`sudo -l [command]`: the sandbox user may run anything as root without a
+        password; like sudo, print the command's full path and run nothing."""
+        self.count("exec:sudo-l")
+        if not argv:
+            return ExecResult(0, "User may run the following commands on this host:\n    (ALL) NOPASSWD: ALL\n")
+        path = self._which(argv[0])
+        if path is None:
+            return ExecResult(1, "", f"sudo: {argv[0]}: command not found\n")
+        return ExecResult(0, shlex.join([path, *argv[1:]]) + "\n")
 
     def _health_command_of(self, argv: list[str]) -> Service | None:
         joined = shlex.join(argv)
@@ -129,6 +159,10 @@ class Shell:
             return ExecResult(0 if state == "active" else 3, state + "\n")
         if verb == "status":
             return _status(unit, svc)
+        if verb == "cat":
+            if svc is None:
+                return ExecResult(1, "", f"No files found for {unit}.service.\n")
+            return ExecResult(0, f"# /etc/systemd/system/{unit}.service\n[Service]\nEnvironmentFile={svc.env_file}\n")
         if verb in ("restart", "start", "stop"):
             return self._control(verb, unit, svc, elevated)
         return ExecResult(1, "", f"Unknown command verb {verb}.\n")
