@@ -21,6 +21,7 @@ import io
 import random
 import threading
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +31,9 @@ from steps.aws import iso_full
 from steps.clock import Clock, iso, utc
 from steps.consumers.base import Pair
 from steps.secrets import Secret
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 OPERATOR_USER = "handrail-operator"
 REGION = "us-east-1"
@@ -53,7 +57,7 @@ def _patch_moto_clock() -> None:
         return clock.now().replace(tzinfo=None) if clock is not None else real()
 
     iam_models.utcnow = world_utcnow
-    iam_models._handrail_patched = True
+    iam_models._handrail_patched = True  # type: ignore[attr-defined]  # a mark on moto's module: patch once
 
 
 # -- the gate --------------------------------------------------------------------------------
@@ -67,7 +71,7 @@ _MESSAGES = {
 }
 
 
-def _reject(start_response, service: str, code: str, key_id: str = "") -> list[bytes]:
+def _reject(start_response: StartResponse, service: str, code: str, key_id: str = "") -> list[bytes]:
     if service == "s3":
         if code == "InvalidClientTokenId":
             code = "InvalidAccessKeyId"
@@ -113,11 +117,11 @@ def _signature_matches(environ: dict[str, Any], body: bytes, auth: str, secret: 
     signer = (S3SigV4Auth if service == "s3" else SigV4Auth)(Credentials(key_id, secret), service, region)
     canonical = signer.canonical_request(request)
     expected = signer.signature(signer.string_to_sign(request, canonical), request)
-    return expected == _between(auth, "Signature=", ",") or expected == auth.rpartition("Signature=")[2].strip()
+    return bool(expected == _between(auth, "Signature=", ",") or expected == auth.rpartition("Signature=")[2].strip())
 
 
-def _gate(app):
-    def gated(environ: dict[str, Any], start_response):
+def _gate(app: WSGIApp) -> WSGIApp:
+    def gated(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         auth = environ.get("HTTP_AUTHORIZATION", "")
         scope = _between(auth, "Credential=", ",").split("/")
         service = scope[3] if len(scope) > 3 else "sts"
@@ -205,7 +209,7 @@ class AwsWorld:
         self._status_changes: dict[str, tuple[datetime, str]] = {}  # key -> (when, status before)
         self._clients: dict[tuple[str, str], Any] = {}
         self._client_lock = threading.Lock()
-        self._botocore = None
+        self._botocore: Any = None  # a botocore session, made on first use
         self.operator: Pair | None = None
         self.check_calls: dict[str, str] = {}
         with _lock:
@@ -215,18 +219,18 @@ class AwsWorld:
     # -- moto backends ----------------------------------------------------------------------
 
     @property
-    def iam(self):
+    def iam(self) -> Any:  # moto's IAMBackend (moto is untyped)
         from moto.iam.models import iam_backends
 
         return iam_backends[self.account_id]["global"]
 
     @property
-    def s3(self):
+    def s3(self) -> Any:  # moto's S3Backend
         from moto.s3.models import s3_backends
 
         return s3_backends[self.account_id]["aws"]
 
-    def backend_key(self, key_id: str):
+    def backend_key(self, key_id: str) -> Any:
         from moto.iam.models import iam_backends
 
         if self.account_id not in iam_backends:
@@ -234,7 +238,7 @@ class AwsWorld:
         key = self.iam.access_keys.get(key_id)
         return key if key is not None and key.user_name is not None else None
 
-    def key_usable(self, key) -> bool:
+    def key_usable(self, key: Any) -> bool:
         now = self.clock.now()
         status = key.status
         change = self._status_changes.get(key.access_key_id)
@@ -278,7 +282,7 @@ class AwsWorld:
             self.check_calls[name] = check_call
         return [Pair(k.access_key_id, Secret(k.secret_access_key, f"{name} key")) for k in pairs]
 
-    def _new_key(self, user: str, seed: SeedKey):
+    def _new_key(self, user: str, seed: SeedKey) -> Any:
         from moto.iam.models import AccessKeyLastUsed
 
         key = self.iam.create_access_key(user, status=seed.status)
@@ -295,7 +299,7 @@ class AwsWorld:
             if name in s3_backends.bucket_accounts:
                 # moto's bucket names are global across accounts; each world is its own
                 # AWS, so another world's bucket of that name must not stand in the way.
-                self.s3.buckets[name] = FakeBucket(name=name, account_id=self.account_id, region_name=self.region)
+                self.s3.buckets[name] = FakeBucket(name=name, account_id=self.account_id, region_name=self.region)  # type: ignore[abstract]  # moto's own constructor call
             else:
                 self.s3.create_bucket(name, self.region)
         for obj, size in (objects or {}).items():
@@ -303,7 +307,7 @@ class AwsWorld:
 
     # -- clients and the probe --------------------------------------------------------------
 
-    def client(self, service: str, pair: Pair | None = None):
+    def client(self, service: str, pair: Pair | None = None) -> Any:
         """A real boto3 client pointed at this world, signed with `pair` (operator by default)."""
         pair = pair or self.operator
         assert pair is not None, "create_operator() first"
