@@ -449,3 +449,41 @@ async def test_every_confirmation_shows_its_warnings_and_fits_at_80x24():
         assert "Undo: aws iam update-access-key" in text and "y Run it" in text
         await pilot.press("n")
         assert session.states["deactivate-old-key"].status == "pending"
+
+
+@pilot_test
+async def test_the_resume_list_tells_sessions_apart_and_the_arrows_move_it():
+    """Two unfinished sessions: each says when it started, its mode and scenario, where
+    it stands and who ran it; up and down move the highlight without tabbing to the list."""
+    from textual.widgets import OptionList
+
+    from tui.app import HandrailApp
+    from tui.frozen import Frozen
+
+    for scenario, session_id in (("happy-path", "20261127-140000-demo"), ("inactive-key-in-slot", "20261127-140000-demo2")):
+        app = HandrailApp(mode="training", scenario=scenario, frozen=Frozen(session_id=session_id))
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await open_session(pilot)
+            await run_steps(pilot, screen, 1)
+            await pilot.press("q", "q")  # quit now, resumable
+            await pilot.pause()
+
+    app = frozen_app("happy-path")
+    async with app.run_test(size=(80, 24)) as pilot:
+        start = app.start_screen
+        await wait_until(pilot, lambda: start.catalog is not None, "the catalog")
+        await settle(pilot)
+        listing = start.query_one("#unfinished", OptionList)
+        assert [r.id for r in start.catalog.unfinished] == ["20261127-140000-demo2", "20261127-140000-demo"]
+        first = str(listing.get_option_at_index(0).prompt)
+        assert "started 2026-11-27 14:00 UTC · training" in first
+        assert "inactive-key-in-slot · at step 1a · Mark the user as being rotated" in first
+        assert "operator " in first and "happy-path" in str(listing.get_option_at_index(1).prompt)
+        assert listing.highlighted == 0 and app.focused is not listing
+        await pilot.press("down")
+        assert listing.highlighted == 1
+        await pilot.press("up")
+        assert listing.highlighted == 0
+        await pilot.press("down", "ctrl+r")  # resume the highlighted one
+        await wait_until(pilot, lambda: checklist(app) is not None, "the resumed session")
+        assert checklist(app).session.id == "20261127-140000-demo"
