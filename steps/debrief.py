@@ -131,7 +131,9 @@ def _two_keys(f: _Facts) -> tuple[str, str]:
     note = f" (first chose {refused[0].summary.split()[0]}, the key in use; handrail refused)" if refused else ""
     if retired and f.final("free-key-slot") == StepStatus.DONE:
         verdict = MISSED if refused else HANDLED
-        return verdict, f"retired {retired}, the unused key, and rotated the one in use{note}"
+        # Only a finished session rotated the key in use: an unfinished one says where it stands.
+        rotated = "rotated the one in use" if f.row.status is SessionStatus.DONE else f"the rotation is not finished ({f.row.status})"
+        return verdict, f"retired {retired}, the unused key; {rotated}{note}"
     if refused:
         return MISSED, f"chose to retire the key every consumer uses{note}"
     return NOT_REACHED, "the choice of the key to retire was not reached"

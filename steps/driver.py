@@ -267,7 +267,7 @@ def rollback(session: Session, yes: bool, printer: Printer, asker: Asker | None 
     for note in plan.notes:
         printer.echo(f"  note: {note}")
     if plan.items and not yes and not (asker.available and asker.confirm("run this rollback?")):
-        return EXIT_STOPPED, "rollback not confirmed: pass --yes, or confirm at a terminal"
+        return EXIT_STOPPED, f"rollback of session {session.id} not confirmed, nothing undone: pass --yes, or run it at a terminal"
 
     def manual(item: UndoItem) -> bool:
         printer.echo(f"  manual undo for step {item.step.number}: {item.command}")

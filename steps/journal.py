@@ -243,10 +243,15 @@ class Journal:
         return _session_row(row)
 
     def find_session(self, ref: str) -> SessionRow:
-        """An exact id, a unique prefix or suffix, or 'last'."""
+        """An exact id, a unique prefix or suffix, or 'last': the session touched most
+        recently (a resumed old session beats a newer one left alone)."""
         with self._lock:
             if ref == "last":
-                row = self._db.execute("SELECT * FROM sessions ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
+                # updated_at has whole seconds: the latest event's id breaks a tie.
+                row = self._db.execute(
+                    "SELECT * FROM sessions ORDER BY updated_at DESC,"
+                    " (SELECT MAX(id) FROM events WHERE events.session_id = sessions.id) DESC, created_at DESC, rowid DESC LIMIT 1"
+                ).fetchone()
                 if row is None:
                     raise SessionNotFound(f"no sessions in {self.path}")
                 return _session_row(row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -144,7 +145,7 @@ def test_expired_access_token_is_renewed_by_logging_in_again(sandbox: InfisicalS
 def test_write_pair_updates_both_secrets_and_reads_back_the_fingerprint(
     sandbox: InfisicalSandbox, old_pair: Pair, vault: InfisicalVault
 ) -> None:
-    pair = new_pair()
+    pair = replace(new_pair(), role="new")
 
     versions, evidence = vault.write_pair(pair)
 
@@ -155,6 +156,8 @@ def test_write_pair_updates_both_secrets_and_reads_back_the_fingerprint(
     assert any(f"updated {SECRET} v1 → v2 = {pair.fingerprint()}" in line for line in evidence)
     assert "matches the new pair" in evidence[-1] and pair.fingerprint() in evidence[-1]
     assert vault.read_pair() == (pair, {KEY: 2, SECRET: 2})
+    _, evidence = vault.write_pair(replace(old_pair, role="old"))  # a rollback's write says so
+    assert "matches the old pair" in evidence[-1]
 
 
 def test_read_pair_at_old_versions_gives_back_the_previous_pair_from_a_fresh_client(

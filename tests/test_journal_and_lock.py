@@ -245,3 +245,20 @@ def test_find_session_by_prefix_suffix_and_last(rig, lean):
     assert journal.find_session("last").id == session.id
     with pytest.raises(SessionNotFound):
         journal.find_session("19990101-000000-dead")
+
+
+def test_last_is_the_session_touched_most_recently(tmp_path: Path):
+    """A resumed older session is `last`, not a newer one left alone since."""
+    clock = ["2026-01-01T10:00:00Z"]
+    journal = Journal(tmp_path / "journal.db", now=lambda: clock[0])
+    fields = {"runbook_id": "r", "runbook_path": "r.yaml", "runbook_sha": "0", "mode": "training"}
+    older = journal.create_session(id="20260101-100000-aaaa", **fields)
+    clock[0] = "2026-01-01T11:00:00Z"
+    newer = journal.create_session(id="20260101-110000-bbbb", **fields)
+    assert journal.find_session("last").id == newer.id
+    clock[0] = "2026-01-01T12:00:00Z"
+    journal.add_event(older.id, "started", step_id="pre-checks")  # the older one is resumed
+    assert journal.find_session("last").id == older.id
+    journal.add_event(newer.id, "started", step_id="pre-checks")  # the same second: the latest event decides
+    assert journal.find_session("last").id == newer.id
+    journal.close()

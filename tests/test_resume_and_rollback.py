@@ -171,8 +171,12 @@ def test_cli_rollback_shows_the_plan_and_needs_yes(cli, tmp_path):
     summary = json.loads(stopped.stdout)
     old_id, new_id = summary["old_key_id"], summary["new_key_id"]
 
-    shown = cli("rollback", summary["session"])
+    shown = cli("rollback", summary["session"])  # no --yes, no terminal: the plan, then one line
     assert shown.exit_code == 3, shown.output
+    assert shown.stderr.splitlines() == [
+        f"handrail: rollback of session {summary['session']} not confirmed, nothing undone: pass --yes, or run it at a terminal"
+    ]
+    assert "debrief" not in shown.stdout
     text = shown.stdout
     assert text.index("undo step 7 ") < text.index("undo step 2 ")
     assert f"--access-key-id {old_id} --status Active" in text

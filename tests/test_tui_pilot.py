@@ -82,16 +82,20 @@ async def test_rollback_half_way_restores_the_old_key():
         assert keys(session) == {old: "Active", new: "Inactive"}
         assert session.states["deactivate-old-key"].status == "undone"
         assert "Rolled back." in screen_text(app)
+        # The new key is deactivated: its secret is not offered any more.
+        assert "new_secret" in session.secrets and "Reveal" not in screen_text(app)
+        await pilot.press("v")
+        await pilot.pause()
+        assert not isinstance(app.screen, AskScreen)
 
 
 @pilot_test
 async def test_no_secret_is_rendered_until_revealed_then_hidden_again():
-    app = frozen_app("happy-path", reveal_seconds=0.5)
+    app = frozen_app("happy-path", reveal_seconds=2)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_session(pilot)
         session = screen.session
-        await run_steps(pilot, screen, 3)  # through create-key
-        assert session.states["create-key"].status == "done"
+        await run_steps(pilot, screen, until=lambda: session.states["create-key"].status == "done")
         secret = session.secrets["new_secret"].reveal()
         shown = screen.shown_step
         assert shown == "create-key"
@@ -104,9 +108,12 @@ async def test_no_secret_is_rendered_until_revealed_then_hidden_again():
         screen.query_one("#steps").highlighted = session.runbook.index("create-key")
         await pilot.pause()
 
-        await pilot.press("v")
-        await pilot.pause()
-        assert secret in screen_text(app)
+        await pilot.press("v")  # asks first: nothing shown, nothing audited yet
+        await wait_until(pilot, lambda: isinstance(app.screen, AskScreen), "the question before the reveal")
+        assert secret[:12] not in screen_text(app)
+        assert not [r for r in session.audit.for_session(session.id) if r["action"] == "secret.revealed"]
+        await pilot.press("y")
+        await wait_until(pilot, lambda: secret in screen_text(app), "the secret, shown", timeout=5)
         revealed = [r for r in session.audit.for_session(session.id) if r["action"] == "secret.revealed"]
         assert revealed and revealed[-1]["context"] == {"step": "create-key", "secret": "new_secret"}
         await wait_until(pilot, lambda: secret[:12] not in screen_text(app), "the secret to hide again", timeout=10)
@@ -149,7 +156,7 @@ async def test_quit_mid_rotation_then_resume():
     app = frozen_app("happy-path")
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_session(pilot)
-        await run_steps(pilot, screen, 3)
+        await run_steps(pilot, screen, until=lambda: screen.session.states["create-key"].status == "done")
         session_id = screen.session.id
         await pilot.press("q", "q")  # quit, then "quit now" rather than the debrief
         await pilot.pause()
@@ -212,15 +219,15 @@ async def test_manual_step_reveals_the_secret_and_records_done(tmp_path: Path):
         screen = await open_session(pilot)
         session = screen.session
         assert session.wiring.world.scenario.id == "no-inventory"
-        await run_steps(pilot, screen, 4)
+        await run_steps(pilot, screen, until=lambda: screen.current_id == "store-in-vault")
         await pilot.press("r")
         await pilot.press("r")
         await wait_until(pilot, lambda: isinstance(app.screen, ManualStepScreen), "the manual step")
         secret = session.secrets["new_secret"].reveal()
         assert secret not in screen_text(app)
-        await pilot.press("v")
-        await pilot.pause()
-        assert secret in screen_text(app)
+        await pilot.press("v", "y")  # reveal, yes: shown, counting down
+        await wait_until(pilot, lambda: secret in screen_text(app), "the secret, shown")
+        assert "hides" in screen_text(app)
         await pilot.press("d")
         await idle(pilot, screen)
         assert session.states["store-in-vault"].status == "done"
@@ -347,3 +354,136 @@ async def test_help_lists_every_binding_and_the_palette_runs_actions():
         await pilot.press("ctrl+t")
         assert app.theme == "textual-dark"
         assert app.startup_seconds is not None and app.startup_seconds > 0
+
+
+async def open_typed_dialog(pilot, screen):
+    """r on the shown next step (r once more to show it first): its typed confirmation."""
+    from tui.screens.modals import TypedConfirmScreen
+
+    if screen.shown_step != screen.current_id:
+        await pilot.press("r")
+    await pilot.press("r")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, TypedConfirmScreen), "the typed confirmation")
+    await settle(pilot)
+    return pilot.app.screen
+
+
+@pilot_test
+async def test_irreversible_delete_takes_the_typed_key_id_at_once_and_refuses_a_wrong_one():
+    """Step 7b at 80x24: 'Irreversible: no undo' first; the field has the keyboard
+    without tab; a wrong id runs nothing; the right one, pasted, deletes the key."""
+    from textual import events
+
+    from tui.screens.modals import TypedConfirmScreen
+
+    app = frozen_app("happy-path")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_session(pilot)
+        session = screen.session
+        await run_steps(pilot, screen, until=lambda: screen.current_id == "delete-old-key")
+        await pilot.press("f")  # the observation gate, on the simulated clock
+        await idle(pilot, screen)
+        dialog = await open_typed_dialog(pilot, screen)
+        old = session.facts["old_key_id"]
+        assert dialog.prompt.irreversible and dialog.accepted == [old]
+        field = dialog.query_one("#typed-answer", Input)
+        assert app.focused is field
+        text = screen_text(app)
+        # The first line inside the dialog's frame says it; the field and the buttons
+        # are on screen too: nothing essential below the fold.
+        rows = text.splitlines()
+        top = next(i for i, row in enumerate(rows) if "Step 7b: type to confirm" in row)
+        assert "Irreversible: no undo." in rows[top + 1]
+        assert "type it here" in text and "enter Delete" in text and "esc Cancel" in text
+
+        await pilot.press(*"AKIAWRONGWRONGWRONG0", "enter")  # typed at once: no tab
+        await pilot.pause()
+        assert isinstance(app.screen, TypedConfirmScreen)
+        assert "is not 'AKIA" in screen_text(app) and "nothing was run" in screen_text(app)
+        assert session.states["delete-old-key"].status == "pending"
+
+        field.value = ""
+        app.post_message(events.Paste(f" {old}\n"))  # a paste from the clipboard, with its newline
+        await pilot.pause()
+        assert field.value.strip() == old
+        await pilot.press("enter")
+        await idle(pilot, screen)
+        assert session.states["delete-old-key"].status == "done"
+        assert old not in keys(session)
+        typed = [r for r in session.audit.for_session(session.id) if r["action"] == "step.irreversible_confirmed"]
+        assert typed[-1]["context"] == {"step": "delete-old-key", "confirmed": old, "how": "typed"}
+
+
+@pilot_test
+async def test_every_confirmation_shows_its_warnings_and_fits_at_80x24():
+    """Step 6 skipped: step 7's confirmation says so above the question, and its undo and
+    buttons are on screen at 80x24; step 5's names the consumers it writes to."""
+    from tui.screens.modals import ConfirmRunScreen
+
+    app = frozen_app("happy-path")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_session(pilot)
+        session = screen.session
+        await run_steps(pilot, screen, until=lambda: screen.current_id == "propagate")
+        await pilot.press("r", "r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmRunScreen), "step 5's confirmation")
+        await settle(pilot)
+        text = screen_text(app)
+        for consumer in ("heroku:raxx-api-prod", "github:raxx/infra", "ssh:vault-host"):
+            assert consumer in text, text
+        assert "Undo: heroku config:set" in text and "vault's history)" in text and "y Run it" in text
+        await pilot.press("y")
+        await idle(pilot, screen)
+
+        await pilot.press("r", "s")  # step 6 shown, then skipped with a reason
+        await wait_until(pilot, lambda: isinstance(app.screen, ReasonScreen), "the reason")
+        await pilot.press(*"checked by hand", "enter")
+        await idle(pilot, screen)
+        assert session.states["verify-downstream"].status == "skipped"
+        await pilot.press("r", "r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmRunScreen), "step 7's confirmation")
+        await settle(pilot)
+        text = " ".join(screen_text(app).split())
+        assert app.screen.prompt.warnings
+        assert "Warning: step 6 (Verify downstream) was skipped" in text
+        assert "Undo: aws iam update-access-key" in text and "y Run it" in text
+        await pilot.press("n")
+        assert session.states["deactivate-old-key"].status == "pending"
+
+
+@pilot_test
+async def test_the_resume_list_tells_sessions_apart_and_the_arrows_move_it():
+    """Two unfinished sessions: each says when it started, its mode and scenario, where
+    it stands and who ran it; up and down move the highlight without tabbing to the list."""
+    from textual.widgets import OptionList
+
+    from tui.app import HandrailApp
+    from tui.frozen import Frozen
+
+    for scenario, session_id in (("happy-path", "20261127-140000-demo"), ("inactive-key-in-slot", "20261127-140000-demo2")):
+        app = HandrailApp(mode="training", scenario=scenario, frozen=Frozen(session_id=session_id))
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await open_session(pilot)
+            await run_steps(pilot, screen, 1)
+            await pilot.press("q", "q")  # quit now, resumable
+            await pilot.pause()
+
+    app = frozen_app("happy-path")
+    async with app.run_test(size=(80, 24)) as pilot:
+        start = app.start_screen
+        await wait_until(pilot, lambda: start.catalog is not None, "the catalog")
+        await settle(pilot)
+        listing = start.query_one("#unfinished", OptionList)
+        assert [r.id for r in start.catalog.unfinished] == ["20261127-140000-demo2", "20261127-140000-demo"]
+        first = str(listing.get_option_at_index(0).prompt)
+        assert "started 2026-11-27 14:00 UTC · training" in first
+        assert "inactive-key-in-slot · at step 1a · Mark the user as being rotated" in first
+        assert "operator " in first and "happy-path" in str(listing.get_option_at_index(1).prompt)
+        assert listing.highlighted == 0 and app.focused is not listing
+        await pilot.press("down")
+        assert listing.highlighted == 1
+        await pilot.press("up")
+        assert listing.highlighted == 0
+        await pilot.press("down", "ctrl+r")  # resume the highlighted one
+        await wait_until(pilot, lambda: checklist(app) is not None, "the resumed session")
+        assert checklist(app).session.id == "20261127-140000-demo"

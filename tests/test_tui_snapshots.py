@@ -86,7 +86,7 @@ def test_checklist_while_a_step_waits(snap_compare, size):
     the progress bar shows what is polled and the time left."""
 
     async def waiting(pilot):
-        screen = await steps(pilot, 3)
+        screen = await steps(pilot, 4)
         await take_step(pilot, screen)  # validate-new-key: auto, so r runs it
         await wait_until(pilot, lambda: screen.waits.get("validate-new-key") is not None, "the first poll")
         screen.session.wiring.clock.advance(8)
@@ -103,10 +103,11 @@ def test_checklist_after_a_step(snap_compare, size):
 
 @sizes
 def test_typed_confirmation(snap_compare, size):
-    """Two Active keys: step 1b asks to type the id of the key to retire."""
+    """Two Active keys: step 1b asks to type the id of the key to retire; irreversible
+    says so first, and the field has the keyboard."""
 
     async def typed(pilot):
-        screen = await steps(pilot, 1)
+        screen = await steps(pilot, 2)
         await pilot.press("r")  # show step 1b
         await pilot.press("r")  # run it: the typed confirmation opens
         from tui.screens.modals import TypedConfirmScreen
@@ -117,29 +118,93 @@ def test_typed_confirmation(snap_compare, size):
     assert compare(snap_compare, frozen_app("two-active-keys"), size, typed)
 
 
+async def until_step(pilot, step_id: str):
+    """Open a session and take every step before `step_id` (its gate fast-forwarded)."""
+    screen = await open_session(pilot)
+    await run_steps(pilot, screen, until=lambda: screen.current_id == step_id)
+    gate = screen.session.gate_state(screen.session.states[step_id].step)
+    if gate is not None and not gate.open:
+        await pilot.press("f")
+        await idle(pilot, screen)
+    pilot.app.clear_notifications()
+    await settle(pilot)
+    return screen
+
+
+async def confirmation(pilot, screen, kind):
+    """r (twice if the next step is not shown): the step's confirmation, settled."""
+    if screen.shown_step != screen.current_id:
+        await pilot.press("r")
+    await pilot.press("r")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, kind), kind.__name__)
+    await settle(pilot)
+
+
+@sizes
+def test_irreversible_delete(snap_compare, size):
+    """Step 7b: 'Irreversible: no undo' first, then the step, the commands, the key id to
+    type and the field (focused), the buttons: all on screen at 80x24."""
+    from tui.screens.modals import TypedConfirmScreen
+
+    async def typed(pilot):
+        screen = await until_step(pilot, "delete-old-key")
+        await confirmation(pilot, screen, TypedConfirmScreen)
+        assert pilot.app.focused is pilot.app.screen.query_one("#typed-answer")
+
+    assert compare(snap_compare, frozen_app("happy-path"), size, typed)
+
+
+def test_propagate_confirmation_names_the_consumers(snap_compare):
+    """Step 5 at 80x24: the consumers it writes to, the command, the whole undo, the buttons."""
+    from tui.screens.modals import ConfirmRunScreen
+
+    async def confirm(pilot):
+        screen = await until_step(pilot, "propagate")
+        await confirmation(pilot, screen, ConfirmRunScreen)
+
+    assert compare(snap_compare, frozen_app("happy-path"), SIZES["80x24"], confirm)
+
+
+def test_confirmation_after_a_skipped_safety_step(snap_compare):
+    """Step 6 skipped: step 7's confirmation says so above everything but the step's name."""
+    from tui.screens.modals import ConfirmRunScreen, ReasonScreen
+
+    async def warned(pilot):
+        screen = await until_step(pilot, "verify-downstream")
+        await pilot.press("r", "s")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ReasonScreen), "the reason")
+        await pilot.press(*"checked by hand", "enter")
+        await idle(pilot, screen)
+        pilot.app.clear_notifications()
+        await confirmation(pilot, screen, ConfirmRunScreen)
+        assert pilot.app.screen.prompt.warnings
+
+    assert compare(snap_compare, frozen_app("happy-path"), SIZES["80x24"], warned)
+
+
 @sizes
 def test_failed_step(snap_compare, size):
-    """Self-rotation: step 1 fails; the error, the evidence and the choices are shown."""
+    """Self-rotation: step 1 refuses; the reason, the evidence and the choices are shown."""
 
     async def failed(pilot):
         screen = await steps(pilot, 1)
-        assert screen.session.states["pre-checks"].status == "failed"
+        assert screen.session.states["pre-checks"].status == "refused"
 
     assert compare(snap_compare, frozen_app("self-rotation"), size, failed)
 
 
 @sizes
 def test_rollback_plan(snap_compare, size):
-    """After step 5: the plan undoes 5, 4 and 2, in that order, with their commands."""
+    """After step 5: the plan undoes 5, 4, 2 and 1a, in that order, with their commands."""
 
     async def plan(pilot):
-        screen = await steps(pilot, 6)
+        screen = await steps(pilot, 7)
         await pilot.press("home")  # a step whose evidence holds no loopback port
         await pilot.press("u")
         from tui.screens.rollback import RollbackScreen
 
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, RollbackScreen), "the rollback plan")
-        assert [i.step.id for i in pilot.app.screen.plan.items] == ["propagate", "store-in-vault", "create-key"]
+        assert [i.step.id for i in pilot.app.screen.plan.items] == ["propagate", "store-in-vault", "create-key", "claim-user"]
         assert checklist(pilot.app) is screen
 
     assert compare(snap_compare, frozen_app("happy-path"), size, plan)

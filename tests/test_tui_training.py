@@ -97,7 +97,7 @@ async def test_train_scenario_opens_on_its_briefing_and_a_resume_skips_it():
         screen = await start_from_briefing(pilot)
         session_id = screen.session.id
         await run_steps(pilot, screen, 1)
-        assert screen.session.states["pre-checks"].status == "failed"
+        assert screen.session.states["pre-checks"].status == "refused"
 
         await pilot.press("n")  # leave it, half-way: back to the scenario list, which offers it
         listing = await scenario_list(pilot)
@@ -124,7 +124,7 @@ async def test_self_rotation_quit_offers_the_debrief_with_its_verdict(tmp_path: 
         screen = await start_from_briefing(pilot)
         session = screen.session
         await run_steps(pilot, screen, 1)
-        assert session.states["pre-checks"].status == "failed"
+        assert session.states["pre-checks"].status == "refused"
 
         await pilot.press("q")
         await wait_until(pilot, lambda: isinstance(app.screen, QuitTrainingScreen), "the offer")

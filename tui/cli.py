@@ -357,6 +357,9 @@ def rollback(session_ref, yes, as_json, world_out) -> None:
         session = _open_session(engine, row.id, recover=False)
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     code, message = driver.rollback(session, yes, driver.Printer(echo), _asker(as_json))
+    if code == driver.EXIT_STOPPED and not as_json:  # not confirmed: nothing undone, one line (no debrief)
+        session.close()
+        fail(message, code)
     _finish(session, code, message, as_json, world_out)
 
 

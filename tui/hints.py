@@ -38,12 +38,13 @@ def hints(
         return [("", f"Session {session.status}."), ("u", "roll back the rest"), ("q", "quit, resume later")]
     if step_id != current.step.id:
         return [("r", f"go to the next step ({current.step.number} {current.step.title})"), ("u", "roll back")]
+    again = f"(attempt {current.attempts + 1})"
     if status is StepStatus.REFUSED:
-        return [("", "Refused: no skip, no override."), ("r", "check again"), ("u", "roll back"), ("q", "quit, resume later")]
+        return [("", "Refused: no skip, no override."), ("r", f"check again {again}"), ("u", "roll back"), ("q", "quit, resume later")]
     if status is StepStatus.FAILED:
-        return [("r", "retry"), ("s", "skip…"), ("u", "roll back"), ("q", "quit, resume later")]
+        return [("r", f"retry {again}"), ("s", "skip…"), ("u", "roll back"), ("q", "quit, resume later")]
     if status is StepStatus.BLOCKED:
-        return [("o", "override…"), ("r", "retry"), ("s", "skip…"), ("u", "roll back"), ("q", "quit, resume later")]
+        return [("o", "override…"), ("r", f"retry {again}"), ("s", "skip…"), ("u", "roll back"), ("q", "quit, resume later")]
     if status is Shown.WAITING:
         ff = [("f", "fast-forward to the opening")] if simulated else []
         return ff + [("o", "pass early…"), ("u", "roll back"), ("q", "quit, resume later")]

@@ -69,6 +69,7 @@ class Catalog:
     inventory_users: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     validated: dict[str, str] = field(default_factory=dict)  # runbook ref -> "last validated" line
+    where: dict[str, str] = field(default_factory=dict)  # unfinished session id -> its next step
 
     def request(self, scenario: ScenarioChoice) -> Request:
         """A training session of `scenario`, as the start screen would ask for it: the
@@ -159,10 +160,50 @@ def load_catalog(
     try:
         journal = (journal_factory or _journal)()
         catalog.unfinished = journal.unfinished()
+        catalog.where = {row.id: session_where(journal, row, books) for row in catalog.unfinished}
         catalog.validated = {ref: describe_last(journal, book) for ref, book in books.items()}
     except Exception as exc:  # an unreadable journal must not keep the app from opening
         catalog.problems.append(f"journal: {exc}")
     return catalog
+
+
+def session_where(journal: Any, row: SessionRow, books: dict[str, Any]) -> str:
+    """Where an unfinished session stands, from its journal: the first step not behind it."""
+    from steps.status import StepStatus
+
+    if row.status.rolling:
+        return "rolling back"
+    book = next((b for b in books.values() if b.id == row.runbook_id), None)
+    if book is None:
+        return ""
+    status: dict[str, str] = {}
+    for event in journal.events(row.id):
+        if event.step_id and event.kind == "started":
+            status[event.step_id] = StepStatus.RUNNING
+        elif event.step_id and event.kind in ("step", "undone", "reopened") and event.status:
+            status[event.step_id] = event.status
+    for step in book.steps:
+        if not StepStatus(status.get(step.id, StepStatus.PENDING)).passed:
+            return f"step {step.number} · {step.title}"
+    return ""
+
+
+def session_label(row: SessionRow, where: str = ""):
+    """A resume list's entry: enough to tell sessions apart (when, mode, scenario, where, who)."""
+    from textual.content import Content
+
+    started = row.created_at.replace("T", " ")[:16] + " UTC" if row.created_at else "?"
+    what = (row.options.get("scenario") or "happy-path") if row.mode == Mode.TRAINING else f"user {row.target or '-'}"
+    return Content.from_markup(
+        "[b]$id[/b] $status\n  started $started · $mode\n  $what · at $where\n  operator $actor",
+        id=row.id,
+        status=str(row.status),
+        started=started,
+        mode=str(row.mode),
+        what=what,
+        where=where or "?",
+        actor=row.actor or "-",
+    )
 
 
 def describe_last(journal: Any, book: Any) -> str:

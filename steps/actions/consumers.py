@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from steps.actions import action
-from steps.actions.base import ActionFailed, Outcome, StepContext, WaitParams
+from steps.actions.base import ActionFailed, Outcome, Preview, StepContext, WaitParams
 from steps.clock import human_duration, iso, parse_iso
 from steps.consumers.base import AdapterError, Consumer, Pair, ProbeResult, Result, Vault
 from steps.secrets import redact
@@ -43,7 +43,7 @@ def _new_pair(ctx: StepContext) -> Pair:
     secret = ctx.secrets.get("new_secret")
     if secret is None:
         raise ActionFailed("the new key's secret is not in memory, and the vault does not hold it yet")
-    return Pair(ctx.fact("new_key_id"), secret)
+    return Pair(ctx.fact("new_key_id"), secret, "new")
 
 
 def old_pair(ctx: StepContext) -> Pair:
@@ -51,7 +51,7 @@ def old_pair(ctx: StepContext) -> Pair:
     old_id = ctx.fact("old_key_id")
     secret = ctx.secrets.get("old_secret")
     if secret is not None:
-        return Pair(old_id, secret)
+        return Pair(old_id, secret, "old")
     vault = ctx.wiring.vault_for(ctx.value("target_user"))
     versions = ctx.facts.get("vault_versions_before")
     if vault is None or not versions:
@@ -63,7 +63,7 @@ def old_pair(ctx: StepContext) -> Pair:
     if pair.key_id != old_id:
         raise ActionFailed(f"the vault's history at {versions} holds {pair.key_id}, not the old key {old_id}")
     ctx.secrets["old_secret"] = pair.secret
-    return pair
+    return Pair(pair.key_id, pair.secret, "old")
 
 
 def each_consumer(
@@ -72,6 +72,11 @@ def each_consumer(
     """Run `work` on every consumer at once; a line per consumer as each finishes."""
     results: list[tuple[Consumer, Result]] = []
 
+    def line(consumer: Consumer, result: Result) -> str:
+        # An adapter's summary may name its consumer already: say the name once.
+        summary = result.summary.removeprefix(f"{consumer.name}: ")
+        return f"{consumer.name}: {'ok' if result.ok else 'FAILED'}: {summary}"
+
     def one(consumer: Consumer) -> tuple[Consumer, Result]:
         try:
             result = work(consumer)
@@ -79,7 +84,7 @@ def each_consumer(
             result = Result(False, redact(str(exc)))
         except Exception as exc:  # one consumer's bug must not hide the others' results
             result = Result(False, f"{type(exc).__name__}: {redact(str(exc))}")
-        ctx.emit(f"{consumer.name}: {'ok' if result.ok else 'FAILED'}: {result.summary}")
+        ctx.emit(line(consumer, result))
         return consumer, result
 
     with ThreadPoolExecutor(max_workers=max(1, len(consumers)), thread_name_prefix=f"handrail-{verb}") as pool:
@@ -87,7 +92,7 @@ def each_consumer(
             results.append((consumer, result))
     evidence: list[str] = []
     for consumer, result in results:
-        evidence.append(f"{consumer.name}: {'ok' if result.ok else 'FAILED'}: {result.summary}")
+        evidence.append(line(consumer, result))
         evidence += [f"    {line}" for line in result.evidence]
     return results, evidence
 
@@ -207,6 +212,18 @@ def restore_pair(ctx: StepContext) -> Outcome:
 # -- step 5: the consumers ----------------------------------------------------------------------
 
 
+def _consumer_names(ctx: StepContext) -> list[str]:
+    """The inventory's consumers of the target user, by name (no adapter is built)."""
+    entry = ctx.wiring.entry(ctx.value("target_user"))
+    return [c.name for c in entry.consumers] if entry is not None else []
+
+
+def _propagate_preview(ctx: StepContext) -> Preview:
+    names = _consumer_names(ctx)
+    count = f"{len(names)} consumer" + ("" if len(names) == 1 else "s")
+    return Preview([f"writes the new pair ({ctx.fact('new_key_id')}) to {count}, all at once:"] + [f"  {n}" for n in names])
+
+
 @action(
     "consumers.propagate",
     title="Write the new pair to every consumer",
@@ -215,6 +232,7 @@ def restore_pair(ctx: StepContext) -> Outcome:
     needs_secrets=("new_secret",),
     mutates=True,
     preflight=propagate_preflight,
+    preview=_propagate_preview,
     available=_has_consumers,
 )
 def propagate(ctx: StepContext) -> Outcome:

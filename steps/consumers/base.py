@@ -23,6 +23,8 @@ class Pair:
 
     key_id: str
     secret: Secret
+    # "new" or "old": a read-back says which pair it matches (a rollback writes the old one)
+    role: str = field(default="", compare=False)
 
     def fingerprint(self) -> str:
         return self.secret.fingerprint()

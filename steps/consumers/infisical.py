@@ -320,7 +320,7 @@ class InfisicalVault:
             raise AdapterError(f"{self._where()}: read-back after write does not match: " + "; ".join(problems))
         return (
             f"{self.name}: read back {self.key_id_name} = {got_key} (v{key_version}), "
-            f"{self.secret_name} {got_print} (v{secret_version}): matches the new pair"
+            f"{self.secret_name} {got_print} (v{secret_version}): matches the {pair.role or 'written'} pair"
         )
 
     def _read_state(self) -> dict[str, tuple[int, str | None]]:

@@ -33,7 +33,7 @@ from tui.screens.rollback import RollbackScreen
 from tui.states import step_status
 from tui.widgets.banner import SessionBanner
 from tui.widgets.detail import StepDetail, StepView, Wait
-from tui.widgets.secret import SecretReveal
+from tui.widgets.secret import SecretReveal, secret_in_use
 from tui.widgets.steplist import Prerequisites, StepList
 
 if TYPE_CHECKING:
@@ -57,12 +57,14 @@ class ChecklistScreen(Screen):
         Binding("s", "skip", "Skip", tooltip="Skip the next step with a reason (audited)"),
         Binding("o", "override", "Override", tooltip="Pass a closed gate or a block early, with a reason (audited)"),
         Binding("f", "fast_forward", "Fast-fwd", tooltip="Training: skip the wait or the gate on the simulated clock"),
+        # q and ? before the keys that matter least: a footer too wide cuts these last.
+        Binding("q", "quit_session", "Quit", tooltip="Quit; the session can be resumed (training: debrief offered)"),
+        Binding("question_mark", "app.help", "Help", tooltip="Every key, screen by screen"),
         Binding("c", "copy", "Copy", tooltip="Copy the highlighted step's command to the clipboard"),
         Binding("v", "reveal", "Reveal", tooltip="Show the new secret for a few seconds (audited)"),
         Binding("d", "debrief", "Debrief", show=False, tooltip="Training: the debrief (verdicts, end state, timeline)"),
         Binding("b", "briefing", "Briefing", show=False, tooltip="Training: the scenario's briefing and goal, again"),
         Binding("n", "new_session", "New session", show=False, tooltip="Leave this session (resumable) for the screen it came from"),
-        Binding("q", "quit_session", "Quit", tooltip="Quit; the session can be resumed (training: debrief offered)"),
     ]
 
     def __init__(self, session: Session, frozen: Frozen | None = None, reveal_seconds: float = 10.0) -> None:
@@ -124,6 +126,8 @@ class ChecklistScreen(Screen):
 
     def on_resize(self) -> None:
         self.set_class(self.size.height >= 36, "-roomy")
+        # Narrow: the palette's key gives its room to the step keys (ctrl+p still works; ? lists it).
+        self.query_one(Footer).show_command_palette = self.size.width >= 100
 
     # -- what is shown --------------------------------------------------------------------
 
@@ -154,7 +158,7 @@ class ChecklistScreen(Screen):
             current.step.id if current else None,
             current.status if current else None,
             gate is not None and gate.open,
-            "new_secret" in session.secrets,
+            secret_in_use(session),
         )
         if key != self._footer_key:
             self._footer_key = key
@@ -187,6 +191,8 @@ class ChecklistScreen(Screen):
         values = session.values()
         command = prompt.command if prompt else render(step.command, values)
         undo = render(undo_text(step), values)
+        if state.status is StepStatus.DONE and values.get(f"changed:{step_id}") == "no":
+            undo = "none needed: it changed nothing"  # not "irreversible" for a step that did nothing
         gate = session.gate_state(step) if step_id == current_id else None
         return StepView(
             state=state,
@@ -224,8 +230,8 @@ class ChecklistScreen(Screen):
             return session.wiring.clock.simulated
         if action in ("debrief", "briefing"):
             return self.scenario is not None
-        if action == "reveal":
-            return "new_secret" in session.secrets
+        if action == "reveal":  # not for a key a rollback has deactivated
+            return secret_in_use(session)
         if action in ("run", "skip"):
             return current is not None or None
         if action == "override":
@@ -458,14 +464,18 @@ class ChecklistScreen(Screen):
             hint = "f fast-forwards (training), " if prompt.fast_forward else ""
             self.notify(f"{prompt.gate.describe()}. {hint}o passes it early with a reason.", title="The gate is closed", severity="warning")
             return
+        attempts = session.states[step.id].attempts
+        attempt = attempts + 1 if attempts else None  # a retry says which one it is
         if prompt.confirm is Needs.MANUAL:
-            self.app.push_screen(ManualStepScreen(prompt, session, self.reveal_seconds), lambda choice: self._manual_answer(prompt, choice))
+            self.app.push_screen(
+                ManualStepScreen(prompt, session, self.reveal_seconds, attempt), lambda choice: self._manual_answer(prompt, choice)
+            )
         elif prompt.confirm is Needs.RUN:
             self._run(step.id)
         elif prompt.confirm is Needs.TYPED:
-            self.app.push_screen(TypedConfirmScreen(prompt), lambda answer: answer and self._run(step.id, answer=answer))
+            self.app.push_screen(TypedConfirmScreen(prompt, attempt), lambda answer: answer and self._run(step.id, answer=answer))
         else:
-            self.app.push_screen(ConfirmRunScreen(prompt), lambda ok: ok and self._run(step.id))
+            self.app.push_screen(ConfirmRunScreen(prompt, attempt), lambda ok: ok and self._run(step.id))
 
     def _manual_answer(self, prompt: Prompt, choice: str | None) -> None:
         if choice == "done":
@@ -580,8 +590,8 @@ class ChecklistScreen(Screen):
         self.notify(f"Copied the command of step {view.state.step.number}.", title="Copied")
 
     def action_reveal(self) -> None:
-        if not self.query_one(SecretReveal).reveal(self.shown_step or self.current_id):
-            self.notify("There is no new secret in memory to reveal.", severity="warning")
+        if not self.query_one(SecretReveal).ask(self.shown_step or self.current_id):
+            self.notify("There is no new secret to reveal (none in memory, or its key was rolled back).", severity="warning")
 
     def action_rollback(self) -> None:
         session = self.session

@@ -14,7 +14,7 @@ from textual.widgets import Button, Footer, Input, Label, OptionList, Select, St
 from textual.widgets.option_list import Option
 
 from tui.gotchas import stars
-from tui.launcher import Catalog, Request
+from tui.launcher import Catalog, Request, session_label
 from tui.messages import LaunchFailed
 
 MODE_OPTIONS = [
@@ -45,6 +45,9 @@ class StartScreen(Screen):
         Binding("ctrl+r", "resume", "Resume selected"),
         Binding("ctrl+o", "scenarios", "Scenarios", tooltip="Training: the scenarios, each with its briefing"),
         Binding("q", "app.quit", "Quit"),
+        # The arrows move the resume list's highlight wherever the focus is not using them.
+        Binding("up", "resume_cursor('up')", "Previous session", show=False),
+        Binding("down", "resume_cursor('down')", "Next session", show=False),
     ]
     AUTO_FOCUS = "#start"
 
@@ -192,19 +195,7 @@ class StartScreen(Screen):
             listing.add_option(Option(Content.from_markup("[dim]none: every session in the journal is finished[/dim]"), disabled=True))
             return
         for row in rows:
-            listing.add_option(
-                Option(
-                    Content.from_markup(
-                        "[b]$id[/b] $status\n  $mode · user $user · updated $updated",
-                        id=row.id,
-                        status=row.status,
-                        mode=row.mode,
-                        user=row.target or "-",
-                        updated=row.updated_at,
-                    ),
-                    id=row.id,
-                )
-            )
+            listing.add_option(Option(session_label(row, self.catalog.where.get(row.id, "")), id=row.id))
         listing.highlighted = 0
 
     # -- the form -----------------------------------------------------------------------
@@ -320,6 +311,10 @@ class StartScreen(Screen):
     def _resume_selected(self, event: OptionList.OptionSelected) -> None:
         if event.option.id:
             self._resume(event.option.id)
+
+    def action_resume_cursor(self, direction: str) -> None:
+        listing = self.query_one("#unfinished", OptionList)
+        listing.action_cursor_up() if direction == "up" else listing.action_cursor_down()
 
     def action_resume(self) -> None:
         if not self.loaded:

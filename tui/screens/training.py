@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
-from tui.launcher import Catalog, ScenarioChoice
+from tui.launcher import Catalog, ScenarioChoice, session_label
 from tui.messages import LaunchFailed
 from tui.widgets.training import TrainingHeader, scenario_row
 
@@ -100,19 +100,7 @@ class TrainingScreen(Screen):
         unfinished = self.query_one("#training-unfinished", OptionList)
         rows = catalog.unfinished_training()
         unfinished.display = bool(rows)
-        unfinished.set_options(
-            Option(
-                Content.from_markup(
-                    "[b]$id[/b] $status · scenario $scenario · updated $updated",
-                    id=row.id,
-                    status=row.status,
-                    scenario=row.options.get("scenario") or "happy-path",
-                    updated=row.updated_at,
-                ),
-                id=row.id,
-            )
-            for row in rows
-        )
+        unfinished.set_options(Option(session_label(row, catalog.where.get(row.id, "")), id=row.id) for row in rows)
         if rows:
             unfinished.highlighted = 0
 

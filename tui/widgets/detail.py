@@ -16,7 +16,7 @@ from textual.content import Content
 from textual.widgets import ProgressBar, Static
 
 from steps.clock import human_duration
-from steps.status import Needs, StepStatus
+from steps.status import Needs
 from tui.states import AHEAD, Shown, look
 from tui.widgets.secret import SecretReveal
 
@@ -112,13 +112,13 @@ class StepDetail(VerticalScroll):
         self._arrange(view.status in AHEAD)
         self.border_title = f"Step {step.number} · {step.title}"
         status = Content.from_markup(f"[{style.color} b]$glyph $word[/]", glyph=style.glyph, word=style.word)
+        if state.attempts > 1 and view.status not in AHEAD:  # a retry says which one it is
+            status = status + Content(f" (attempt {state.attempts})")
         if state.summary and view.status not in AHEAD:
             summary = state.summary
             if summary.lower().startswith(style.word + ":"):
                 summary = summary[len(style.word) + 1 :].strip()
             status = status + Content(": ") + Content(summary)
-        if view.status is StepStatus.RUNNING and state.attempts > 1:
-            status = status + Content(f" (attempt {state.attempts})")
         self._set("d-status", status)
         self._set("d-why", Content(step.why))
         self._set("d-command", _lines(view.command, "$ "), "Command · c copies it")
