@@ -167,7 +167,7 @@ async def bench(count: int, scenario: str) -> tuple[dict, dict, int, list[float]
     rng = random.Random(8)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_session(pilot)
-        for _ in range(2):  # pre-checks, free-key-slot
+        for _ in range(3):  # pre-checks, claim-user (its 5 s settle), free-key-slot
             await take_step(pilot, screen)
             await idle(pilot, screen)
         await presses(app, screen, 2 * len(KEYS), rng, worker=False)  # warm-up: the help's first import

@@ -431,7 +431,7 @@ async def test_every_confirmation_shows_its_warnings_and_fits_at_80x24():
         text = screen_text(app)
         for consumer in ("heroku:raxx-api-prod", "github:raxx/infra", "ssh:vault-host"):
             assert consumer in text, text
-        assert "Undo: heroku config:set" in text and "vault's history)" in text and "y Run it" in text
+        assert "Undo: heroku config:set" in text and "-a raxx-api-prod" in text and "y Run it" in text
         await pilot.press("y")
         await idle(pilot, screen)
 
