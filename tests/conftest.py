@@ -67,6 +67,16 @@ def pytest_configure(config: pytest.Config) -> None:
     tempfile.tempdir = None  # tempfile caches its choice: ask again
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto`: two workers per core. The app's tests spend about half their time
+    asleep in Pilot's waits (each key press waits for the app to go idle) and the CLI
+    and sandbox tests wait on subprocesses and real-time propagation: a second worker
+    per core runs while the first one sleeps. PYTEST_XDIST_AUTO_NUM_WORKERS wins."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return 2 * len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2 * (os.cpu_count() or 1)
+
+
 # -- isolation ----------------------------------------------------------------------------------
 
 
