@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,43 @@ if TYPE_CHECKING:
     from steps.journal import SessionRow
 
 RUNBOOK = "aws-iam-access-key"
+
+# -- speed --------------------------------------------------------------------------------------
+
+RAM_TMP = "/dev/shm"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Temporary files in RAM when the machine has a tmpfs for them.
+
+    Every test writes its journal (sqlite) and audit log (fsync per record) under
+    tmp_path: on a disk each commit waits for the device (about 5 ms here, hundreds
+    per test), on tmpfs it does not. The product's behaviour is the same; only the
+    wait for the disk is gone. Runs in the controller before xdist starts its workers,
+    which inherit TMPDIR (as do the tests' subprocesses). An explicit TMPDIR or
+    --basetemp wins."""
+    if os.environ.get("TMPDIR") or config.option.basetemp:
+        return
+    try:
+        flags = os.statvfs(RAM_TMP).f_flag
+    except OSError:
+        return
+    # Scripts and sshd's command wrapper run from tmp_path: the tmpfs must allow exec.
+    if flags & (os.ST_RDONLY | os.ST_NOEXEC) or not os.access(RAM_TMP, os.W_OK | os.X_OK):
+        return
+    os.environ["TMPDIR"] = RAM_TMP
+    tempfile.tempdir = None  # tempfile caches its choice: ask again
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto`: two workers per core. The app's tests spend about half their time
+    asleep in Pilot's waits (each key press waits for the app to go idle) and the CLI
+    and sandbox tests wait on subprocesses and real-time propagation: a second worker
+    per core runs while the first one sleeps. PYTEST_XDIST_AUTO_NUM_WORKERS wins."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return 2 * len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2 * (os.cpu_count() or 1)
+
 
 # -- isolation ----------------------------------------------------------------------------------
 
