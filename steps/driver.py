@@ -281,4 +281,7 @@ def rollback(session: Session, yes: bool, printer: Printer, asker: Asker | None 
             printer.echo(f"       {line}")
     if not ok:
         return EXIT_FAILED, f"rollback stopped at a failure; fix it and run `handrail rollback {session.id}` again"
+    if plan.later:
+        left = "; ".join(f"step {i.step.number} ({i.step.title}): {i.command}" for i in plan.later)
+        return EXIT_DONE, f"session {session.id}: rolled back, except what only a person can do: {left}"
     return EXIT_DONE, f"session {session.id}: rolled back"
