@@ -201,9 +201,10 @@ def _confirmation(session: Session, prompt: Prompt, opts: DriveOptions, printer:
             what = prompt.prompt or f"type {prompt.expect}"
             if prompt.irreversible:
                 flag = "--retire-key KEY_ID" if prompt.choices else f"--confirm-key {prompt.expect} or --confirm-irreversible (audited)"
+                typed = (step.typed or "key id").replace("_", " ")
                 raise _Stop(
                     EXIT_STOPPED,
-                    f"stopped before step {step.number} ({step.id}): irreversible, no undo: it needs the key id typed ({what}); pass {flag}",
+                    f"stopped before step {step.number} ({step.id}): irreversible, no undo: it needs the {typed} typed ({what}); pass {flag}",
                 )
             raise _Stop(EXIT_STOPPED, f"stopped before step {step.number} ({step.id}): it needs a typed confirmation ({what}); pass {flag}")
         return answer, how

@@ -206,12 +206,14 @@ def validate_inputs(runbook: Runbook, given: dict[str, str | None]) -> dict[str,
             raise InputError(f"input {name!r}: {shown(value)} is not {spec.hint or 'a valid value for: ' + spec.prompt}")
         values[name] = value
     for step in runbook.steps:
-        name = step.gate.at_least_input if step.gate else None
-        if name and name in values:
+        gate_input = step.gate.at_least_input if step.gate else None
+        if gate_input and gate_input in values:
             try:
-                parse_duration(values[name])
+                parse_duration(values[gate_input])
             except ValueError:
-                raise InputError(f"input {name!r}: {shown(values[name])} is not a duration (write it as 60s, 15m, 24h or 3d)") from None
+                raise InputError(
+                    f"input {gate_input!r}: {shown(values[gate_input])} is not a duration (write it as 60s, 15m, 24h or 3d)"
+                ) from None
     return values
 
 
@@ -1068,7 +1070,12 @@ class Session:
                 self._emit(Event("rollback", item.step.id, outcome))
             for item in plan.later:
                 self.journal.add_event(
-                    self.id, "undo-later", step_id=item.step.id, status=StepStatus.DONE, summary=f"left to a person: {item.command}", ts_sim=self._ts_sim()
+                    self.id,
+                    "undo-later",
+                    step_id=item.step.id,
+                    status=StepStatus.DONE,
+                    summary=f"left to a person: {item.command}",
+                    ts_sim=self._ts_sim(),
                 )
             self.audit.append(
                 "rollback.completed",

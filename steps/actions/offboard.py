@@ -119,7 +119,9 @@ class Attached:
         """The snapshot as the journal keeps it (no policy bodies: their digests)."""
         return json.dumps(
             {
-                "access_keys": [{"id": k.key_id, "status": k.status, "last_used": iso(k.last_used) if k.last_used else None} for k in self.keys],
+                "access_keys": [
+                    {"id": k.key_id, "status": k.status, "last_used": iso(k.last_used) if k.last_used else None} for k in self.keys
+                ],
                 "login_profile": self.login_profile,
                 "mfa_devices": self.mfa_devices,
                 "ssh_public_keys": [i for i, _ in self.ssh_public_keys],
@@ -159,8 +161,12 @@ def _service_credentials(ctx: StepContext, user: str) -> list[tuple[str, str, st
     try:
         items = _iam(ctx).list_service_specific_credentials(UserName=user)["ServiceSpecificCredentials"]
     except Exception as exc:
-        status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+        status = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+        # A stand-in endpoint that lacks the API answers an error code for it, a 404/501,
+        # or a body botocore cannot parse as the answer.
         if error_code(exc) in _UNSUPPORTED or (status in (404, 501) and error_code(exc) != "NoSuchEntity"):
+            return None
+        if type(exc).__name__ == "ResponseParserError":
             return None
         raise ActionFailed(f"iam list-service-specific-credentials {user}: {aws_error(exc)}") from None
     return [(c["ServiceSpecificCredentialId"], c["ServiceName"], c["Status"]) for c in items]
@@ -302,7 +308,8 @@ def deactivate_keys(ctx: StepContext) -> Outcome:
     user = ctx.value("target_user")
     now = ctx.now()
     keys = _attached_keys(ctx, user)
-    evidence, changed = [], []
+    evidence: list[str] = []
+    changed: list[str] = []
     for key in keys:
         if key.status == "Active":
             with _step_fails():
@@ -313,7 +320,7 @@ def deactivate_keys(ctx: StepContext) -> Outcome:
             evidence.append(f"{key.key_id}: already {key.status} (last used {key.last_used_text(now)})")
     if not keys:
         evidence.append(f"{user} has no access key")
-    deactivated_at = ctx.facts.get("deactivated_at") if not changed and ctx.facts.get("deactivated_at") else iso(now)
+    deactivated_at = ctx.facts.get("deactivated_at") or iso(now) if not changed else iso(now)
     outcome = Outcome.done(
         f"deactivated {len(changed)} key(s); {user} has no Active key" if keys else f"{user} has no access key",
         evidence,
@@ -339,7 +346,7 @@ def _attached_keys(ctx: StepContext, user: str, last_used: bool = True) -> list[
 def reactivate_keys(ctx: StepContext) -> Outcome:
     user = ctx.value("target_user")
     keys = {k.key_id: k for k in _attached_keys(ctx, user, last_used=False)}
-    evidence = []
+    evidence: list[str] = []
     for key_id in _split(ctx.facts.get("deactivated_keys")):
         key = keys.get(key_id)
         if key is None:
@@ -413,7 +420,7 @@ def _deny_before(document: str) -> str | None:
     "offboard.deny_sessions",
     title="Deny every session issued before now",
     command=f"aws iam put-user-policy --user-name {{target_user}} --policy-name {DENY_POLICY} --policy-document "
-    "'{{\"Statement\":[{{\"Effect\":\"Deny\",\"Action\":\"*\",\"Resource\":\"*\",\"Condition\":{{\"DateLessThan\":{{\"aws:TokenIssueTime\":\"<now>\"}}}}}}]}}'",
+    '\'{{"Statement":[{{"Effect":"Deny","Action":"*","Resource":"*","Condition":{{"DateLessThan":{{"aws:TokenIssueTime":"<now>"}}}}}}]}}\'',
     needs=("target_user",),
     produces=("deny_policy", "deny_before"),
     mutates=True,
@@ -432,7 +439,13 @@ def deny_sessions(ctx: StepContext) -> Outcome:
         outcome.changed = False
         return outcome
     before = iso(ctx.now())
-    _call(f"put-user-policy {DENY_POLICY}", _iam(ctx).put_user_policy, UserName=user, PolicyName=DENY_POLICY, PolicyDocument=_deny_document(before))
+    _call(
+        f"put-user-policy {DENY_POLICY}",
+        _iam(ctx).put_user_policy,
+        UserName=user,
+        PolicyName=DENY_POLICY,
+        PolicyDocument=_deny_document(before),
+    )
     return Outcome.done(
         f"denied every session of {user} issued before {before}",
         [
@@ -474,7 +487,7 @@ def remove_deny_policy(ctx: StepContext) -> Outcome:
 def leave_groups(ctx: StepContext) -> Outcome:
     user = ctx.value("target_user")
     groups = _groups(ctx, user)
-    evidence = []
+    evidence: list[str] = []
     for group in groups:
         try:
             _iam(ctx).remove_user_from_group(UserName=user, GroupName=group)
@@ -501,7 +514,7 @@ def leave_groups(ctx: StepContext) -> Outcome:
 def rejoin_groups(ctx: StepContext) -> Outcome:
     user = ctx.value("target_user")
     current = set(_groups(ctx, user))
-    evidence = []
+    evidence: list[str] = []
     for group in _split(ctx.facts.get("groups_left")):
         if group in current:
             evidence.append(f"already in {group}")
@@ -604,7 +617,9 @@ def delete_access_keys(ctx: StepContext) -> Outcome:
     since = ctx.facts.get("observed_at") or ctx.fact("deactivated_at")
     used, active = _uses_after(keys, since), [k for k in keys if k.status == "Active"]
     if (used or active) and not ctx.override:
-        problems = [f"{k.key_id} was used at {iso(k.last_used)}" for k in used if k.last_used] + [f"{k.key_id} is Active again" for k in active]
+        problems = [f"{k.key_id} was used at {iso(k.last_used)}" for k in used if k.last_used] + [
+            f"{k.key_id} is Active again" for k in active
+        ]
         return Outcome.blocked(
             f"{'; '.join(problems)} (since {since}): find out who before deleting; override with a reason to delete anyway", evidence
         )
@@ -627,7 +642,7 @@ def _delete_each(
     ctx: StepContext, what: str, items: list[str], delete: Callable[[str], None], fact: str, missing_ok: bool = True
 ) -> Outcome:
     user = ctx.value("target_user")
-    evidence = []
+    evidence: list[str] = []
     for item in items:
         try:
             delete(item)
@@ -742,7 +757,7 @@ def remove_mfa_devices(ctx: StepContext) -> Outcome:
     user = ctx.value("target_user")
     iam = _iam(ctx)
     serials = _mfa_serials(ctx, user)
-    evidence = []
+    evidence: list[str] = []
     for serial in serials:
         try:
             iam.deactivate_mfa_device(UserName=user, SerialNumber=serial)
@@ -802,7 +817,7 @@ def restore_inline_policies(ctx: StepContext) -> Outcome:
     user = ctx.value("target_user")
     documents: dict[str, str] = json.loads(ctx.fact("inline_policy_documents"))
     current = _inline_policies(ctx, user, with_documents=False)
-    evidence = []
+    evidence: list[str] = []
     for name, doc in documents.items():
         if name in current:
             evidence.append(f"{name}: already attached")
@@ -824,7 +839,9 @@ def detach_policies(ctx: StepContext) -> Outcome:
     user = ctx.value("target_user")
     arns = sorted(p["PolicyArn"] for p in _pages(ctx, "list_attached_user_policies", "AttachedPolicies", UserName=user))
     iam = _iam(ctx)
-    outcome = _delete_each(ctx, "policy attachment", arns, lambda arn: iam.detach_user_policy(UserName=user, PolicyArn=arn), "detached_policies")
+    outcome = _delete_each(
+        ctx, "policy attachment", arns, lambda arn: iam.detach_user_policy(UserName=user, PolicyArn=arn), "detached_policies"
+    )
     outcome.summary = f"detached {len(arns)} managed polic(ies)" if arns else f"{user} has no managed policy attached"
     return outcome
 
@@ -839,7 +856,7 @@ def detach_policies(ctx: StepContext) -> Outcome:
 def reattach_policies(ctx: StepContext) -> Outcome:
     user = ctx.value("target_user")
     current = {p["PolicyArn"] for p in _pages(ctx, "list_attached_user_policies", "AttachedPolicies", UserName=user)}
-    evidence = []
+    evidence: list[str] = []
     for arn in _split(ctx.facts.get("detached_policies")):
         if arn in current:
             evidence.append(f"{arn}: already attached")
@@ -885,7 +902,10 @@ def delete_user(ctx: StepContext) -> Outcome:
                 standing = _attached(ctx, user, last_used=False).remaining()
                 raise ActionFailed(
                     f"iam delete-user {user}: {aws_error(exc)}",
-                    [f"still attached: {', '.join(standing) or 'nothing this endpoint lists'}", "run the teardown step that removes it, then this one again"],
+                    [
+                        f"still attached: {', '.join(standing) or 'nothing this endpoint lists'}",
+                        "run the teardown step that removes it, then this one again",
+                    ],
                 ) from None
             if error_code(exc) != "NoSuchEntity":
                 raise ActionFailed(f"iam delete-user {user}: {aws_error(exc)}") from None

@@ -84,7 +84,7 @@ def _matcher(text: str) -> re.Pattern[str]:
 
 def _fill(text: str, where: str, values: dict[str, Any]) -> str:
     out = []
-    for literal, name, spec, conversion in string.Formatter().parse(text):
+    for literal, name, _spec, _conversion in string.Formatter().parse(text):
         out.append(literal)
         if name is None:
             continue

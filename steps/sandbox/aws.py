@@ -89,7 +89,7 @@ def _reject(start_response, service: str, code: str, key_id: str = "") -> list[b
     return [data]
 
 
-def _answer(start_response, status: int, body: str) -> list[bytes]:
+def _answer(start_response: Any, status: int, body: str) -> list[bytes]:
     data = body.encode()
     reason = {200: "OK", 404: "Not Found", 409: "Conflict"}.get(status, "Error")
     start_response(f"{status} {reason}", [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])

@@ -96,7 +96,13 @@ class ServiceCredential:
         return "".join(f"<{k}>{escape(v)}</{k}>" for k, v in fields)
 
     def as_data(self) -> dict[str, str]:
-        return {"id": self.id, "service": self.service, "service_user": self.service_user, "status": self.status, "created": iso(self.created)}
+        return {
+            "id": self.id,
+            "service": self.service,
+            "service_user": self.service_user,
+            "status": self.status,
+            "created": iso(self.created),
+        }
 
 
 class ServiceCredentials:
@@ -207,7 +213,11 @@ def ensure_policy(iam: Any, account_id: str, name: str, document: str | None = N
     arn = managed_policy_arn(account_id, name)
     if arn not in iam.managed_policies:
         iam.create_policy(
-            description="seeded by the training scenario", path=path, policy_document=document or json.dumps(_MANAGED_DOC), policy_name=name, tags=[]
+            description="seeded by the training scenario",
+            path=path,
+            policy_document=document or json.dumps(_MANAGED_DOC),
+            policy_name=name,
+            tags=[],
         )
     return arn
 
@@ -305,7 +315,9 @@ def summary(data: Mapping[str, Any]) -> dict[str, Any]:
         "attached_policies": list(data["attached_policies"]),
         "ssh_public_keys": [{"id": k["id"], "status": k["status"]} for k in data["ssh_public_keys"]],
         "signing_certificates": [{"id": c["id"], "status": c["status"]} for c in data["signing_certificates"]],
-        "service_specific_credentials": [{"id": c["id"], "service": c["service"], "status": c["status"]} for c in data["service_credentials"]],
+        "service_specific_credentials": [
+            {"id": c["id"], "service": c["service"], "status": c["status"]} for c in data["service_credentials"]
+        ],
         "tags": dict(data["tags"]),
     }
 
@@ -335,7 +347,9 @@ def restore_account(iam: Any, account_id: str, data: Mapping[str, Any]) -> None:
         ensure_group(iam, name)
     for arn, policy in data.get("policies", {}).items():
         if arn not in iam.managed_policies:
-            iam.create_policy(description="", path=policy.get("path", "/"), policy_document=policy["document"], policy_name=policy["name"], tags=[])
+            iam.create_policy(
+                description="", path=policy.get("path", "/"), policy_document=policy["document"], policy_name=policy["name"], tags=[]
+            )
     for serial in data.get("virtual_mfa_devices", []):
         if serial not in iam.virtual_mfa_devices:
             name = serial.partition(":mfa")[2] or serial
