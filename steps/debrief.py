@@ -266,6 +266,14 @@ def _end_state(world: dict[str, Any] | None, target: str) -> list[str]:
         return [f"{target}: deleted"]
     keys = world["aws"]["users"].get(target, [])
     lines.append(f"{target}: " + (", ".join(f"{k['id']} {k['status']}" for k in keys) or "no keys"))
+    held = (world["aws"].get("attachments") or {}).get(target) or {}
+    kinds = [(k, held.get(k)) for k in ("mfa_devices", "ssh_public_keys", "signing_certificates", "service_credentials", "groups")]
+    attached = [f"{len(v)} {k.replace('_', ' ')}" for k, v in kinds if v]
+    attached += [f"{len(held[k])} {k.replace('_', ' ')}" for k in ("inline_policies", "attached_policies") if held.get(k)]
+    if held.get("login_profile"):
+        attached.insert(0, "a console password")
+    if attached:  # what else the user has (offboarding removes all of it)
+        lines.append(f"{target} also has: " + ", ".join(attached))
     active = {k["id"] for k in keys if k["status"] == "Active"}
     for place, held in sorted(world.get("places", {}).items()):
         key_id, owner = held.get("key_id"), held.get("secret_of")
@@ -328,7 +336,7 @@ def build(journal: Journal, audit: AuditLog, ref: str) -> Debrief:
     if row.status is SessionStatus.ROLLED_BACK:
         rollback = "rolled back: " + ", ".join(e.step_id or "" for e in facts.events if e.kind == "undone")
     elif row.status is SessionStatus.DONE:
-        rollback = "not needed: the session completed"
+        rollback = f"not needed: the {'rotation' if row.runbook_id == 'aws-iam-access-key' else 'session'} completed"
     elif not _changed_anything(facts):
         rollback = "not needed: nothing was changed"
     elif row.status in (SessionStatus.FAILED, SessionStatus.BLOCKED, SessionStatus.REFUSED, SessionStatus.ROLLBACK_FAILED):
