@@ -51,6 +51,7 @@ class Request:
     check_call: str | None = None
     allow_self_rotation: bool = False
     retire_key: str | None = None  # checked to be one of the user's keys before anything is written
+    inputs: dict[str, str] = field(default_factory=dict)  # other runbook inputs (--input NAME=VALUE), e.g. person, observe_for
     options: dict[str, Any] = field(default_factory=dict)  # recorded with the session (e.g. opened_by)
 
 
@@ -167,6 +168,10 @@ def check_output_path(path: str, flag: str) -> Path:
 # -- sessions -----------------------------------------------------------------------------------
 
 
+# Inputs that have their own flag (and checks) on the command line.
+_OWN_FLAGS = {"target_user": "--user", "check_call": "--check-call", "allow_self_rotation": "--allow-self-rotation", "reason": "--reason"}
+
+
 def prepare(request: Request) -> Prepared:
     """Check everything a request names before anything is built or written: the mode and
     the flags it allows, the runbook, the scenario or the inventory, the check call."""
@@ -188,6 +193,9 @@ def prepare(request: Request) -> Prepared:
             raise ComposeError(f"--check-call: {exc}") from None
     load(request.runbook)
 
+    for name in request.inputs:
+        if name in _OWN_FLAGS:
+            raise ComposeError(f"--input {name}=…: give it as {_OWN_FLAGS[name]}")
     inventory = inv_path = scenario = None
     inputs: dict[str, str | None] = {}
     user, check_call = request.user, request.check_call
@@ -206,6 +214,7 @@ def prepare(request: Request) -> Prepared:
         entry = inventory.user(user) if inventory is not None else None
         if entry is not None and not check_call:
             check_call = entry.check_call
+    inputs.update(request.inputs)
     inputs.update(
         {
             "target_user": user,

@@ -199,6 +199,32 @@ def _vault_unreachable(f: _Facts) -> tuple[str, str]:
     return NOT_REACHED, "the vault never went down"
 
 
+def _contain_before_delete(f: _Facts) -> tuple[str, str]:
+    gate = f.audited("gate.override", "observe")
+    if gate:
+        return MISSED, f"the observation was cut short: {gate[-1]['context'].get('reason')}"
+    overrides = f.audited("block.override", "observe") + f.audited("block.override", "delete-access-keys")
+    if overrides:
+        return MISSED, f"tore down although a key was used after its deactivation: {overrides[-1]['context'].get('reason')}"
+    if f.final("observe") == StepStatus.DONE:
+        ff = " (fast-forwarded on the simulated clock)" if f.audited("clock.fast_forward", "observe") else ""
+        return HANDLED, f"the user stayed contained through the observation{ff}, and no key was used after its deactivation"
+    if f.ever("observe", StepStatus.BLOCKED) is not None:
+        return HANDLED, "a key was used after its deactivation: the teardown was stopped"
+    return NOT_REACHED, "the observation was not reached"
+
+
+def _delete_user_order(f: _Facts) -> tuple[str, str]:
+    conflict = next((e for e in f.step_events("delete-user") if e.status == StepStatus.FAILED and "DeleteConflict" in e.summary), None)
+    if f.final("delete-user") == StepStatus.DONE:
+        if conflict is not None:
+            return MISSED, f"DeleteUser refused first ({conflict.summary.split(': ', 1)[-1]}); the user went only after that was removed"
+        return HANDLED, "everything attached was removed in DeleteUser's order; the user is gone (get-user: NoSuchEntity)"
+    if conflict is not None:
+        return MISSED, f"DeleteUser refused: {conflict.summary.split(': ', 1)[-1]} (a teardown step was skipped)"
+    return NOT_REACHED, "the user was not deleted"
+
+
 @dataclass(frozen=True)
 class Check:
     name: str  # what the gotcha is about, without the answer (for a briefing)
@@ -221,6 +247,10 @@ CHECKS: dict[str, Check] = {
     ),
     "last-used-before-delete": Check("Before deleting the old key", "get-access-key-last-used before the delete", _last_used_before_delete),
     "vault-unreachable": Check("The vault as the source of truth", "The vault first: no new pair outside it", _vault_unreachable),
+    "contain-before-delete": Check(
+        "Contain before you delete", "Contain, observe, then tear down: a use after deactivation stops it", _contain_before_delete
+    ),
+    "delete-user-order": Check("What DeleteUser needs first", "Tear down in DeleteUser's order, then delete the user", _delete_user_order),
 }
 
 
@@ -234,8 +264,18 @@ def _end_state(world: dict[str, Any] | None, target: str) -> list[str]:
     if not world:
         return ["(the simulated world was not saved)"]
     lines: list[str] = []
+    if target and target not in world["aws"]["users"]:
+        return [f"{target}: deleted"]
     keys = world["aws"]["users"].get(target, [])
     lines.append(f"{target}: " + (", ".join(f"{k['id']} {k['status']}" for k in keys) or "no keys"))
+    held = (world["aws"].get("attachments") or {}).get(target) or {}
+    kinds = [(k, held.get(k)) for k in ("mfa_devices", "ssh_public_keys", "signing_certificates", "service_credentials", "groups")]
+    attached = [f"{len(v)} {k.replace('_', ' ')}" for k, v in kinds if v]
+    attached += [f"{len(held[k])} {k.replace('_', ' ')}" for k in ("inline_policies", "attached_policies") if held.get(k)]
+    if held.get("login_profile"):
+        attached.insert(0, "a console password")
+    if attached:  # what else the user has (offboarding removes all of it)
+        lines.append(f"{target} also has: " + ", ".join(attached))
     active = {k["id"] for k in keys if k["status"] == "Active"}
     for place, held in sorted(world.get("places", {}).items()):
         key_id, owner = held.get("key_id"), held.get("secret_of")
@@ -298,7 +338,7 @@ def build(journal: Journal, audit: AuditLog, ref: str) -> Debrief:
     if row.status is SessionStatus.ROLLED_BACK:
         rollback = "rolled back: " + ", ".join(e.step_id or "" for e in facts.events if e.kind == "undone")
     elif row.status is SessionStatus.DONE:
-        rollback = "not needed: the rotation completed"
+        rollback = f"not needed: the {'rotation' if row.runbook_id == 'aws-iam-access-key' else 'session'} completed"
     elif not _changed_anything(facts):
         rollback = "not needed: nothing was changed"
     elif row.status in (SessionStatus.FAILED, SessionStatus.BLOCKED, SessionStatus.REFUSED, SessionStatus.ROLLBACK_FAILED):

@@ -201,9 +201,10 @@ def _confirmation(session: Session, prompt: Prompt, opts: DriveOptions, printer:
             what = prompt.prompt or f"type {prompt.expect}"
             if prompt.irreversible:
                 flag = "--retire-key KEY_ID" if prompt.choices else f"--confirm-key {prompt.expect} or --confirm-irreversible (audited)"
+                typed = (step.typed or "key id").replace("_", " ")
                 raise _Stop(
                     EXIT_STOPPED,
-                    f"stopped before step {step.number} ({step.id}): irreversible, no undo: it needs the key id typed ({what}); pass {flag}",
+                    f"stopped before step {step.number} ({step.id}): irreversible, no undo: it needs the {typed} typed ({what}); pass {flag}",
                 )
             raise _Stop(EXIT_STOPPED, f"stopped before step {step.number} ({step.id}): it needs a typed confirmation ({what}); pass {flag}")
         return answer, how
@@ -281,4 +282,7 @@ def rollback(session: Session, yes: bool, printer: Printer, asker: Asker | None 
             printer.echo(f"       {line}")
     if not ok:
         return EXIT_FAILED, f"rollback stopped at a failure; fix it and run `handrail rollback {session.id}` again"
+    if plan.later:
+        left = "; ".join(f"step {i.step.number} ({i.step.title}): {i.command}" for i in plan.later)
+        return EXIT_DONE, f"session {session.id}: rolled back, except what only a person can do: {left}"
     return EXIT_DONE, f"session {session.id}: rolled back"

@@ -24,7 +24,7 @@ from steps.audit import AuditLog
 from steps.clock import SimClock, human_duration, iso, parse_iso
 from steps.journal import Journal, SessionRow
 from steps.loader import load, render
-from steps.model import Runbook, Step
+from steps.model import Runbook, Step, parse_duration
 from steps.secrets import Secret, redact
 from steps.status import Mode, Needs, SessionStatus, StepStatus
 from steps.text import shown
@@ -155,6 +155,9 @@ class RollbackPlan:
     reason: str
     items: list[UndoItem]
     notes: list[str]
+    # Manual undos a person does after the rollback (`undo: {manual, later: true}`): said
+    # in the notes and recorded, never waited for.
+    later: list[UndoItem] = field(default_factory=list)
 
 
 @dataclass
@@ -172,6 +175,9 @@ def runbook_sha(path: Path) -> str:
 
 
 MIN_REASON = 3
+# The fact an action sets when it deleted the session's own IAM user: a resume, rollback
+# or abandon then accepts that the user is gone.
+TARGET_DELETED = "target_deleted_at"
 
 
 def check_reason(reason: str | None, what: str) -> str:
@@ -202,6 +208,15 @@ def validate_inputs(runbook: Runbook, given: dict[str, str | None]) -> dict[str,
             # Plain words, never the regex: the runbook's hint, else its prompt.
             raise InputError(f"input {name!r}: {shown(value)} is not {spec.hint or 'a valid value for: ' + spec.prompt}")
         values[name] = value
+    for step in runbook.steps:
+        gate_input = step.gate.at_least_input if step.gate else None
+        if gate_input and gate_input in values:
+            try:
+                parse_duration(values[gate_input])
+            except ValueError:
+                raise InputError(
+                    f"input {gate_input!r}: {shown(values[gate_input])} is not a duration (write it as 60s, 15m, 24h or 3d)"
+                ) from None
     return values
 
 
@@ -316,6 +331,9 @@ class Engine:
             try:
                 _, user_id = wiring.target_identity(row.target)
             except NoSuchUser:
+                if self.journal.facts(row.id).get(TARGET_DELETED):
+                    # This session deleted the user itself (offboarding): where it stands.
+                    return (binding.operator_arn, operator) if operator != binding.operator_arn else None
                 raise BindingRefused(
                     f"session {row.id}: IAM user {row.target!r} (user id {binding.target_id}) no longer exists in account {account}: "
                     "refused, nothing changed. Abandon the session"
@@ -507,9 +525,19 @@ class Session:
         after = self.states[step.gate.after]
         now = self._now()
         since = parse_iso(after.ended_at) if after.ended_at and after.status is StepStatus.DONE else None
-        opens = since + timedelta(seconds=step.gate.at_least) if since else None
+        at_least = self.gate_seconds(step)
+        opens = since + timedelta(seconds=at_least) if since else None
         passed = self.facts.get(f"gate_passed:{step.id}")
-        return GateState(step.id, step.gate.after, step.gate.at_least, step.gate.why, since, opens, now, passed)
+        return GateState(step.id, step.gate.after, at_least, step.gate.why, since, opens, now, passed)
+
+    def gate_seconds(self, step: Step) -> float:
+        """How long a gate holds: its duration, or the runbook input that sets it."""
+        assert step.gate is not None
+        name = step.gate.at_least_input
+        if name:
+            value = self.inputs.get(name) or self.runbook.inputs[name].default
+            return parse_duration(value or 0)
+        return step.gate.at_least
 
     def override_gate(self, step_id: str, reason: str) -> None:
         reason = check_reason(reason, "passing a gate early")
@@ -979,6 +1007,7 @@ class Session:
             return RollbackPlan(False, render(self.runbook.rollback.after_point_of_no_return, values), [], [])
         items: list[UndoItem] = []
         notes: list[str] = []
+        later: list[UndoItem] = []
         for state in reversed(list(self.states.values())):
             step = state.step
             if not state.status.undoable and not (state.reopened and state.status is StepStatus.PENDING):
@@ -986,6 +1015,12 @@ class Session:
             if step.undo is None:
                 if step.irreversible and state.status is StepStatus.DONE and values.get(f"changed:{step.id}") != "no":
                     notes.append(f"step {step.number} ({step.title}) cannot be undone: {state.summary}")
+                continue
+            if step.undo.later:
+                if state.status is StepStatus.DONE and values.get(f"changed:{step.id}") != "no":
+                    text = render(step.undo.manual, values)
+                    later.append(UndoItem(step, "later", text, step.undo.summary or "left to a person"))
+                    notes.append(f"step {step.number} ({step.title}) is not undone here; a person must: {text}")
                 continue
             undo_spec = registry()[step.undo.run] if step.undo.run else None
             unavailable = self._unavailable(step, undo_spec) if undo_spec else None
@@ -1002,7 +1037,7 @@ class Session:
             elif state.status is StepStatus.DONE:
                 notes.append(f"step {step.number}: its undo cannot run ({unavailable}) and has no manual instructions")
         reason = "" if items else "nothing to undo"
-        return RollbackPlan(True, reason, items, notes)
+        return RollbackPlan(True, reason, items, notes, later)
 
     def rollback(self, manual_done: Callable[[UndoItem], bool] | None = None) -> tuple[bool, list[tuple[UndoItem, Outcome]]]:
         """Run the undo of every completed step in reverse; stop at the first failure."""
@@ -1031,8 +1066,9 @@ class Session:
                 else:
                     assert item.step.undo is not None and item.step.undo.run  # a "run" undo item
                     spec = registry()[item.step.undo.run]
+                    params = spec.params.model_validate(item.step.undo.with_) if spec.params else None
                     try:
-                        outcome = spec.fn(self._context(item.step, spec, params=spec.params.model_validate({}) if spec.params else None))
+                        outcome = spec.fn(self._context(item.step, spec, params=params))
                     except ActionFailed as exc:
                         outcome = exc.outcome()
                     except Exception as exc:
@@ -1063,8 +1099,20 @@ class Session:
                     self._emit(Event("rollback", item.step.id, outcome))
                     return False, results
                 self._emit(Event("rollback", item.step.id, outcome))
+            for item in plan.later:
+                self.journal.add_event(
+                    self.id,
+                    "undo-later",
+                    step_id=item.step.id,
+                    status=StepStatus.DONE,
+                    summary=f"left to a person: {item.command}",
+                    ts_sim=self._ts_sim(),
+                )
             self.audit.append(
-                "rollback.completed", session=self.id, actor=self.row.actor, context={"undone": [i.step.id for i, _ in results]}
+                "rollback.completed",
+                session=self.id,
+                actor=self.row.actor,
+                context={"undone": [i.step.id for i, _ in results], "left_to_a_person": {i.step.id: i.command for i in plan.later}},
             )
             self.checkpoint()
             self._finish(SessionStatus.ROLLED_BACK)

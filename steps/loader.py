@@ -69,6 +69,7 @@ def check(runbook: Runbook, raw: dict[str, Any], source: str) -> None:
     """The checks that need the whole file and the action registry."""
     actions = registry()
     known: set[str] = set(runbook.inputs) | BUILTIN
+    secrets: set[str] = set()  # secrets earlier steps hold in memory (for a shell step's env only)
     seen_ids: dict[str, int] = {}
     seen_numbers: dict[str, int] = {}
     raw_steps = raw.get("steps", [])
@@ -97,10 +98,12 @@ def check(runbook: Runbook, raw: dict[str, Any], source: str) -> None:
                     f"{at}.run",
                     f"action {step.run!r} needs {missing[0]!r}, which no input or earlier step provides",
                 )
-            _check_params(source, f"{at}.with", spec, step.with_, known)
+            _check_params(source, f"{at}.shell" if step.shell is not None else f"{at}.with", spec, step.with_, known, secrets)
         if step.gate and (step.gate.after not in seen_ids or step.gate.after == step.id):
             where = "is not an earlier step" if step.gate.after in (s.id for s in runbook.steps) else "is not a step"
             raise RunbookError(source, f"{at}.gate.after", f"{step.gate.after!r} {where}")
+        if step.gate and step.gate.at_least_input:
+            _check_gate_input(source, f"{at}.gate.at_least", runbook, step.gate.at_least_input)
 
         _check_placeholders(source, f"{at}.command", step.command, known)
         if step.manual:
@@ -121,10 +124,13 @@ def check(runbook: Runbook, raw: dict[str, Any], source: str) -> None:
                     raise RunbookError(
                         source, where, f"undo action {step.undo.run!r} needs {missing[0]!r}, which nothing before it provides"
                     )
+                undo_where = f"{at}.shell.undo_argv" if step.shell is not None else f"{at}.undo.with"
+                _check_params(source, undo_where, undo_spec, step.undo.with_, known | produced, secrets)
             undo_known = known | produced
             _check_placeholders(source, f"{at}.undo.command", step.undo.command, undo_known)
             _check_placeholders(source, f"{at}.undo.manual", step.undo.manual, undo_known)
         known |= produced
+        secrets |= set(spec.produces_secrets) if spec else set()
 
     for i, name in enumerate(runbook.on_end):
         end_spec = actions.get(name)
@@ -141,7 +147,23 @@ def check(runbook: Runbook, raw: dict[str, Any], source: str) -> None:
             raise RunbookError(source, f"inputs.{name}.default", f"{spec_input.default!r} is not one of the choices")
 
 
-def _check_params(source: str, where: str, spec: ActionSpec, given: dict[str, Any], known: set[str]) -> None:
+def _check_gate_input(source: str, where: str, runbook: Runbook, name: str) -> None:
+    from steps.model import parse_duration
+
+    spec = runbook.inputs.get(name)
+    if spec is None:
+        raise RunbookError(source, where, f"{{{name}}} is not an input of this runbook")
+    if spec.default is None:
+        raise RunbookError(source, where, f"input {name!r} sets a gate: give it a default duration (e.g. 24h)")
+    try:
+        parse_duration(spec.default)
+    except ValueError as exc:
+        raise RunbookError(source, f"inputs.{name}.default", str(exc)) from None
+
+
+def _check_params(
+    source: str, where: str, spec: ActionSpec, given: dict[str, Any], known: set[str], secrets: frozenset[str] | set[str] = frozenset()
+) -> None:
     if spec.params is None:
         if given:
             raise RunbookError(source, where, f"action {spec.name!r} takes no parameters")
@@ -160,9 +182,21 @@ def _check_params(source: str, where: str, spec: ActionSpec, given: dict[str, An
                 f"{where}.{name}",
                 f"needs {fact!r}, which no earlier step provides (add the step that produces it, or turn this rule off)",
             )
+    # Parameters that are templates (a shell step's argv and env): every placeholder is
+    # known, and a secret may fill only what the action keeps off the command line.
+    for name, (text, secret_ok) in params.templates().items():
+        for placeholder in _placeholder_names(source, f"{where}.{name}", text):
+            if placeholder in secrets and not secret_ok:
+                raise RunbookError(
+                    source,
+                    f"{where}.{name}",
+                    f"{{{placeholder}}} is a secret: it never goes on a command line; pass it through env (e.g. env: {{TOKEN: '{{{placeholder}}}'}})",
+                )
+            if placeholder not in known and not (secret_ok and placeholder in secrets):
+                raise RunbookError(source, f"{where}.{name}", f"undefined placeholder {{{placeholder}}}")
 
 
-def _check_placeholders(source: str, where: str, text: str | None, known: set[str]) -> None:
+def _placeholder_names(source: str, where: str, text: str | None) -> list[str]:
     try:
         names = placeholders(text)
     except ValueError as exc:
@@ -170,6 +204,11 @@ def _check_placeholders(source: str, where: str, text: str | None, known: set[st
     for name in names:
         if not _NAME.match(name):
             raise RunbookError(source, where, f"placeholder {{{name}}} is not a plain name")
+    return names
+
+
+def _check_placeholders(source: str, where: str, text: str | None, known: set[str]) -> None:
+    for name in _placeholder_names(source, where, text):
         if name not in known:
             raise RunbookError(source, where, f"undefined placeholder {{{name}}}")
 

@@ -93,21 +93,44 @@ class Prerequisite(_Strict):
 
 class Undo(_Strict):
     run: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     command: str | None = None
     manual: str | None = None
     summary: str | None = None
+    # Manual only: what a person must do after a rollback (a password cannot come back).
+    # The rollback says so, records it, and goes on without waiting for a "done".
+    later: bool = False
 
     @model_validator(mode="after")
     def _one_way(self) -> Undo:
         if not self.run and not self.manual:
             raise ValueError("an undo needs 'run' (an action) or 'manual' (instructions)")
+        if self.with_ and not self.run:
+            raise ValueError("'with' gives parameters to an undo action; this undo has no 'run'")
+        if self.later and (self.run or not self.manual):
+            raise ValueError("'later' is for a manual undo a person does after the rollback (no 'run')")
         return self
+
+
+_INPUT_REF = re.compile(r"^\s*\{([A-Za-z_][A-Za-z0-9_]*)\}\s*$")
 
 
 class Gate(_Strict):
     after: str
     at_least: float
     why: str = ""
+    # `at_least: "{observe_for}"`: the duration is that runbook input (the loader checks
+    # its default is a duration; `at_least` then holds the default, for the plan).
+    at_least_input: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_input(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("at_least"), str):
+            match = _INPUT_REF.match(data["at_least"])
+            if match:
+                data = {**data, "at_least": 0, "at_least_input": match.group(1)}
+        return data
 
     @field_validator("at_least", mode="before")
     @classmethod
@@ -119,6 +142,14 @@ class Manual(_Strict):
     instructions: str
     # Said when a headless run cannot do this step and records it as skipped.
     headless: str = "manual step: nobody at the keyboard to do it"
+
+
+def shell_command(argv: Any) -> str:
+    """The command line an argv stands for, to read (placeholders left as they are)."""
+    if not isinstance(argv, list):
+        return ""
+    safe = re.compile(r"^[\w@%+=:,./{}-]+$")
+    return " ".join(str(a) if safe.match(str(a)) else "'" + str(a).replace("'", "'\"'\"'") + "'" for a in argv)
 
 
 class Step(_Strict):
@@ -140,6 +171,32 @@ class Step(_Strict):
     skippable: bool = True
     # A safety step: when it was skipped, the next step's confirmation says this first.
     if_skipped: str | None = None
+    # The shell step kind: `shell: {argv: [...], timeout, expect_exit, expect_output, env,
+    # undo_argv}` is short for `run: shell.run` with those parameters (and an undo that
+    # runs undo_argv). Kept as written so the loader names `shell.*` in its errors.
+    shell: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shell_kind(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("shell") is None:
+            return data
+        shell = data["shell"]
+        if not isinstance(shell, dict):
+            raise ValueError("shell: write it as a mapping, e.g. {argv: [echo, hello]}")
+        for key in ("run", "with", "manual"):
+            if key in data:
+                raise ValueError(f"a shell step has no {key!r}: its 'shell' mapping says what runs")
+        params = {k: v for k, v in shell.items() if k != "undo_argv"}
+        data = {**data, "run": "shell.run", "with": params}
+        data.setdefault("command", shell_command(shell.get("argv")))
+        undo_argv = shell.get("undo_argv")
+        if undo_argv is not None:
+            if "undo" in data:
+                raise ValueError("a shell step gives its undo as shell.undo_argv, not 'undo'")
+            undo_with = {k: v for k, v in params.items() if k in ("timeout", "env")} | {"argv": undo_argv}
+            data["undo"] = {"run": "shell.run", "with": undo_with, "command": shell_command(undo_argv), "summary": "run the undo command"}
+        return data
 
     @field_validator("undo", mode="before")
     @classmethod

@@ -59,7 +59,10 @@ def validate(engine: Engine, runbook_ref: str, wiring: Wiring, printer: Printer,
         key = iam.create_access_key(UserName=user)["AccessKey"]
         Secret(key["SecretAccessKey"], "throwaway secret")  # never shown, never kept: just scrubbed
         printer.echo(f"created its first access key {key['AccessKeyId']}")
-        session = engine.start(runbook_ref, {"target_user": user, "reason": "operator-initiated"}, wiring, options={"validation": True})
+        reason = runbook.inputs.get("reason")
+        # A runbook whose reasons do not include operator-initiated (offboarding) gets its default.
+        why = "operator-initiated" if reason is None or not reason.choices or "operator-initiated" in reason.choices else reason.default
+        session = engine.start(runbook_ref, {"target_user": user, "reason": why}, wiring, options={"validation": True})
         session_id = session.id
         simulated = wiring.clock.simulated
         opts = DriveOptions(
@@ -96,7 +99,7 @@ def _delete_user(iam: Any, user: str) -> list[str]:  # a boto3 IAM client (untyp
         keys = iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
     except Exception as exc:
         if "NoSuchEntity" in aws_error(exc):
-            return [f"IAM user {user} was never created: nothing to clean up"]
+            return [f"IAM user {user} does not exist (never created, or deleted by the runbook): nothing to clean up"]
         return [f"could not list {user}'s keys: {aws_error(exc)}; delete the user by hand"]
     for key in keys:
         try:

@@ -66,7 +66,7 @@ def test_frozen_journal_stamps_frozen_real_time(tmp_path: Path):
 
 def test_catalog_offers_the_shipped_runbook_and_scenarios(tmp_path: Path):
     catalog = load_catalog()
-    assert [r.ref for r in catalog.runbooks] == ["aws-iam-access-key"]
+    assert [r.ref for r in catalog.runbooks] == ["aws-iam-access-key", "aws-iam-user-offboarding"]
     book = catalog.runbook(None)
     assert "scheduled" in book.reasons and book.default_reason in book.reasons
     assert catalog.scenarios[0].id == "happy-path"

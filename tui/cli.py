@@ -259,6 +259,13 @@ def _drive_session(session, opts, as_json: bool, world_out: str | None) -> None:
 @click.option("--reason", type=click.Choice(["scheduled", "operator-initiated", "incident", "offboarding"]), help="Why this rotation runs.")
 @click.option("--check-call", metavar="CALL", help="A read-only call the user makes, e.g. 's3:ListObjectsV2 Bucket=raxx-backups'.")
 @click.option("--allow-self-rotation", is_flag=True, help="Allow rotating the key you are signed in with (warned, audited).")
+@click.option(
+    "--input",
+    "extra_inputs",
+    metavar="NAME=VALUE",
+    multiple=True,
+    help="Another input of the runbook (e.g. --input person=dana --input observe_for=48h); `handrail plan` lists them.",
+)
 @click.option("--profile", metavar="PROFILE", help="Live/dry-run: the AWS profile to act as.")
 @click.option("--region", metavar="REGION", help="Live/dry-run: the AWS region for API calls.")
 @click.option(
@@ -276,6 +283,7 @@ def run(
     reason,
     check_call,
     allow_self_rotation,
+    extra_inputs,
     profile,
     region,
     inventory_path,
@@ -297,6 +305,12 @@ def run(
     if world_out and mode != "training":
         fail("--world-out is for training only")
     opts = _drive_options(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, world_out)
+    given: dict[str, str] = {}
+    for item in extra_inputs:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            fail(f"--input {item!r}: write it as NAME=VALUE")
+        given[name.strip()] = value
     request = compose.Request(
         runbook=runbook,
         mode=mode,
@@ -309,6 +323,7 @@ def run(
         check_call=check_call,
         allow_self_rotation=allow_self_rotation,
         retire_key=retire_key,
+        inputs=given,
     )
     with _refusals():
         session = compose.start(_engine(), request)

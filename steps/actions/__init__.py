@@ -14,7 +14,14 @@ from typing import Any
 from steps.actions.base import ActionSpec, Outcome, Params, Preview, StepContext
 
 _ACTIONS: dict[str, ActionSpec] = {}
-_MODULES = ("steps.actions.iam", "steps.actions.claim", "steps.actions.consumers", "steps.actions.audit")
+_MODULES = (
+    "steps.actions.iam",
+    "steps.actions.claim",
+    "steps.actions.consumers",
+    "steps.actions.audit",
+    "steps.actions.offboard",
+    "steps.actions.shell",
+)
 _loaded = False
 
 

@@ -194,6 +194,12 @@ class Params(BaseModel):
         an earlier step must produce (the loader checks the runbook provides it)."""
         return {}
 
+    def templates(self) -> dict[str, tuple[str, bool]]:
+        """{where: (text, a secret may fill it)} for parameters with {placeholders} the
+        action fills at run time (the loader checks each is an input, a fact or, where
+        allowed, a secret held in memory)."""
+        return {}
+
 
 class WaitParams(Params):
     """A poll: give up after `deadline`, check every `interval`."""

@@ -144,7 +144,7 @@ def claim_user(ctx: StepContext) -> Outcome:
             remedy="let the other session finish; nothing of this session changed the user",
         )
     evidence.append(f"read back after {params.settle:g} s: the mark is this session's")
-    return Outcome.done(f"{user} is marked as being rotated by this session until {iso(mine.expires)}", evidence, claim=mine.value())
+    return Outcome.done(f"{user} is marked by this session (tag {TAG}) until {iso(mine.expires)}", evidence, claim=mine.value())
 
 
 @action(

@@ -8,7 +8,10 @@ checks every request the way AWS would for this SOP:
 - a new key is refused until `propagation_delay` simulated seconds after its creation
   (AWS's eventual consistency, which step 3 and step 6 wait out);
 - a status change takes `status_delay` simulated seconds to take effect (so a
-  consumer may still get through just after a deactivation, and its last use shows).
+  consumer may still get through just after a deactivation, and its last use shows);
+- DeleteUser is refused with AWS's DeleteConflict while anything is still attached to
+  the user, and service-specific credentials, which moto lacks, are answered here
+  (`steps.sandbox.iam_user`).
 
 Each `AwsWorld` is one simulated account with its own clock; many worlds share one
 moto server per process. moto stamps creation and last-use times from the world's
@@ -30,6 +33,7 @@ from urllib.parse import parse_qs
 from steps.aws import iso_full
 from steps.clock import Clock, iso, utc
 from steps.consumers.base import Pair
+from steps.sandbox import iam_user
 from steps.secrets import Secret
 
 StartResponse = Callable[..., Any]
@@ -90,6 +94,13 @@ def _reject(start_response: StartResponse, service: str, code: str, key_id: str 
     return [data]
 
 
+def _answer(start_response: Any, status: int, body: str) -> list[bytes]:
+    data = body.encode()
+    reason = {200: "OK", 404: "Not Found", 409: "Conflict"}.get(status, "Error")
+    start_response(f"{status} {reason}", [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
 def _between(text: str, first: str, second: str) -> str:
     return text.partition(first)[2].partition(second)[0]
 
@@ -145,6 +156,9 @@ def _gate(app: WSGIApp) -> WSGIApp:
         world.count(service, body, environ)
         _local.clock = world.clock
         try:
+            answered = world.answer_iam(service, body)
+            if answered is not None:
+                return _answer(start_response, *answered)
             return app(environ, start_response)
         finally:
             _local.clock = None
@@ -212,6 +226,7 @@ class AwsWorld:
         self._botocore: Any = None  # a botocore session, made on first use
         self.operator: Pair | None = None
         self.check_calls: dict[str, str] = {}
+        self.service_credentials = iam_user.ServiceCredentials(clock, self.account_id)
         with _lock:
             _worlds[self.account_id] = self
         self.url = _moto_server().url
@@ -264,6 +279,24 @@ class AwsWorld:
         with _lock:
             self.calls[name] = self.calls.get(name, 0) + 1
 
+    def answer_iam(self, service: str, body: bytes) -> tuple[int, str] | None:
+        """What the gate answers itself instead of moto: DeleteUser's preconditions, and
+        service-specific credentials. None: moto answers."""
+        if service != "iam" or not body:
+            return None
+        params = parse_qs(body.decode(errors="replace"))
+        action = params.get("Action", [""])[0]
+        if action == "DeleteUser":
+            user = params.get("UserName", [""])[0]
+            conflict = iam_user.delete_conflict(self.iam, self.service_credentials, user)
+            if conflict is not None:
+                return iam_user.error_xml(409, "DeleteConflict", conflict)
+            self.service_credentials.forget_user(user)
+            return None
+        if action in iam_user.ServiceCredentials.ACTIONS:
+            return self.service_credentials.answer(action, body, self.iam)
+        return None
+
     # -- seeding ----------------------------------------------------------------------------
 
     def create_operator(self, user: str = OPERATOR_USER) -> Pair:
@@ -274,10 +307,14 @@ class AwsWorld:
         self.operator = Pair(key.access_key_id, Secret(key.secret_access_key, "operator"))
         return self.operator
 
-    def seed_user(self, name: str, keys: list[SeedKey], check_call: str | None = None) -> list[Pair]:
+    def seed_user(
+        self, name: str, keys: list[SeedKey], check_call: str | None = None, attached: iam_user.AttachmentSeed | None = None
+    ) -> list[Pair]:
         if name not in self.iam.users:
             self.iam.create_user(self.region, user_name=name, path="/")
         pairs = [self._new_key(name, k) for k in keys]
+        if attached is not None:
+            iam_user.seed(self.iam, self.service_credentials, self.account_id, name, attached)
         if check_call:
             self.check_calls[name] = check_call
         return [Pair(k.access_key_id, Secret(k.secret_access_key, f"{name} key")) for k in pairs]
@@ -375,7 +412,7 @@ class AwsWorld:
                         "fingerprint": Secret(key.secret_access_key).fingerprint(),
                     }
                 )
-            out[name] = {"arn": user.arn, "keys": keys}
+            out[name] = {"arn": user.arn, "keys": keys, **iam_user.summary(iam_user.attachments(self.iam, self.service_credentials, name))}
         return out
 
     def secrets_by_key(self) -> dict[str, Secret]:
@@ -408,6 +445,10 @@ class AwsWorld:
             "buckets": buckets,
             "check_calls": self.check_calls,
             "operator": self.operator.key_id if self.operator else None,
+            # Everything else attached to each user, and the groups and policies they point
+            # at (bodies of public keys and certificates, policy documents: no secrets).
+            "account": iam_user.account_data(self.iam, self.account_id),
+            "attachments": {name: iam_user.attachments(self.iam, self.service_credentials, name) for name in self.iam.users},
         }
 
     @classmethod
@@ -437,6 +478,10 @@ class AwsWorld:
                     when = utc(datetime.fromisoformat(item["last_used"].replace("Z", "+00:00"))).replace(tzinfo=None)
                     key.last_used = AccessKeyLastUsed(when, item.get("service") or "sts", world.region)
                 secrets[item["id"]] = Secret(key.secret_access_key, f"{name} key")
+        iam_user.restore_account(world.iam, world.account_id, snapshot.get("account") or {})
+        for name, data in (snapshot.get("attachments") or {}).items():
+            if name in world.iam.users:
+                iam_user.restore_user(world.iam, world.service_credentials, name, data)
         for name, objects in snapshot.get("buckets", {}).items():
             world.seed_bucket(name, objects)
         if snapshot.get("operator"):

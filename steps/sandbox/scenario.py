@@ -5,6 +5,7 @@ Validated like runbooks: a bad scenario is one line naming the file and the fiel
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -38,6 +39,27 @@ class KeySeed(_Strict):
 class UserSeed(_Strict):
     keys: list[KeySeed] = Field(default_factory=list, max_length=2)
     check_call: str | None = None
+    # Everything else a user can have attached (what offboarding must remove before
+    # DeleteUser): a console password, virtual MFA devices (by name), groups, inline
+    # policies (name: document), managed policies (names: created in the account),
+    # SSH public keys and signing certificates (how many), service-specific
+    # credentials (by service, e.g. codecommit.amazonaws.com).
+    login_profile: bool = False
+    mfa_devices: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    inline_policies: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    attached_policies: list[str] = Field(default_factory=list)
+    ssh_public_keys: int = Field(0, ge=0, le=5)
+    signing_certificates: int = Field(0, ge=0, le=2)
+    service_credentials: list[str] = Field(default_factory=list, max_length=2)
+
+    @field_validator("mfa_devices", "groups", "attached_policies")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[\w+=,.@-]{1,128}", name):
+                raise ValueError(f"{name!r} is not an IAM name (letters, digits and + = , . @ _ -)")
+        return value
 
     @field_validator("check_call")
     @classmethod

@@ -29,6 +29,7 @@ from steps.consumers.factory import Credentials
 from steps.inventory import GitHubEntry, HerokuEntry, InfisicalEntry, Inventory, SshEntry, UserEntry
 from steps.sandbox import scenario as scenarios
 from steps.sandbox.aws import AwsWorld, SeedKey
+from steps.sandbox.iam_user import AttachmentSeed
 from steps.sandbox.scenario import Holds, Scenario
 from steps.secrets import Secret
 
@@ -96,7 +97,17 @@ class World:
         pairs: dict[str, list[Pair]] = {}
         for name, user in seed.users.items():
             keys = [SeedKey(k.status, k.age, k.last_used, k.service) for k in user.keys]
-            pairs[name] = self.aws.seed_user(name, keys, user.check_call)
+            attached = AttachmentSeed(
+                login_profile=user.login_profile,
+                mfa_devices=tuple(user.mfa_devices),
+                groups=tuple(user.groups),
+                inline_policies=dict(user.inline_policies),
+                attached_policies=tuple(user.attached_policies),
+                ssh_public_keys=user.ssh_public_keys,
+                signing_certificates=user.signing_certificates,
+                service_credentials=tuple(user.service_credentials),
+            )
+            pairs[name] = self.aws.seed_user(name, keys, user.check_call, attached)
         if self.scenario.operator.as_target:
             self.aws.operator = self._initial_pair(pairs, "active")
         else:
