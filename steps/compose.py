@@ -288,17 +288,6 @@ def reopen(engine: Engine, row: SessionRow, *, headless: bool = True) -> Session
     """A session opened where it stands, nothing resumed: to read a finished session's
     rollback plan, or to abandon one. Refused, like a resume, in another account or on a
     re-created user; another operator of the account takes it over (audited)."""
-    from steps.engine import Session
     from steps.loader import load
 
-    runbook = load(row.runbook_path)
-    wiring = wiring_for_session(row, headless=headless)
-    try:
-        taken_over = engine.check_binding(row, wiring)
-    except BaseException:
-        wiring.close()
-        raise
-    session = Session(engine, row, runbook, wiring)
-    if taken_over:
-        session.take_over(*taken_over)
-    return session
+    return engine.open_bound(row, load(row.runbook_path), wiring_for_session(row, headless=headless))

@@ -294,15 +294,8 @@ class Engine:
             raise EngineError(f"session {row.id}: its runbook {path} is gone")
         runbook = load(path)
         sha = runbook_sha(path)
-        wiring = make_wiring(row)
-        try:
-            taken_over_from = self.check_binding(row, wiring)
-        except BaseException:
-            wiring.close()
-            raise
-        session = Session(self, row, runbook, wiring)
-        if taken_over_from:
-            session.take_over(*taken_over_from)
+        session = self.open_bound(row, runbook, make_wiring(row))
+        wiring = session.wiring
         if sha != row.runbook_sha:
             self.journal.add_event(row.id, "note", summary=f"runbook file changed since the session started ({path})")
         if not wiring.dry_run and row.target:
@@ -310,6 +303,19 @@ class Engine:
         if recover:
             session.recover_secrets()
         self.audit.append("session.resumed", session=row.id, actor=row.actor, context={"status": row.status})
+        return session
+
+    def open_bound(self, row: SessionRow, runbook: Runbook, wiring: Wiring) -> Session:
+        """The session on `wiring`, once its binding holds (the wiring is closed if not);
+        another operator of the account taking it over is audited."""
+        try:
+            taken_over = self.check_binding(row, wiring)
+        except BaseException:
+            wiring.close()
+            raise
+        session = Session(self, row, runbook, wiring)
+        if taken_over:
+            session.take_over(*taken_over)
         return session
 
     def check_binding(self, row: SessionRow, wiring: Wiring) -> tuple[str, str] | None:
