@@ -91,7 +91,9 @@ async def test_rollback_half_way_restores_the_old_key():
 
 @pilot_test
 async def test_no_secret_is_rendered_until_revealed_then_hidden_again():
-    app = frozen_app("happy-path", reveal_seconds=2)
+    # The reveal lasts wall-clock seconds: long enough to outlast the key press and the
+    # pause before the check on a loaded machine (0.5 s did not, with tests in parallel).
+    app = frozen_app("happy-path", reveal_seconds=5)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_session(pilot)
         session = screen.session

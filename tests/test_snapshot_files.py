@@ -1,0 +1,28 @@
+"""Every stored snapshot belongs to a snapshot test.
+
+syrupy fails a run that leaves a snapshot unused, but not under pytest-xdist (each
+worker sees only its share of the tests, so it skips the check): this test keeps it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import test_tui_snapshots
+from tui_helpers import SIZES
+
+STORED = Path(__file__).parent / "__snapshots__" / "test_tui_snapshots"
+
+
+def test_every_stored_snapshot_has_its_test():
+    tests = [
+        name
+        for name, fn in inspect.getmembers(test_tui_snapshots, inspect.isfunction)
+        if name.startswith("test_") and "snap_compare" in inspect.signature(fn).parameters
+    ]
+    expected = {f"{name}[{size}]" for name in tests for size in SIZES}
+    stored = {p.stem for p in STORED.glob("*.svg")}
+    assert stored, f"no snapshots in {STORED}"
+    unused = sorted(stored - expected)
+    assert not unused, f"snapshots no test takes (delete them, or run `pytest -n0 --snapshot-update`): {unused}"
