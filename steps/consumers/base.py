@@ -93,17 +93,21 @@ class ProbeResult:
     def failed(self, what: str, line: str) -> None:
         self.checks.append(Check(what, False, line))
 
+    def _said(self, check: Check) -> str:
+        # An adapter's errors start with its name; said under that name once is enough.
+        return check.line.removeprefix(f"{self.name}: ")
+
     def summary(self) -> str:
         """One line: ready, or the first problem."""
         problem = next((c for c in self.checks if not c.ok), None)
         if problem is not None:
-            return f"{self.name}: NOT READY: {problem.line}"
+            return f"{self.name}: NOT READY: {self._said(problem)}"
         if not self.checks:
             return f"{self.name}: NOT READY: nothing was checked"
         return f"{self.name}: ready ({', '.join(c.what for c in self.checks)} checked)"
 
     def lines(self) -> list[str]:
-        return [f"{'ok' if c.ok else 'FAILED'}: {c.what}: {c.line}" for c in self.checks]
+        return [f"{'ok' if c.ok else 'FAILED'}: {c.what}: {self._said(c)}" for c in self.checks]
 
 
 class Vault(Protocol):
