@@ -63,6 +63,7 @@ class StepDetail(VerticalScroll):
         self.reveal_seconds = reveal_seconds
 
     def compose(self) -> ComposeResult:
+        yield Static(id="d-title")
         yield Static(id="d-status")
         yield Static(id="d-hints")
         yield Static(id="d-why", classes="prose")
@@ -79,8 +80,8 @@ class StepDetail(VerticalScroll):
         yield Static(id="d-evidence", classes="block")
         yield Static(id="d-note", classes="callout")
 
-    BEFORE = ("d-status", "d-hints", "d-note", "d-why", "d-gate", "d-manual", "d-command", "d-preview", "d-undo")
-    AFTER = ("d-status", "d-hints", "d-note", "d-wait", "d-secret", "d-output", "d-evidence", "d-why", "d-command", "d-undo")
+    BEFORE = ("d-title", "d-status", "d-hints", "d-note", "d-why", "d-gate", "d-manual", "d-command", "d-preview", "d-undo")
+    AFTER = ("d-title", "d-status", "d-hints", "d-note", "d-wait", "d-secret", "d-output", "d-evidence", "d-why", "d-command", "d-undo")
 
     def _arrange(self, before: bool) -> None:
         """Before a step runs: why it exists and what it will do come first.
@@ -106,11 +107,20 @@ class StepDetail(VerticalScroll):
         if title is not None:
             widget.border_title = title
 
+    def on_resize(self) -> None:
+        view = getattr(self, "_view", None)
+        if view is not None:  # the width decides whether the title needs its own line
+            self.show(view)
+
     def show(self, view: StepView) -> None:
+        self._view = view
         state, step = view.state, view.state.step
         style = look(view.status)
         self._arrange(view.status in AHEAD)
         self.border_title = f"Step {step.number} · {step.title}"
+        # A narrow terminal cuts the frame's title: then the whole title heads the detail.
+        cut = self.size.width and len(self.border_title) + 6 > self.size.width
+        self._set("d-title", Content.from_markup("[b]$title[/b]", title=step.title) if cut else None)
         status = Content.from_markup(f"[{style.color} b]$glyph $word[/]", glyph=style.glyph, word=style.word)
         if state.attempts > 1 and view.status not in AHEAD:  # a retry says which one it is
             status = status + Content(f" (attempt {state.attempts})")
