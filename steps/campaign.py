@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from steps.driver import DriveOptions
     from steps.due import DueRow
     from steps.engine import Engine, RollbackPlan, Session
+    from steps.inventory import Inventory
 
 ROTATION = "aws-iam-access-key"
 OFFBOARDING = "aws-iam-user-offboarding"
@@ -77,6 +78,17 @@ def check_plan(targets: list[Target]) -> None:
 def due_targets(rows: Iterable[DueRow], cadence_days: float, *, runbook: str = ROTATION) -> list[Target]:
     """The due users a campaign rotates: the operator's own user and unreadable ones are left out."""
     return [Target(runbook, r.user, r.why(cadence_days), {"reason": "scheduled"}) for r in rows if r.rotatable]
+
+
+def offboard_targets(inventory: Inventory, person: str) -> list[Target]:
+    """Someone leaves: their own IAM users are offboarded (contained, then removed), and
+    every other pair they could read is rotated (their blast radius)."""
+    own = inventory.person(person).iam_users
+    return [Target(OFFBOARDING, u, f"{person}'s own IAM user: contain it, then remove it") for u in own] + [
+        Target(ROTATION, u, f"{person} could read its pair (blast radius)", {"reason": "offboarding"})
+        for u in inventory.blast_radius(person)
+        if u not in own
+    ]
 
 
 def user_targets(users: Iterable[str], *, runbook: str = ROTATION, reason: str = "operator-initiated") -> list[Target]:

@@ -893,19 +893,53 @@ def campaign_start(
 
     Each target stops at its observation gate (24 h) unless --fast-forward (training) or
     --override-gate REASON; `handrail campaign resume C` finishes them later."""
-    from datetime import UTC, datetime
-
     from steps import campaign as campaigns
-    from steps import compose
     from steps import due as dues
 
     if due_users == bool(users):
         fail("name what the campaign rotates: --due (every due user) or --user NAME (repeatable)")
+    seconds = _cadence(cadence)
+
+    def plan(fleet, reader):
+        if not due_users:
+            return campaigns.user_targets(users, reason=reason or "operator-initiated"), []
+        rows = dues.report(reader, every=all_users, cadence=seconds, concurrency=concurrency)
+        left_out = [r for r in rows if not r.rotatable]
+        notes = [f"left out: {sum(1 for r in left_out if not r.due)} user(s) not due at {cadence}"] if left_out else []
+        notes += [f"left out: {r.user}: {r.why(seconds / 86400)}" for r in left_out if r.due]
+        return campaigns.due_targets(rows, seconds / 86400), notes
+
+    stamp = _stamp()
+    _start_campaign(
+        plan,
+        kind="due" if due_users else "users",
+        name=name or (f"due at {cadence}, {stamp}" if due_users else f"{len(users)} user(s), {stamp}"),
+        options={"cadence": cadence, "all_users": all_users},
+        fleet_args=(mode, scenario, profile, region, inventory_path),
+        run_args=(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out),
+        concurrency=concurrency,
+    )
+
+
+def _stamp() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tuple, run_args: tuple, concurrency: int) -> None:
+    """Open the fleet, make the plan (plan(fleet, reader) -> (targets, notes)), show it,
+    take the yes, record the campaign and run it. Nothing is written before the yes."""
+    from steps import campaign as campaigns
+    from steps import compose
+    from steps.loader import load
+
+    mode, scenario, profile, region, inventory_path = fleet_args
+    yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out = run_args
     if fast_forward and mode != "training":
         fail("--fast-forward is for training only: live time cannot be skipped (use --override-gate REASON)")
     if world_out and mode != "training":
         fail("--world-out is for training only")
-    seconds = _cadence(cadence)
     opts = _drive_options(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, world_out)
     engine = _engine()
     echo = _echo_err(as_json)
@@ -915,51 +949,89 @@ def campaign_start(
         with _refusals():
             reader = fleet.wiring()
             account, operator_arn = reader.identity()
-            if due_users:
-                rows = dues.report(reader, every=all_users, cadence=seconds, concurrency=concurrency)
-                targets = campaigns.due_targets(rows, seconds / 86400)
-                left_out = [r for r in rows if not r.rotatable]
-            else:
-                targets = campaigns.user_targets(users, reason=reason or "operator-initiated")
-                left_out = []
+            targets, notes = plan(fleet, reader)
             campaigns.check_plan(targets)
-        kind = "due" if due_users else "users"
+            for runbook in sorted({t.runbook for t in targets}):
+                load(runbook)  # a runbook that is not there is bad input, before anything starts
         echo(f"campaign plan: {len(targets)} target(s) in account {account}, {mode}, as {operator_arn}, {concurrency} at a time:")
         for n, t in enumerate(targets, 1):
             echo(f"  {n:>3}. {t.user} ({t.runbook}): {t.why}")
-        if left_out:
-            not_due = sum(1 for r in left_out if not r.due)
-            other = [r for r in left_out if r.due]
-            echo(f"  left out: {not_due} user(s) not due at {cadence}" + "".join(f"; {r.user}: {r.why(seconds / 86400)}" for r in other))
+        for note in notes:
+            echo(f"  {note}")
         if not targets:
-            fleet.close()
             if as_json:
-                click.echo(json.dumps({"campaign": None, "targets": [], "exit_code": EXIT_DONE, "message": "nothing to rotate"}))
+                click.echo(json.dumps({"campaign": None, "targets": [], "exit_code": EXIT_DONE, "message": "nothing to do"}))
             else:
-                click.echo("nothing to rotate: no campaign started")
+                click.echo("nothing to do: no campaign started")
             sys.exit(EXIT_DONE)
         if not yes:
             asker = _asker(as_json)
-            if not (getattr(asker, "available", False) and asker.confirm(f"start this campaign of {len(targets)} rotation(s)?")):
-                fleet.close()
+            if not (getattr(asker, "available", False) and asker.confirm(f"start this campaign of {len(targets)} session(s)?")):
                 fail("campaign not started: the plan needs a yes (pass --yes, or answer at a terminal); nothing changed", EXIT_STOPPED)
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
         with _refusals():
             campaign_id = campaigns.create(
                 engine,
                 targets,
-                name=name or (f"due at {cadence}, {stamp}" if due_users else f"{len(targets)} user(s), {stamp}"),
+                name=name,
                 kind=kind,
                 mode=mode,
                 account=account,
                 operator_arn=operator_arn,
-                options={**fleet.options(), "cadence": cadence, "all_users": all_users},
+                options={**fleet.options(), **options},
             )
         echo(f"campaign {campaign_id}: started")
     except BaseException:
         fleet.close()
         raise
     _drive_campaign(engine, fleet, campaign_id, opts, concurrency, as_json, world_out)
+
+
+@main.command()
+@click.argument("person")
+@_concurrency
+@_fleet_options
+@_run_options
+def offboard(
+    person,
+    concurrency,
+    mode,
+    scenario,
+    profile,
+    region,
+    inventory_path,
+    yes,
+    fast_forward,
+    override_gate,
+    override_block,
+    retire_key,
+    confirm_keys,
+    confirm_irreversible,
+    as_json,
+    world_out,
+) -> None:
+    """Someone leaves: a campaign that offboards PERSON's own IAM users (runbook
+    aws-iam-user-offboarding) and rotates every pair they could read (their blast radius,
+    from the inventory's people)."""
+    from steps import campaign as campaigns
+    from steps.inventory import UnknownPerson
+
+    def plan(fleet, reader):
+        if fleet.inventory is None:
+            fail("offboard needs an inventory that lists people (--inventory, $HANDRAIL_INVENTORY or the config dir's)")
+        try:
+            return campaigns.offboard_targets(fleet.inventory, person), []
+        except UnknownPerson as exc:
+            fail(str(exc))
+
+    _start_campaign(
+        plan,
+        kind="offboard",
+        name=f"offboard {person}, {_stamp()}",
+        options={"person": person},
+        fleet_args=(mode, scenario, profile, region, inventory_path),
+        run_args=(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out),
+        concurrency=concurrency,
+    )
 
 
 def _find_campaign(engine, ref: str):

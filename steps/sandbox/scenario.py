@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from steps.inventory import Person
 from steps.model import SLUG, parse_duration
 from steps.yamlfile import RunbookError, parse_file
 
@@ -170,6 +171,8 @@ class Scenario(_Strict):
     # Extra inputs the scenario gives the runbook (e.g. a reason).
     inputs: dict[str, str] = Field(default_factory=dict)
     gotchas: list[str] = Field(default_factory=list)
+    # Who could read which pairs (the inventory's people), for offboarding campaigns.
+    people: dict[str, Person] = Field(default_factory=dict)
     # Played by a campaign (`handrail campaign start --due`), not as one rotation: the
     # app's list of scenarios leaves it out until the app has a campaign board.
     campaign: bool = False
@@ -206,6 +209,14 @@ class Scenario(_Strict):
                 if holds not in ("active", "none") and not (holds.isdigit() and int(holds) < len(keys)):
                     raise ValueError(f"{where}.holds: {holds!r} is not 'active', 'none' or the index of one of {user}'s keys")
         self._unique_places()
+        listed = set(self.inventory_users())
+        for name, person in self.people.items():
+            for i, user in enumerate(person.iam_users):
+                if user not in self.aws.users:
+                    raise ValueError(f"people.{name}.iam_users[{i}]: {user!r} is not one of aws.users")
+            for i, user in enumerate(person.could_read):
+                if user not in listed:
+                    raise ValueError(f"people.{name}.could_read[{i}]: {user!r} is not a user the inventory lists")
         everyone = [c for _, _, consumers in self.places() for c in consumers]
         systems = {"infisical": any(v is not None for _, v, _ in self.places())} | {
             t: any(c.type == t for c in everyone) for t in ("heroku", "github", "ssh")

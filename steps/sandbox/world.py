@@ -136,7 +136,7 @@ class World:
         users: dict[str, UserEntry] = {}
         for user, vault, consumers in sc.places():
             users[user] = self._start_user(user, vault, consumers, initial, places, secrets, (vault_histories or {}))
-        self.inventory = Inventory(users=users)
+        self.inventory = Inventory(users=users, people=dict(sc.people))
 
     def _start_user(
         self,
