@@ -322,9 +322,14 @@ class Runner:
     def _each(self, targets: list[TargetRow], work: Callable[[TargetRow], None]) -> None:
         if not targets:
             return
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(targets)), thread_name_prefix="campaign") as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(targets)), thread_name_prefix="campaign")
+        try:
             for _ in pool.map(work, targets):
                 pass
+        except BaseException:  # Ctrl-C: the sessions in flight drive on to their next stop; the rest never start
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
     def _open(self, target: TargetRow) -> Session | None:
         """The target's session: already open, resumed from the journal, or started."""

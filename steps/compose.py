@@ -448,7 +448,7 @@ class CampaignOpener:
     """Opens a campaign's sessions on its fleet: the composition half of `steps.campaign`
     (which schedules and drives them, and never builds a wiring itself)."""
 
-    def __init__(self, engine: Engine, fleet: Fleet, campaign_id: str, *, save_every: float = 2.0) -> None:
+    def __init__(self, engine: Engine, fleet: Fleet, campaign_id: str, *, save_every: float = 10.0) -> None:
         self.engine, self.fleet, self.campaign_id = engine, fleet, campaign_id
         self.save_every = save_every
         self._saved_at = 0.0
