@@ -404,3 +404,43 @@ def test_a_poll_whose_check_straddles_the_deadline_checks_once_more() -> None:
 
     polled = clock.poll(slow_check, deadline=60, interval=2)
     assert polled.ok and polled.attempts == 2
+
+
+# -- live and dry-run: boto3's own chain, pointed at a simulated account ----------------------------------
+
+
+def test_due_in_live_mode_without_an_inventory_lists_every_user_with_keys(live_world, cli) -> None:
+    result = cli("due", "--mode", "live", "--json")
+
+    assert result.exit_code == 0, result.output
+    rows = {r["user"]: r for r in json.loads(result.stdout)}
+    assert rows["raxx-vault-operator"]["due"] and rows["raxx-vault-operator"]["age_days"] == 92
+    assert rows["handrail-operator"]["operator"] and not rows["raxx-vault-operator"]["in_inventory"]
+
+
+def test_a_dry_run_campaign_reads_and_changes_nothing(live_world, cli) -> None:
+    before = live_world.export()["iam_users"]["raxx-vault-operator"]["keys"]
+
+    result = cli("campaign", "start", "--due", "--mode", "dry-run", "--all-users", "--yes", "--json")
+
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [t["user"] for t in data["targets"]] == ["raxx-vault-operator"] and data["mode"] == "dry-run"
+    after = live_world.export()["iam_users"]["raxx-vault-operator"]["keys"]
+    assert [(k["id"], k["status"]) for k in after] == [(k["id"], k["status"]) for k in before]
+
+
+@pytest.mark.slow
+def test_a_live_campaign_rotates_with_the_gate_passed_by_an_audited_reason(live_world, cli, runbook_without_settle) -> None:
+    result = cli(
+        "campaign", "start", "--due", "--mode", "live", "--all-users", "--runbook", runbook_without_settle,
+        "--yes", "--confirm-irreversible", "--override-gate", "test: observed elsewhere", "--json",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    target = json.loads(result.stdout)["targets"][0]
+    keys = live_world.export()["iam_users"]["raxx-vault-operator"]["keys"]
+    assert [(k["id"], k["status"]) for k in keys] == [(target["new_key_id"], "Active")]
+    records = [json.loads(line) for line in cli("audit", "show").stdout.splitlines()]
+    overrides = [r["context"]["reason"] for r in records if r["action"] == "gate.override"]
+    assert overrides == ["test: observed elsewhere"]

@@ -863,6 +863,9 @@ def _drive_campaign(engine, fleet, campaign_id: str, opts, concurrency: int, as_
     "--reason", type=click.Choice(["scheduled", "operator-initiated", "incident", "offboarding"]), help="--user: why they rotate."
 )
 @click.option("--name", metavar="NAME", help="The campaign's name (default: what it rotates, and when).")
+@click.option(
+    "--runbook", default="aws-iam-access-key", show_default=True, metavar="RUNBOOK", help="The runbook each target runs (an id or a path)."
+)
 @_concurrency
 @_fleet_options
 @_run_options
@@ -873,6 +876,7 @@ def campaign_start(
     all_users,
     reason,
     name,
+    runbook,
     concurrency,
     mode,
     scenario,
@@ -902,12 +906,12 @@ def campaign_start(
 
     def plan(fleet, reader):
         if not due_users:
-            return campaigns.user_targets(users, reason=reason or "operator-initiated"), []
+            return campaigns.user_targets(users, runbook=runbook, reason=reason or "operator-initiated"), []
         rows = dues.report(reader, every=all_users, cadence=seconds, concurrency=concurrency)
         left_out = [r for r in rows if not r.rotatable]
         notes = [f"left out: {sum(1 for r in left_out if not r.due)} user(s) not due at {cadence}"] if left_out else []
         notes += [f"left out: {r.user}: {r.why(seconds / 86400)}" for r in left_out if r.due]
-        return campaigns.due_targets(rows, seconds / 86400), notes
+        return campaigns.due_targets(rows, seconds / 86400, runbook=runbook), notes
 
     stamp = _stamp()
     _start_campaign(
