@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,10 +40,20 @@ class Verdict:
     note: str = ""
 
 
+@dataclass
+class _Pending:
+    record: dict[str, Any]
+    seq: int | None = None
+    error: BaseException | None = None
+
+
 class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         private_file(self.path)
+        self._queue_lock = threading.Lock()
+        self._pending: list[_Pending] = []
+        self._writer = threading.Lock()  # one writer at a time in this process; flock orders processes
 
     @property
     def head_path(self) -> Path:
@@ -67,35 +78,62 @@ class AuditLog:
     def append(
         self, action: str, *, session: str | None = None, actor: str | None = None, context: dict[str, Any] | None = None, **fields: Any
     ) -> int:
-        """Append one record; returns its line number (1-based)."""
-        with open(self.path, "a+b") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                last = _last_line(fh)
-                if last is None:
-                    seq, prev = 1, GENESIS
-                else:
-                    seq, prev = int(json.loads(last)["seq"]) + 1, line_hash(last)
-                record: dict[str, Any] = {
-                    "seq": seq,
-                    "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                    "action": action,
-                    "actor": actor or "",
-                    "session": session,
-                }
-                if context is not None:
-                    record["context"] = context
-                record.update({k: v for k, v in fields.items() if v is not None})
-                record["prev"] = prev
-                line = redact(json.dumps(record, separators=(",", ":"), default=str)).encode()
-                fh.seek(0, os.SEEK_END)
-                fh.write(line + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-                self._write_head(seq, line_hash(line))
-                return seq
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        """Append one record; returns its line number (1-based).
+
+        Group commit: the threads of one process (a campaign's sessions) that append
+        while another is writing hand their records to the next writer, which chains and
+        writes them all under one file lock and one fsync, in the order they came."""
+        record: dict[str, Any] = {
+            "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "action": action,
+            "actor": actor or "",
+            "session": session,
+        }
+        if context is not None:
+            record["context"] = context
+        record.update({k: v for k, v in fields.items() if v is not None})
+        item = _Pending(record)
+        with self._queue_lock:
+            self._pending.append(item)
+        with self._writer:
+            if item.seq is None and item.error is None:
+                with self._queue_lock:
+                    batch, self._pending = self._pending, []
+                self._write(batch)
+        if item.error is not None:
+            raise item.error
+        assert item.seq is not None
+        return item.seq
+
+    def _write(self, batch: list[_Pending]) -> None:
+        try:
+            with open(self.path, "a+b") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    last = _last_line(fh)
+                    if last is None:
+                        seq, prev = 0, GENESIS
+                    else:
+                        seq, prev = int(json.loads(last)["seq"]), line_hash(last)
+                    lines = []
+                    for item in batch:
+                        seq += 1
+                        record = {"seq": seq, **item.record, "prev": prev}
+                        line = redact(json.dumps(record, separators=(",", ":"), default=str)).encode()
+                        lines.append(line)
+                        prev = line_hash(line)
+                        item.seq = seq
+                    fh.seek(0, os.SEEK_END)
+                    fh.write(b"".join(line + b"\n" for line in lines))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    self._write_head(seq, prev)
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+        except BaseException as exc:
+            for item in batch:
+                item.seq, item.error = None, exc
+            raise
 
     def records(self) -> Iterator[dict[str, Any]]:
         with open(self.path, "rb") as fh:
@@ -104,9 +142,21 @@ class AuditLog:
                     yield json.loads(raw)
 
     def find(self, session: str, action: str) -> int | None:
-        for record in self.records():
-            if record.get("session") == session and record.get("action") == action:
-                return int(record["seq"])
+        """The line number of `session`'s `action` record, or None. Read from the end back
+        to the session's start: a log that grows with every rotation is not read whole
+        for each one (a campaign's steps 8 would make that quadratic)."""
+        needle = f'"session":{json.dumps(session)}'.encode()
+        with open(self.path, "rb") as fh:
+            for raw in _lines_backwards(fh):
+                if needle not in raw:
+                    continue
+                record = json.loads(raw)
+                if record.get("session") != session:
+                    continue
+                if record.get("action") == action:
+                    return int(record["seq"])
+                if record.get("action") == "session.started":
+                    return None  # nothing of this session comes before its start
         return None
 
     def for_session(self, session: str) -> list[dict[str, Any]]:
@@ -146,6 +196,25 @@ class AuditLog:
         if digest != prev:
             return Verdict(False, n, n, "the last line does not match the head file: it was changed")
         return Verdict(True, n)
+
+
+def _lines_backwards(fh: BinaryIO, block: int = 65536) -> Iterator[bytes]:
+    """The non-empty lines of a file opened in binary mode, last first."""
+    fh.seek(0, os.SEEK_END)
+    pos = fh.tell()
+    rest = b""
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        fh.seek(pos)
+        chunk = bytes(fh.read(step)) + rest
+        lines = chunk.split(b"\n")
+        rest = lines.pop(0)  # may be the tail of a line that starts in the block before
+        for line in reversed(lines):
+            if line.strip():
+                yield line
+    if rest.strip():
+        yield rest
 
 
 def _last_line(fh: BinaryIO) -> bytes | None:

@@ -79,22 +79,26 @@ def poll(
 
     The first check is immediate. Between checks: `progress(what, elapsed, deadline)`
     (not for a deadline-less poll), then a sleep of `interval`, cut to end at the
-    deadline so the last check falls on it. With `max_interval`, the interval doubles
-    after each sleep up to that (backoff for a slow remote job).
+    deadline so the last check falls on it. A check that began before the deadline and
+    ended past it (a slow call; in a training campaign, the shared simulated clock moved
+    by another session meanwhile) is followed by one last check at once. With
+    `max_interval`, the interval doubles after each sleep up to that (backoff for a slow
+    remote job).
     """
     start = monotonic()
     count = 0
     while True:
         count += 1
+        began = monotonic() - start
         value = check()
         elapsed = monotonic() - start
         if until(value):
             return Polled(value, True, count, elapsed)
-        if elapsed >= deadline or (attempts is not None and count >= attempts):
+        if began >= deadline or (attempts is not None and count >= attempts):
             return Polled(value, False, count, elapsed)
         if progress is not None and math.isfinite(deadline):
-            progress(what, elapsed, deadline)
-        sleep(min(interval, deadline - elapsed))
+            progress(what, min(elapsed, deadline), deadline)
+        sleep(max(0.0, min(interval, deadline - elapsed)))
         if max_interval is not None:
             interval = min(interval * 2, max_interval)
 

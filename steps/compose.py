@@ -10,7 +10,10 @@ are bad input (nothing was written); `LockHeld`/`SessionBusy` mean another sessi
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,7 @@ from steps.text import shown
 if TYPE_CHECKING:
     from steps.engine import Engine, Session
     from steps.inventory import Inventory
-    from steps.journal import SessionRow
+    from steps.journal import CampaignRow, SessionRow, TargetRow
     from steps.sandbox.scenario import Scenario
     from steps.sandbox.world import World
     from steps.wiring import Wiring
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     WorldFactory = Callable[[Scenario], World]
 
 DEFAULT_RUNBOOK = "aws-iam-access-key"
+log = logging.getLogger("handrail.compose")
 
 
 class ComposeError(Exception):
@@ -139,6 +143,7 @@ def wiring_for_session(row: SessionRow, headless: bool = True) -> Wiring:
     if row.mode == Mode.TRAINING:
         from steps.sandbox.world import World
 
+        _in_campaign_world(row)
         if not row.world:
             raise ComposeError(f"session {row.id}: its simulated world was not saved")
         clock = training_clock(headless, offset=row.sim_offset or 0.0)
@@ -191,7 +196,7 @@ def prepare(request: Request) -> Prepared:
             parse_check_call(request.check_call)
         except ValueError as exc:
             raise ComposeError(f"--check-call: {exc}") from None
-    load(request.runbook)
+    runbook = load(request.runbook)
 
     for name in request.inputs:
         if name in _OWN_FLAGS:
@@ -224,6 +229,8 @@ def prepare(request: Request) -> Prepared:
     )
     if request.reason:
         inputs["reason"] = request.reason
+    if "check_call" not in runbook.inputs and not request.check_call:
+        inputs.pop("check_call", None)  # found in the inventory for a runbook that does not take it
     options = {
         "profile": request.profile,
         "region": request.region,
@@ -255,10 +262,17 @@ def start(
         headless=headless,
         world_factory=world_factory,
     )
+    return _start_wired(engine, prepared, wiring, session_id=session_id)
+
+
+def _start_wired(
+    engine: Engine, prepared: Prepared, wiring: Wiring, *, session_id: str | None = None, campaign_id: str | None = None
+) -> Session:
+    req = prepared.request
     try:
         if req.retire_key:
             _check_retire_key(wiring, str(prepared.inputs.get("target_user") or ""), req.retire_key)
-        return engine.start(req.runbook, prepared.inputs, wiring, options=prepared.options, session_id=session_id)
+        return engine.start(req.runbook, prepared.inputs, wiring, options=prepared.options, session_id=session_id, campaign_id=campaign_id)
     except BaseException:
         wiring.close()
         raise
@@ -284,10 +298,203 @@ def resume(engine: Engine, ref: str, *, headless: bool = True, recover: bool = T
     return engine.resume(ref, lambda row: wiring_for_session(row, headless=headless), recover=recover)
 
 
-def reopen(engine: Engine, row: SessionRow, *, headless: bool = True) -> Session:
+def _in_campaign_world(row: SessionRow) -> None:
+    """A training campaign's sessions share its world: they are opened through the campaign."""
+    if row.campaign_id and row.mode == Mode.TRAINING and not row.world:
+        raise ComposeError(
+            f"session {row.id} belongs to training campaign {row.campaign_id}, whose sessions share one simulated world: "
+            f"use `handrail campaign resume {row.campaign_id}` or `handrail campaign rollback {row.campaign_id}`"
+        )
+
+
+def reopen(engine: Engine, row: SessionRow, *, headless: bool = True, wiring: Wiring | None = None) -> Session:
     """A session opened where it stands, nothing resumed: to read a finished session's
     rollback plan, or to abandon one. Refused, like a resume, in another account or on a
     re-created user; another operator of the account takes it over (audited)."""
     from steps.loader import load
 
-    return engine.open_bound(row, load(row.runbook_path), wiring_for_session(row, headless=headless))
+    return engine.open_bound(row, load(row.runbook_path), wiring or wiring_for_session(row, headless=headless))
+
+
+# -- campaigns: many sessions at once -------------------------------------------------------------
+
+
+class Fleet:
+    """What a campaign's sessions are wired to.
+
+    Training: one simulated world that every session shares (one account, one clock, one
+    fake vault, Heroku, GitHub and host); each session gets its own `SharedTrainingWiring`
+    onto it, so its adapters and its operator identity are its own. Live and dry-run: a
+    `LiveWiring` per session, the inventory read once.
+    """
+
+    def __init__(
+        self,
+        mode: Mode,
+        *,
+        world: World | None = None,
+        profile: str | None = None,
+        region: str | None = None,
+        inventory: Inventory | None = None,
+        inventory_path: Path | None = None,
+        scenario_ref: str | None = None,
+    ) -> None:
+        self.mode = mode
+        self.world = world
+        self.profile, self.region = profile, region
+        self._inventory = inventory
+        self.inventory_path = inventory_path
+        self.scenario_ref = scenario_ref
+
+    @property
+    def simulated(self) -> bool:
+        return self.world is not None
+
+    @property
+    def inventory(self) -> Inventory | None:
+        return self.world.inventory if self.world is not None else self._inventory
+
+    def wiring(self) -> Wiring:
+        from steps.wiring import LiveWiring, SharedTrainingWiring
+
+        if self.world is not None:
+            return SharedTrainingWiring(self.world)
+        return LiveWiring(profile=self.profile, region=self.region, dry_run=self.mode == Mode.DRY_RUN, inventory=self._inventory)
+
+    def options(self) -> dict[str, Any]:
+        """What a campaign records to be opened again (never a secret)."""
+        return {
+            "profile": self.profile,
+            "region": self.region,
+            "scenario": self.scenario_ref,
+            "inventory": str(self.inventory_path.resolve()) if self.inventory_path else None,
+        }
+
+    def snapshot(self) -> tuple[str | None, float | None]:
+        """The shared world and its clock, to save on the campaign (training), else (None, None)."""
+        if self.world is None:
+            return None, None
+        return json.dumps(self.world.snapshot()), self.world.clock.offset
+
+    def export(self) -> dict[str, Any] | None:
+        return self.world.export() if self.world is not None else None
+
+    def close(self) -> None:
+        if self.world is not None:
+            self.world.close()
+
+
+def open_fleet(
+    mode: str,
+    *,
+    scenario: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    inventory: str | None = None,
+    headless: bool = True,
+    world_factory: WorldFactory | None = None,
+) -> Fleet:
+    """The wiring source of a new campaign. Training builds ONE world from the scenario
+    (default: fleet) for all the campaign's sessions; a scenario that schedules step
+    faults is refused, as a fault armed at a step would hit whichever session runs it."""
+    checked = check_mode(mode)
+    if scenario and checked is not Mode.TRAINING:
+        raise ComposeError("--scenario is for training only")
+    if inventory and checked is Mode.TRAINING:
+        raise ComposeError("--inventory is for live and dry-run: training builds its own from the scenario")
+    if checked is Mode.TRAINING:
+        from steps.sandbox import scenario as scenarios
+        from steps.sandbox.world import World
+        from steps.wiring import training_clock
+
+        sc = scenarios.load(scenario or FLEET_SCENARIO)
+        if sc.faults:
+            raise ComposeError(f"scenario {sc.id} schedules faults at steps: that is for one session (handrail run), not a campaign's many")
+        world = world_factory(sc) if world_factory else World.create(sc, training_clock(headless))
+        return Fleet(checked, world=world, scenario_ref=sc.source or sc.id)
+    path, inv = find_inventory(inventory)
+    return Fleet(checked, profile=profile, region=region, inventory=inv, inventory_path=path)
+
+
+FLEET_SCENARIO = "fleet"
+
+
+def restore_fleet(row: CampaignRow, *, headless: bool = True) -> Fleet:
+    """A campaign's wiring source again: training brings back its one saved world."""
+    mode = check_mode(row.mode)
+    if mode is Mode.TRAINING:
+        from steps.sandbox.world import World
+        from steps.wiring import training_clock
+
+        if not row.world:
+            raise ComposeError(f"campaign {row.id}: its simulated world was not saved")
+        world = World.restore(json.loads(row.world), training_clock(headless, offset=row.sim_offset or 0.0))
+        return Fleet(mode, world=world, scenario_ref=row.options.get("scenario"))
+    path = row.options.get("inventory")
+    return Fleet(
+        mode,
+        profile=row.options.get("profile"),
+        region=row.options.get("region"),
+        inventory=load_inventory(Path(path)) if path else None,
+        inventory_path=Path(path) if path else None,
+    )
+
+
+class CampaignOpener:
+    """Opens a campaign's sessions on its fleet: the composition half of `steps.campaign`
+    (which schedules and drives them, and never builds a wiring itself)."""
+
+    def __init__(self, engine: Engine, fleet: Fleet, campaign_id: str, *, save_every: float = 10.0) -> None:
+        self.engine, self.fleet, self.campaign_id = engine, fleet, campaign_id
+        self.save_every = save_every
+        self._saved_at = 0.0
+        self._save_lock = threading.Lock()
+
+    @property
+    def simulated(self) -> bool:
+        return self.fleet.simulated
+
+    def start(self, target: TargetRow) -> Session:
+        """A new session for a planned target, in the campaign, on the fleet's wiring."""
+        inventory = self.fleet.inventory
+        entry = inventory.user(target.target) if inventory is not None else None
+        inputs: dict[str, str | None] = {"target_user": target.target, "check_call": entry.check_call if entry else None}
+        inputs.update(target.inputs)
+        request = Request(
+            runbook=target.runbook,
+            mode=self.fleet.mode,
+            user=target.target,
+            profile=self.fleet.profile,
+            region=self.fleet.region,
+            inputs=dict(target.inputs),
+        )
+        from steps.loader import load
+
+        if "check_call" not in load(target.runbook).inputs:
+            inputs.pop("check_call", None)
+        options = {**self.fleet.options(), "campaign": self.campaign_id}
+        prepared = Prepared(request, inputs, options, inventory, None)
+        return _start_wired(self.engine, prepared, self.fleet.wiring(), campaign_id=self.campaign_id)
+
+    def resume(self, session_id: str, *, recover: bool = True) -> Session:
+        return self.engine.resume(session_id, lambda row: self.fleet.wiring(), recover=recover)
+
+    def reopen(self, row: SessionRow) -> Session:
+        return reopen(self.engine, row, wiring=self.fleet.wiring())
+
+    def save(self, *, force: bool = False) -> None:
+        """Save the shared world on the campaign (training); at most every `save_every` s
+        unless forced: a snapshot grows with the fleet, so one per session step would not."""
+        if not self.fleet.simulated:
+            return
+        with self._save_lock:
+            now = time.monotonic()
+            if not force and now - self._saved_at < self.save_every:
+                return
+            try:
+                world, offset = self.fleet.snapshot()
+            except RuntimeError:  # the world changed under the reader: the next save gets it
+                log.debug("campaign %s: world snapshot skipped", self.campaign_id, exc_info=True)
+                return
+            self.engine.journal.update_campaign(self.campaign_id, world=world, sim_offset=offset)
+            self._saved_at = now

@@ -12,6 +12,7 @@ import getpass
 import hashlib
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -130,6 +131,7 @@ class Prompt:
 
 
 _CONFIRM = {"auto": Needs.RUN, "yes": Needs.YES, "typed": Needs.TYPED}
+_PROMPT_FRESH = 5.0  # seconds a computed prompt stands for the typed check of the run that follows
 
 
 @dataclass
@@ -234,6 +236,7 @@ class Engine:
         *,
         options: dict[str, Any] | None = None,
         session_id: str | None = None,
+        campaign_id: str | None = None,
     ) -> Session:
         runbook = load(runbook_ref)
         from steps.loader import resolve
@@ -258,6 +261,7 @@ class Engine:
             inputs=values,
             options={**(options or {}), "binding": binding.as_dict()},
             sim_offset=getattr(wiring.clock, "offset", None),
+            campaign_id=campaign_id,
         )
         if not wiring.dry_run and target:
             try:
@@ -278,6 +282,7 @@ class Engine:
                 "account": account,
                 "reason": values.get("reason", ""),
                 "os_user": self.os_user,
+                **({"campaign": campaign_id} if campaign_id else {}),
             },
         )
         session.checkpoint()
@@ -391,6 +396,10 @@ class Session:
         self._listeners: list[Listener] = []
         self._waits_skipped = False  # training: the running step's waits pass on the simulated clock
         self._lock = threading.RLock()
+        # The last prompt computed, to check a typed answer against what was shown:
+        # (step id, facts generation, when, prompt).
+        self._prompted: tuple[str, int, float, Prompt] | None = None
+        self._generation = 0
         self._replay()
 
     def take_over(self, started_by: str, operator: str) -> None:
@@ -714,7 +723,7 @@ class Session:
                 undo_spec = registry().get(step.undo.run) if step.undo.run else None
                 undo_command = render(step.undo.command or (undo_spec.command if undo_spec else None) or step.undo.manual, values)
             needs = self.obstacle(state) or confirm
-            return Prompt(
+            prompt = Prompt(
                 step=step,
                 command=render(step.command, values),
                 needs=needs,
@@ -732,6 +741,8 @@ class Session:
                 irreversible=irreversible,
                 warnings=self._warnings(state),
             )
+            self._prompted = (step.id, self._generation, time.monotonic(), prompt)
+            return prompt
 
     def _warnings(self, state: StepState) -> list[str]:
         """What the operator must read before confirming this step: a safety step skipped
@@ -863,7 +874,7 @@ class Session:
         step = state.step
         if self.wiring.dry_run or (step.confirm != "typed" and not step.irreversible):
             return
-        prompt = self.prompt(step.id)
+        prompt = self._shown(step.id) or self.prompt(step.id)
         if prompt.confirm is not Needs.TYPED:
             return
         given = (answer or "").strip()
@@ -881,6 +892,15 @@ class Session:
                 context={"step": step.id, "confirmed": given, "how": how},
             )
 
+    def _shown(self, step_id: str) -> Prompt | None:
+        """The prompt the caller computed for this step just before running it, if nothing
+        changed since: its look-ahead is not asked of AWS a second time (a campaign runs
+        thousands of steps). An answer typed after a longer pause is checked afresh."""
+        cached = self._prompted
+        if cached is None or cached[0] != step_id or cached[1] != self._generation:
+            return None
+        return cached[3] if time.monotonic() - cached[2] < _PROMPT_FRESH else None
+
     def remedy(self, step_id: str) -> str:
         """What an operator can do instead of skipping or overriding a refusal."""
         specific = self.facts.get(f"remedy:{step_id}")
@@ -888,6 +908,7 @@ class Session:
         return f"Instead: {specific}; or {ways}" if specific else f"Instead: {ways}"
 
     def _set_facts(self, facts: dict[str, str], step_id: str | None) -> None:
+        self._generation += 1
         facts = {k: v for k, v in facts.items() if v not in (None, "")}
         self.facts.update(facts)
         self.journal.set_facts(self.id, facts, step_id)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from steps.yamlfile import RunbookError, parse_file
 
 USER_NAME = r"^[\w+=,.@-]{1,64}$"
+PERSON_NAME = r"^[\w.@+-]{1,64}$"
 
 
 class _Strict(BaseModel):
@@ -127,12 +128,49 @@ class UserEntry(_Strict):
         return self
 
 
+class Person(_Strict):
+    """Someone whose leaving matters: the IAM users that are theirs (offboarded), and the
+    inventory's pairs they could read (rotated: their blast radius)."""
+
+    iam_users: list[Annotated[str, Field(pattern=USER_NAME)]] = Field(default_factory=list)
+    could_read: list[str] = Field(default_factory=list)
+
+
+class UnknownPerson(ValueError):
+    """A person the inventory does not list (one line)."""
+
+
 class Inventory(_Strict):
     version: Literal[1] = 1
     users: dict[Annotated[str, Field(pattern=USER_NAME)], UserEntry]
+    people: dict[Annotated[str, Field(pattern=PERSON_NAME)], Person] = Field(default_factory=dict)
 
     def user(self, name: str) -> UserEntry | None:
         return self.users.get(name)
+
+    @model_validator(mode="after")
+    def _people_read_listed_pairs(self) -> Inventory:
+        for name, person in self.people.items():
+            for i, user in enumerate(person.could_read):
+                if user not in self.users:
+                    raise ValueError(f"people.{name}.could_read[{i}]: {user!r} is not one of the inventory's users")
+            for field_name, names in (("iam_users", person.iam_users), ("could_read", person.could_read)):
+                twice = sorted({n for n in names if names.count(n) > 1})
+                if twice:
+                    raise ValueError(f"people.{name}.{field_name}: {twice[0]!r} is listed twice")
+        return self
+
+    def person(self, name: str) -> Person:
+        found = self.people.get(name)
+        if found is None:
+            known = ", ".join(sorted(self.people)) or "none"
+            raise UnknownPerson(f"no person {name!r} in the inventory's people (known: {known})")
+        return found
+
+    def blast_radius(self, name: str) -> list[str]:
+        """Every pair the person could read: the inventory users whose keys their leaving
+        puts at risk, in the order listed."""
+        return list(self.person(name).could_read)
 
 
 def load(path: str | Path) -> Inventory:
@@ -143,4 +181,15 @@ def dump(inventory: Inventory) -> dict[str, Any]:
     return inventory.model_dump(mode="json", exclude_defaults=True)
 
 
-__all__ = ["GitHubEntry", "HerokuEntry", "InfisicalEntry", "Inventory", "RunbookError", "SshEntry", "UserEntry", "load"]
+__all__ = [
+    "GitHubEntry",
+    "HerokuEntry",
+    "InfisicalEntry",
+    "Inventory",
+    "Person",
+    "RunbookError",
+    "SshEntry",
+    "UnknownPerson",
+    "UserEntry",
+    "load",
+]

@@ -2,7 +2,9 @@
 
 Sessions, step events, facts (key ids and timestamps: never secret values) and a lock
 per (AWS account, IAM user) so that two sessions never rotate the same user at once.
-Every text is passed through the redactor before it is written.
+Campaigns group sessions (a due fleet, an offboarding): each planned target, why it is
+there, and the session that runs it. Every text is passed through the redactor before
+it is written.
 """
 
 from __future__ import annotations
@@ -81,7 +83,35 @@ CREATE TABLE IF NOT EXISTS locks (
     holder      TEXT NOT NULL,
     PRIMARY KEY (account, target)
 );
+CREATE TABLE IF NOT EXISTS campaigns (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    kind          TEXT NOT NULL DEFAULT '',
+    mode          TEXT NOT NULL,
+    account       TEXT NOT NULL DEFAULT '',
+    actor         TEXT NOT NULL DEFAULT '',
+    options       TEXT NOT NULL DEFAULT '{}',
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    sim_offset    REAL,
+    world         TEXT
+);
+CREATE TABLE IF NOT EXISTS campaign_targets (
+    campaign_id   TEXT NOT NULL REFERENCES campaigns(id),
+    position      INTEGER NOT NULL,
+    runbook       TEXT NOT NULL,
+    target        TEXT NOT NULL,
+    inputs        TEXT NOT NULL DEFAULT '{}',
+    why           TEXT NOT NULL DEFAULT '',
+    session_id    TEXT REFERENCES sessions(id),
+    state         TEXT NOT NULL DEFAULT 'planned',
+    detail        TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (campaign_id, position)
+);
 """
+
+# Columns added after a journal was first created: (table, column, declaration).
+MIGRATIONS = (("sessions", "campaign_id", "TEXT REFERENCES campaigns(id)"),)
 
 
 def now_iso() -> str:
@@ -110,10 +140,41 @@ class SessionRow:
     updated_at: str
     sim_offset: float | None
     world: str | None
+    campaign_id: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.status.finished
+
+
+@dataclass
+class CampaignRow:
+    id: str
+    name: str
+    kind: str
+    mode: str
+    account: str
+    actor: str
+    options: dict[str, Any]
+    created_at: str
+    updated_at: str
+    sim_offset: float | None
+    world: str | None
+
+
+@dataclass
+class TargetRow:
+    """One planned target of a campaign: a runbook on an IAM user, why, and its session."""
+
+    campaign_id: str
+    position: int
+    runbook: str
+    target: str
+    inputs: dict[str, str]
+    why: str
+    session_id: str | None
+    state: str
+    detail: str
 
 
 @dataclass
@@ -147,6 +208,10 @@ class SessionNotFound(Exception):
     pass
 
 
+class CampaignNotFound(SessionNotFound):
+    pass
+
+
 class SessionBusy(Exception):
     """The session is being driven by another live process on this host."""
 
@@ -175,8 +240,26 @@ class Journal:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA busy_timeout = 10000")
         self._db.execute("PRAGMA foreign_keys = ON")
+        # WAL: a commit is an append, not an fsync (synchronous=NORMAL), so a campaign's
+        # threads do not queue behind the disk. A crash of the process loses nothing; a
+        # power cut may lose the last commits, and resume runs those steps again (every
+        # action looks before it acts).
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.executescript(SCHEMA)
-        os.chmod(self.path, 0o600)
+        self._migrate()
+        for extra in (self.path.with_name(self.path.name + "-wal"), self.path.with_name(self.path.name + "-shm"), self.path):
+            if extra.exists():
+                os.chmod(extra, 0o600)
+
+    def _migrate(self) -> None:
+        """Journals made by an older handrail get the columns added since (nothing is lost)."""
+        with self._lock:
+            for table, column, declaration in MIGRATIONS:
+                have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            self._db.execute("CREATE INDEX IF NOT EXISTS sessions_by_campaign ON sessions(campaign_id)")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -216,6 +299,7 @@ class Journal:
             "updated_at": stamp,
             "sim_offset": fields.get("sim_offset"),
             "world": None,
+            "campaign_id": fields.get("campaign_id"),
         }
         with self._tx() as db:
             db.execute(
@@ -345,6 +429,121 @@ class Journal:
             row = self._db.execute(query, (runbook_id, mode) if mode else (runbook_id,)).fetchone()
         return dict(row) if row else None
 
+    # -- campaigns ----------------------------------------------------------------------
+
+    def create_campaign(self, *, name: str, kind: str, mode: str, targets: list[dict[str, Any]], **fields: Any) -> CampaignRow:
+        """A campaign and its planned targets ({runbook, target, inputs, why}), in one transaction."""
+        campaign_id = fields.get("id") or "c-" + new_session_id()
+        stamp = self._now()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO campaigns (id, name, kind, mode, account, actor, options, created_at, updated_at, sim_offset, world) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    campaign_id,
+                    redact(name),
+                    kind,
+                    mode,
+                    fields.get("account", ""),
+                    redact(fields.get("actor", "")),
+                    redact(json.dumps(fields.get("options", {}))),
+                    stamp,
+                    stamp,
+                    fields.get("sim_offset"),
+                    None,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO campaign_targets (campaign_id, position, runbook, target, inputs, why) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (campaign_id, i, t["runbook"], t["target"], redact(json.dumps(t.get("inputs", {}))), redact(t.get("why", "")))
+                    for i, t in enumerate(targets)
+                ],
+            )
+        return self.campaign(campaign_id)
+
+    def update_campaign(self, campaign_id: str, **fields: Any) -> None:
+        if "options" in fields:
+            fields["options"] = json.dumps(fields["options"])
+        fields["updated_at"] = self._now()
+        values = [redact(v) if isinstance(v, str) else v for v in fields.values()]
+        with self._tx() as db:
+            db.execute(f"UPDATE campaigns SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?", [*values, campaign_id])
+
+    def update_target(self, campaign_id: str, position: int, **fields: Any) -> None:
+        values = [redact(v) if isinstance(v, str) else v for v in fields.values()]
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE campaign_targets SET {', '.join(f'{k} = ?' for k in fields)} WHERE campaign_id = ? AND position = ?",
+                [*values, campaign_id, position],
+            )
+            db.execute("UPDATE campaigns SET updated_at = ? WHERE id = ?", (self._now(), campaign_id))
+
+    def campaign(self, campaign_id: str) -> CampaignRow:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+        if row is None:
+            raise CampaignNotFound(f"no campaign {campaign_id!r} in {self.path}")
+        return _campaign_row(row)
+
+    def find_campaign(self, ref: str) -> CampaignRow:
+        """An exact id, a unique prefix or suffix, a name, or 'last'."""
+        with self._lock:
+            if ref == "last":
+                rows = self._db.execute("SELECT * FROM campaigns ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchall()
+                if not rows:
+                    raise CampaignNotFound(f"no campaigns in {self.path}")
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM campaigns WHERE id = ? OR id LIKE ? OR id LIKE ? OR name = ? ORDER BY created_at DESC, rowid DESC",
+                    (ref, f"{ref}%", f"%{ref}", ref),
+                ).fetchall()
+        if ref == "last":
+            return _campaign_row(rows[0])
+        exact = [r for r in rows if r["id"] == ref] or [r for r in rows if r["name"] == ref]
+        if len(exact) == 1:
+            return _campaign_row(exact[0])
+        rows = exact or rows
+        if not rows:
+            raise CampaignNotFound(f"no campaign {ref!r} (handrail campaign list lists them)")
+        if len(rows) > 1:
+            raise CampaignNotFound(f"{ref!r} matches {len(rows)} campaigns: {', '.join(r['id'] for r in rows[:5])}")
+        return _campaign_row(rows[0])
+
+    def campaigns(self, limit: int = 200) -> list[CampaignRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM campaigns ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
+        return [_campaign_row(r) for r in rows]
+
+    def targets(self, campaign_id: str) -> list[TargetRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM campaign_targets WHERE campaign_id = ? ORDER BY position", (campaign_id,)).fetchall()
+        out = []
+        for r in rows:
+            data = dict(r)
+            data["inputs"] = json.loads(data["inputs"] or "{}")
+            out.append(TargetRow(**data))
+        return out
+
+    def campaign_sessions(self, campaign_id: str) -> dict[str, SessionRow]:
+        """The campaign's sessions by id (one query, not one per target)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM sessions WHERE campaign_id = ?", (campaign_id,)).fetchall()
+        return {r["id"]: _session_row(r) for r in rows}
+
+    def campaign_facts(self, campaign_id: str, names: tuple[str, ...]) -> dict[str, dict[str, str]]:
+        """Some facts of every session of a campaign: {session id: {name: value}}."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT f.session_id, f.name, f.value FROM facts f JOIN sessions s ON s.id = f.session_id "
+                f"WHERE s.campaign_id = ? AND f.name IN ({', '.join('?' for _ in names)})",
+                (campaign_id, *names),
+            ).fetchall()
+        out: dict[str, dict[str, str]] = {}
+        for r in rows:
+            out.setdefault(r["session_id"], {})[r["name"]] = r["value"]
+        return out
+
     # -- locks --------------------------------------------------------------------------
 
     def check_lock(self, account: str, target: str) -> None:
@@ -387,6 +586,12 @@ class Journal:
         with self._lock:
             row = self._db.execute("SELECT account, target FROM locks WHERE session_id = ?", (session_id,)).fetchone()
         return (row["account"], row["target"]) if row else None
+
+
+def _campaign_row(row: sqlite3.Row) -> CampaignRow:
+    data = dict(row)
+    data["options"] = json.loads(data["options"] or "{}")
+    return CampaignRow(**data)
 
 
 def _session_row(row: sqlite3.Row) -> SessionRow:

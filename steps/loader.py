@@ -10,6 +10,7 @@ that some input or earlier step defines, and action parameters that fit the acti
 from __future__ import annotations
 
 import re
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -56,12 +57,32 @@ def shipped() -> list[Path]:
     return sorted(runbooks_dir().glob("*.yaml"))
 
 
+_cache: dict[tuple[str, int, int], Runbook] = {}
+_cache_lock = threading.Lock()
+
+
 def load(ref: str | Path) -> Runbook:
+    """The checked runbook. A file already loaded and unchanged (same size and mtime) is
+    not parsed again: a campaign opens hundreds of sessions on one runbook, and the models
+    are frozen, so sharing one is safe."""
     path = resolve(str(ref))
     source = str(ref)
+    try:
+        stat = path.stat()
+        key: tuple[str, int, int] | None = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        key = None  # read_yaml says what is wrong with it
+    if key is not None:
+        with _cache_lock:
+            cached = _cache.get(key)
+        if cached is not None:
+            return cached
     data = read_yaml(path, source)
     runbook = validate_model(data, Runbook, source)
     check(runbook, data, source)
+    if key is not None:
+        with _cache_lock:
+            _cache[key] = runbook
     return runbook
 
 

@@ -16,37 +16,64 @@ from typing import NoReturn
 MASK = "****"
 # Shorter values are not registered: scrubbing them would mangle ordinary text.
 _MIN_REDACT_LEN = 8
+# Up to this many known values, looking for each is cheaper than cutting the text into windows.
+_FEW = 64
 
 
 class Redactor:
-    """Remembers every secret value this process has seen and scrubs it from text."""
+    """Remembers every secret value this process has seen and scrubs it from text.
+
+    A campaign makes this process know hundreds of secrets, and every journal line,
+    audit line and output line passes through here: the cost of a scrub must grow with
+    the text, not with the number of secrets. Values are indexed by their first
+    `_MIN_REDACT_LEN` characters; a text is cut into its windows of that length (a set,
+    built in C) and only the values whose prefix is among them are looked for.
+    """
 
     def __init__(self) -> None:
         self._values: dict[str, str] = {}
+        self._by_prefix: dict[str, list[str]] = {}
+        self._prefixes: set[str] = set()  # the keys of _by_prefix: set & set walks the smaller one
         self._lock = threading.Lock()
 
     def register(self, value: str, label: str = "secret") -> None:
         if len(value) >= _MIN_REDACT_LEN:
             with self._lock:
+                if value not in self._values:
+                    self._by_prefix.setdefault(value[:_MIN_REDACT_LEN], []).append(value)
+                    self._prefixes.add(value[:_MIN_REDACT_LEN])
                 self._values[value] = label
 
     def forget(self, value: str) -> None:
         with self._lock:
-            self._values.pop(value, None)
+            if self._values.pop(value, None) is not None:
+                same = self._by_prefix.get(value[:_MIN_REDACT_LEN], [])
+                if value in same:
+                    same.remove(value)
+                if not same:
+                    self._by_prefix.pop(value[:_MIN_REDACT_LEN], None)
+                    self._prefixes.discard(value[:_MIN_REDACT_LEN])
+
+    def _found(self, text: str) -> list[str]:
+        """The known values that occur in `text`, longest first."""
+        if len(text) < _MIN_REDACT_LEN or not self._values:
+            return []
+        with self._lock:
+            if len(self._values) <= _FEW:  # a single session's handful: look for each
+                candidates = list(self._values)
+            else:
+                n = _MIN_REDACT_LEN
+                windows = {text[i : i + n] for i in range(len(text) - n + 1)}
+                candidates = [v for prefix in windows & self._prefixes for v in self._by_prefix[prefix]]
+        return sorted((v for v in candidates if v in text), key=len, reverse=True)
 
     def redact(self, text: str) -> str:
-        if not text or not self._values:
-            return text
-        with self._lock:
-            values = sorted(self._values, key=len, reverse=True)
-        for value in values:
-            if value in text:
-                text = text.replace(value, MASK)
+        for value in self._found(text):
+            text = text.replace(value, MASK)
         return text
 
     def contains_secret(self, text: str) -> bool:
-        with self._lock:
-            return any(v in text for v in self._values)
+        return bool(self._found(text))
 
 
 REDACTOR = Redactor()

@@ -88,3 +88,34 @@ class Needs(StrEnum):
     @property
     def obstacle(self) -> bool:
         return self in (Needs.GATE, Needs.BLOCKED, Needs.REFUSED)
+
+
+class TargetState(StrEnum):
+    """Where one target of a campaign stands: its session's status, or why it has none."""
+
+    PLANNED = "planned"  # no session yet
+    RUNNING = "running"
+    DONE = "done"
+    WAITING = "waiting"  # at a time gate (the observation period)
+    STOPPED = "stopped"  # at a confirmation, a typed answer or a manual step; or another session holds the user
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    REFUSED = "refused"
+    ROLLING_BACK = "rolling-back"
+    ROLLBACK_FAILED = "rollback-failed"
+    ROLLED_BACK = "rolled-back"
+    ABANDONED = "abandoned"
+
+    @property
+    def ended(self) -> bool:
+        """Nothing more will happen to it (a campaign ends when all its targets have)."""
+        return self in (TargetState.DONE, TargetState.ROLLED_BACK, TargetState.ABANDONED)
+
+    @property
+    def failing(self) -> bool:
+        """Exit 1: it failed, or evidence blocked it."""
+        return self in (TargetState.FAILED, TargetState.BLOCKED, TargetState.ROLLBACK_FAILED)
+
+    @classmethod
+    def of(cls, status: SessionStatus) -> TargetState:
+        return {SessionStatus.ACTIVE: cls.STOPPED}.get(status) or cls(status.value)

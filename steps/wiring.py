@@ -296,6 +296,38 @@ class TrainingWiring(Wiring):
         self.world.close()
 
 
+class SharedTrainingWiring(TrainingWiring):
+    """One session's wiring onto a world that many sessions share (a training campaign).
+
+    The session has its own adapters and its own operator identity (self-rotation
+    switches this session only); the world, its clock and its moto account are shared
+    and outlive the session: closing this wiring leaves them running, and the campaign,
+    not each session, saves the world (one snapshot per campaign, not one per step per
+    session, which would grow with the square of the fleet)."""
+
+    def __init__(self, world: SimWorld) -> None:
+        super().__init__(world)
+        self._operator: Pair | None = None
+
+    def aws_client(self, service: str, pair: Pair | None = None) -> Any:
+        return self.world.aws.client(service, pair or self._operator)
+
+    def switch_operator(self, pair: Pair) -> None:
+        self._operator = pair
+
+    def before_step(self, step_id: str, attempt: int) -> None:
+        """Step faults are a single session's (compose refuses them for a campaign)."""
+
+    def after_step(self, step_id: str) -> None:
+        pass
+
+    def checkpoint(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        self._close_adapters()
+
+
 def training_clock(headless: bool, offset: float = 0.0) -> SimClock:
     # Headless training has nobody to watch a wait: simulated waits pass at once.
     return SimClock(offset=offset, auto_advance=headless)

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from steps import __version__
-from steps.status import MODES, SessionStatus
+from steps.status import MODES, SessionStatus, TargetState
 
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -224,6 +224,8 @@ def _open_session(engine, session_ref: str, recover: bool = True):
 def _refusals() -> Iterator[None]:
     """The domain's refusals as one line and an exit code: 3 when another session or
     process holds the user or the session, 2 for bad input (nothing was written)."""
+    from steps.aws import AwsCallFailed
+    from steps.campaign import PlanError
     from steps.compose import ComposeError
     from steps.engine import EngineError
     from steps.journal import LockHeld, SessionBusy, SessionNotFound
@@ -234,7 +236,7 @@ def _refusals() -> Iterator[None]:
         yield
     except (LockHeld, SessionBusy) as exc:
         fail(str(exc), EXIT_STOPPED)
-    except (ComposeError, SessionNotFound, EngineError, RunbookError, WiringError) as exc:
+    except (ComposeError, SessionNotFound, EngineError, RunbookError, WiringError, AwsCallFailed, PlanError) as exc:
         fail(_one_line(exc))
 
 
@@ -464,6 +466,7 @@ def _session_json(journal, row) -> dict[str, Any]:
         "updated_at": row.updated_at,
         "old_key_id": facts.get("old_key_id"),
         "new_key_id": facts.get("new_key_id"),
+        "campaign": row.campaign_id,
     }
 
 
@@ -576,10 +579,15 @@ def train(scenario: str | None, list_only: bool) -> None:
         fail(str(exc))
     if list_only:
         width = max(len(s.id) for s in found)
-        for s in sorted(found, key=lambda s: (s.difficulty, s.id)):
+        for s in sorted(found, key=lambda s: (s.campaign, s.difficulty, s.id)):
             click.echo(f"{s.id:<{width}}  {'*' * s.difficulty:<3}  {s.title}: {s.teaches}")
         click.echo("")
         click.echo("play one: handrail train SCENARIO   (headless: handrail run --scenario SCENARIO --yes --fast-forward)")
+        for s in found:
+            if s.campaign:
+                click.echo(
+                    f"{s.id} is a campaign: handrail due --scenario {s.id}, then handrail campaign start --due --scenario {s.id} --yes --fast-forward --confirm-irreversible"
+                )
         return
     if scenario:
         try:
@@ -677,6 +685,502 @@ def sandbox_serve(scenario: str | None, directory: str | None) -> None:
         serve(scenario, directory, click.echo)
     except RunbookError as exc:
         fail(str(exc))
+
+
+# -- fleets and campaigns -----------------------------------------------------------------------
+
+
+def _fleet_options(f):
+    """Where the fleet is: a mode and its wiring (training: a scenario, default fleet)."""
+    options = [
+        click.option("--mode", type=click.Choice(MODES), default="training", show_default=True),
+        click.option("--scenario", metavar="NAME", help="Training: the scenario to play (default: fleet)."),
+        click.option("--profile", metavar="PROFILE", help="Live/dry-run: the AWS profile to act as."),
+        click.option("--region", metavar="REGION", help="Live/dry-run: the AWS region for API calls."),
+        click.option(
+            "--inventory",
+            "inventory_path",
+            metavar="FILE",
+            help="Live/dry-run: the inventory (default: $HANDRAIL_INVENTORY, then the config dir's inventory.yaml).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _cadence(text: str) -> float:
+    from steps.model import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        fail(f"--cadence: {exc}")
+    if seconds <= 0:
+        fail("--cadence must be longer than 0")
+    return seconds
+
+
+_concurrency = click.option(
+    "--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="How many sessions run at once."
+)
+
+
+def _echo_err(as_json: bool):
+    return (lambda line: click.echo(line, err=True)) if as_json else click.echo
+
+
+@main.command()
+@click.option("--cadence", default="30d", show_default=True, help="Due when the oldest Active key is at least this old (the SOP: 30 days).")
+@click.option("--all-users", is_flag=True, help="Every IAM user that has access keys, not only the inventory's.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@_concurrency
+@_fleet_options
+def due(cadence, all_users, as_json, concurrency, mode, scenario, profile, region, inventory_path) -> None:
+    """Which users are due for rotation: each Active key's age and last use, overdue past
+    90 days (AWS Config access-keys-rotated, CIS), and Inactive keys left over.
+
+    Read-only. Lists the inventory's users; --all-users lists every IAM user with keys."""
+    from steps import compose
+    from steps import due as dues
+
+    seconds = _cadence(cadence)
+    with _refusals():
+        fleet = compose.open_fleet(mode, scenario=scenario, profile=profile, region=region, inventory=inventory_path)
+    try:
+        with _refusals():
+            rows = dues.report(fleet.wiring(), every=all_users, cadence=seconds, concurrency=concurrency)
+    finally:
+        fleet.close()
+    days = seconds / 86400
+    if as_json:
+        click.echo(json.dumps([r.as_dict(days) for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no IAM user to list" + ("" if all_users else " (the inventory lists none: --all-users lists every user with keys)"))
+        return
+    width = max(len(r.user) for r in rows)
+    click.echo(f"{'user':<{width}}  {'age':>5}  {'last used':<16}  {'due':<7}  notes")
+    for r in rows:
+        mark = "OVERDUE" if r.overdue and r.due else "due" if r.due else "-"
+        age = f"{r.age_days}d" if r.age_days is not None else "-"
+        notes = []
+        if r.inactive_left:
+            notes.append(f"Inactive {', '.join(r.inactive_left)} left over")
+        if not r.in_inventory:
+            notes.append("not in the inventory")
+        if r.operator:
+            notes.append("the operator's own user")
+        if r.error:
+            notes.append(r.error)
+        click.echo(f"{r.user:<{width}}  {age:>5}  {(r.last_used_ago or 'never'):<16}  {mark:<7}  {'; '.join(notes)}")
+    due_n = sum(r.due for r in rows)
+    overdue = sum(r.due and r.overdue for r in rows)
+    click.echo(f"{due_n} of {len(rows)} due at {cadence} ({overdue} past the 90-day ceiling); rotate them: handrail campaign start --due")
+
+
+@main.group()
+def campaign() -> None:
+    """Many rotations at once: each its own session (lock, gates, rollback); one failing never stops the others."""
+
+
+class _Bar:
+    """Progress on stderr: a bar with counts, redrawn in place on a terminal; else a line
+    each time another tenth of the targets settles (or ends)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self._shown = (-1, -1)
+
+    def __call__(self, counts, total: int) -> None:
+        settled = total - counts.get("running", 0) - counts.get("planned", 0)
+        ended = sum(n for state, n in counts.items() if TargetState(state).ended)
+        words = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if n)
+        if self.tty:
+            filled = int(30 * settled / max(1, total))
+            click.echo(f"\r[{'#' * filled}{'.' * (30 - filled)}] {settled}/{total}  {words}\033[K", err=True, nl=False)
+            return
+        tenths = (settled * 10 // max(1, total), ended * 10 // max(1, total))
+        if tenths[0] > self._shown[0] or tenths[1] > self._shown[1]:
+            self._shown = (max(tenths[0], self._shown[0]), max(tenths[1], self._shown[1]))
+            click.echo(f"[{settled}/{total}] {words}", err=True)
+
+    def end(self) -> None:
+        if self.tty:
+            click.echo("", err=True)
+
+
+def _campaign_result(summary, as_json: bool, note: str | None = None, extra: dict | None = None, code: int | None = None) -> None:
+    """Print where the campaign stands and exit with its code (or `code`)."""
+    from steps.secrets import redact
+
+    code = summary.code if code is None else code
+    if as_json:
+        data = summary.as_dict()
+        data["exit_code"] = code
+        data["message"] = summary.message()
+        if note:
+            data["note"] = note
+        data.update(extra or {})
+        click.echo(redact(json.dumps(data, indent=2)))
+    else:
+        width = max([len(r.user) for r in summary.results] + [4])
+        for r in summary.results:
+            keys = f"{r.facts.get('old_key_id') or '-'} -> {r.facts.get('new_key_id') or '-'}"
+            click.echo(redact(f"  {r.user:<{width}}  {r.state:<15} {r.session_id or '-':<24} {keys}"))
+            if not r.state.ended and r.detail:
+                click.echo(redact(f"  {'':<{width}}  {r.detail}"))
+        click.echo(redact(summary.message()))
+        if note:
+            click.echo(redact(note))
+    sys.exit(code)
+
+
+def _world_out(fleet, world_out: str | None) -> None:
+    if not world_out:
+        return
+    from steps.secrets import redact
+
+    data = fleet.export()
+    if data is None:
+        click.echo("handrail: --world-out is for training mode only; nothing written", err=True)
+        return
+    Path(world_out).write_text(redact(json.dumps(data, indent=2)) + "\n")
+
+
+def _drive_campaign(engine, fleet, campaign_id: str, opts, concurrency: int, as_json: bool, world_out: str | None) -> None:
+    from steps import campaign as campaigns
+    from steps import compose
+
+    bar = _Bar()
+    opener = compose.CampaignOpener(engine, fleet, campaign_id)
+    try:
+        with _refusals():
+            runner = campaigns.Runner(engine.journal, campaign_id, opener, concurrency=concurrency, progress=bar)
+        try:
+            summary = runner.run(opts)
+        except KeyboardInterrupt:
+            bar.end()
+            fail(f"interrupted: the journal has where each session stands; `handrail campaign resume {campaign_id}`", EXIT_STOPPED)
+        bar.end()
+        _world_out(fleet, world_out)
+    finally:
+        fleet.close()
+    note = None
+    if summary.code == EXIT_STOPPED and any(r.state == "waiting" for r in summary.results):
+        note = f"waiting at observation gates: `handrail campaign resume {campaign_id}` once they open"
+    _campaign_result(summary, as_json, note)
+
+
+@campaign.command("start")
+@click.option("--due", "due_users", is_flag=True, help="Rotate every user due at the cadence (see `handrail due`).")
+@click.option("--user", "users", metavar="NAME", multiple=True, help="Rotate this IAM user (repeatable), instead of --due.")
+@click.option("--cadence", default="30d", show_default=True, help="--due: rotate keys at least this old.")
+@click.option("--all-users", is_flag=True, help="--due: every IAM user with keys, not only the inventory's.")
+@click.option(
+    "--reason", type=click.Choice(["scheduled", "operator-initiated", "incident", "offboarding"]), help="--user: why they rotate."
+)
+@click.option("--name", metavar="NAME", help="The campaign's name (default: what it rotates, and when).")
+@click.option(
+    "--runbook", default="aws-iam-access-key", show_default=True, metavar="RUNBOOK", help="The runbook each target runs (an id or a path)."
+)
+@_concurrency
+@_fleet_options
+@_run_options
+def campaign_start(
+    due_users,
+    users,
+    cadence,
+    all_users,
+    reason,
+    name,
+    runbook,
+    concurrency,
+    mode,
+    scenario,
+    profile,
+    region,
+    inventory_path,
+    yes,
+    fast_forward,
+    override_gate,
+    override_block,
+    retire_key,
+    confirm_keys,
+    confirm_irreversible,
+    as_json,
+    world_out,
+) -> None:
+    """Plan a campaign, show it, and on --yes run every target's session, a few at a time.
+
+    Each target stops at its observation gate (24 h) unless --fast-forward (training) or
+    --override-gate REASON; `handrail campaign resume C` finishes them later."""
+    from steps import campaign as campaigns
+    from steps import due as dues
+
+    if due_users == bool(users):
+        fail("name what the campaign rotates: --due (every due user) or --user NAME (repeatable)")
+    seconds = _cadence(cadence)
+
+    def plan(fleet, reader):
+        if not due_users:
+            return campaigns.user_targets(users, runbook=runbook, reason=reason or "operator-initiated"), []
+        rows = dues.report(reader, every=all_users, cadence=seconds, concurrency=concurrency)
+        left_out = [r for r in rows if not r.rotatable]
+        notes = [f"left out: {sum(1 for r in left_out if not r.due)} user(s) not due at {cadence}"] if left_out else []
+        notes += [f"left out: {r.user}: {r.why(seconds / 86400)}" for r in left_out if r.due]
+        return campaigns.due_targets(rows, seconds / 86400, runbook=runbook), notes
+
+    stamp = _stamp()
+    _start_campaign(
+        plan,
+        kind="due" if due_users else "users",
+        name=name or (f"due at {cadence}, {stamp}" if due_users else f"{len(users)} user(s), {stamp}"),
+        options={"cadence": cadence, "all_users": all_users},
+        fleet_args=(mode, scenario, profile, region, inventory_path),
+        run_args=(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out),
+        concurrency=concurrency,
+    )
+
+
+def _stamp() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tuple, run_args: tuple, concurrency: int) -> None:
+    """Open the fleet, make the plan (plan(fleet, reader) -> (targets, notes)), show it,
+    take the yes, record the campaign and run it. Nothing is written before the yes."""
+    from steps import campaign as campaigns
+    from steps import compose
+    from steps.loader import load
+
+    mode, scenario, profile, region, inventory_path = fleet_args
+    yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out = run_args
+    if fast_forward and mode != "training":
+        fail("--fast-forward is for training only: live time cannot be skipped (use --override-gate REASON)")
+    if world_out and mode != "training":
+        fail("--world-out is for training only")
+    opts = _drive_options(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, world_out)
+    engine = _engine()
+    echo = _echo_err(as_json)
+    with _refusals():
+        fleet = compose.open_fleet(mode, scenario=scenario, profile=profile, region=region, inventory=inventory_path)
+    try:
+        with _refusals():
+            reader = fleet.wiring()
+            account, operator_arn = reader.identity()
+            targets, notes = plan(fleet, reader)
+            campaigns.check_plan(targets)
+            for runbook in sorted({t.runbook for t in targets}):
+                load(runbook)  # a runbook that is not there is bad input, before anything starts
+        echo(f"campaign plan: {len(targets)} target(s) in account {account}, {mode}, as {operator_arn}, {concurrency} at a time:")
+        for n, t in enumerate(targets, 1):
+            echo(f"  {n:>3}. {t.user} ({t.runbook}): {t.why}")
+        for note in notes:
+            echo(f"  {note}")
+        if not targets:
+            if as_json:
+                click.echo(json.dumps({"campaign": None, "targets": [], "exit_code": EXIT_DONE, "message": "nothing to do"}))
+            else:
+                click.echo("nothing to do: no campaign started")
+            sys.exit(EXIT_DONE)
+        if not yes:
+            asker = _asker(as_json)
+            if not (getattr(asker, "available", False) and asker.confirm(f"start this campaign of {len(targets)} session(s)?")):
+                fail("campaign not started: the plan needs a yes (pass --yes, or answer at a terminal); nothing changed", EXIT_STOPPED)
+        with _refusals():
+            campaign_id = campaigns.create(
+                engine,
+                targets,
+                name=name,
+                kind=kind,
+                mode=mode,
+                account=account,
+                operator_arn=operator_arn,
+                options={**fleet.options(), **options},
+            )
+        echo(f"campaign {campaign_id}: started")
+    except BaseException:
+        fleet.close()
+        raise
+    _drive_campaign(engine, fleet, campaign_id, opts, concurrency, as_json, world_out)
+
+
+@main.command()
+@click.argument("person")
+@_concurrency
+@_fleet_options
+@_run_options
+def offboard(
+    person,
+    concurrency,
+    mode,
+    scenario,
+    profile,
+    region,
+    inventory_path,
+    yes,
+    fast_forward,
+    override_gate,
+    override_block,
+    retire_key,
+    confirm_keys,
+    confirm_irreversible,
+    as_json,
+    world_out,
+) -> None:
+    """Someone leaves: a campaign that offboards PERSON's own IAM users (runbook
+    aws-iam-user-offboarding) and rotates every pair they could read (their blast radius,
+    from the inventory's people)."""
+    from steps import campaign as campaigns
+    from steps.inventory import UnknownPerson
+
+    def plan(fleet, reader):
+        if fleet.inventory is None:
+            fail("offboard needs an inventory that lists people (--inventory, $HANDRAIL_INVENTORY or the config dir's)")
+        try:
+            return campaigns.offboard_targets(fleet.inventory, person), []
+        except UnknownPerson as exc:
+            fail(str(exc))
+
+    _start_campaign(
+        plan,
+        kind="offboard",
+        name=f"offboard {person}, {_stamp()}",
+        options={"person": person},
+        fleet_args=(mode, scenario, profile, region, inventory_path),
+        run_args=(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out),
+        concurrency=concurrency,
+    )
+
+
+def _find_campaign(engine, ref: str):
+    from steps.journal import CampaignNotFound
+
+    try:
+        return engine.journal.find_campaign(ref)
+    except CampaignNotFound as exc:
+        fail(str(exc))
+
+
+@campaign.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def campaign_list(as_json: bool) -> None:
+    """The campaigns in the journal, newest first, with where their targets stand."""
+    from steps import campaign as campaigns
+    from steps.journal import Journal
+    from steps.paths import journal_path
+
+    journal = Journal(journal_path())
+    summaries = [campaigns.summary(journal, row.id) for row in journal.campaigns()]
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in s.as_dict().items() if k != "targets"} for s in summaries], indent=2))
+        return
+    if not summaries:
+        click.echo("no campaigns")
+        return
+    for s in summaries:
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(s.counts.items()))
+        click.echo(f"{s.campaign_id}  {'ended' if s.ended else 'open':<5}  {s.mode:<8}  {s.name}  ({len(s.results)} target(s): {counts})")
+
+
+@campaign.command("show")
+@click.argument("campaign_ref", metavar="CAMPAIGN")
+@click.option("--json", "as_json", is_flag=True)
+def campaign_show(campaign_ref: str, as_json: bool) -> None:
+    """One campaign: every target, why it is there, its session and where it stands.
+    Exits like the campaign: 0 all done, 1 any failed or blocked, 3 any waiting."""
+    from steps import campaign as campaigns
+    from steps.audit import AuditLog
+    from steps.engine import Engine
+    from steps.journal import Journal
+    from steps.paths import audit_path, journal_path
+
+    engine = Engine(Journal(journal_path()), AuditLog(audit_path()))
+    row = _find_campaign(engine, campaign_ref)
+    summary = campaigns.summary(engine.journal, row.id)
+    if as_json:
+        targets = engine.journal.targets(row.id)
+        _campaign_result(summary, True, extra={"why": {t.target: t.why for t in targets}})
+    click.echo(f"campaign {row.id}: {row.name}; {row.mode}, account {row.account}, by {row.actor}, started {row.created_at}")
+    _campaign_result(summary, False)
+
+
+@campaign.command("resume")
+@click.argument("campaign_ref", metavar="CAMPAIGN")
+@_concurrency
+@_run_options
+def campaign_resume(
+    campaign_ref,
+    concurrency,
+    yes,
+    fast_forward,
+    override_gate,
+    override_block,
+    retire_key,
+    confirm_keys,
+    confirm_irreversible,
+    as_json,
+    world_out,
+) -> None:
+    """Go on with every target that has not ended (start the ones never started)."""
+    from steps import compose
+
+    opts = _drive_options(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, world_out)
+    engine = _engine()
+    row = _find_campaign(engine, campaign_ref)
+    if fast_forward and row.mode != "training":
+        fail("--fast-forward is for training only")
+    if world_out and row.mode != "training":
+        fail("--world-out is for training only")
+    with _refusals():
+        fleet = compose.restore_fleet(row)
+    _echo_err(as_json)(f"campaign {row.id}: resuming")
+    _drive_campaign(engine, fleet, row.id, opts, concurrency, as_json, world_out)
+
+
+@campaign.command("rollback")
+@click.argument("campaign_ref", metavar="CAMPAIGN")
+@click.option("--yes", "-y", is_flag=True, help="Run every plan without asking.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--world-out", type=click.Path(dir_okay=False, writable=True))
+@_concurrency
+def campaign_rollback(campaign_ref, yes, as_json, world_out, concurrency) -> None:
+    """Show every target's rollback plan, then undo them (each session on its own)."""
+    from steps import campaign as campaigns
+    from steps import compose
+
+    engine = _engine()
+    row = _find_campaign(engine, campaign_ref)
+    echo = _echo_err(as_json)
+    with _refusals():
+        fleet = compose.restore_fleet(row)
+    try:
+        opener = compose.CampaignOpener(engine, fleet, row.id)
+        runner = campaigns.Runner(engine.journal, row.id, opener, concurrency=concurrency, progress=_Bar())
+        plans = runner.rollback_plans()
+        echo(f"rollback of campaign {row.id} ({row.name}):")
+        for t, session, plan, note in plans:
+            if plan is None:
+                echo(f"  {t.target}: {note}")
+            elif not plan.possible:
+                echo(f"  {t.target}: cannot roll back: {plan.reason}")
+            else:
+                echo(f"  {t.target} (session {session.id}, {session.status}): {len(plan.items)} undo(s)")
+                for item in plan.items:
+                    echo(f"      undo step {item.step.number} ({item.step.title}): {item.summary}")
+        if not yes and not (getattr(_asker(as_json), "available", False) and _asker(as_json).confirm("run these rollbacks?")):
+            runner.close()
+            fail("rollback not confirmed: pass --yes, or confirm at a terminal; nothing changed", EXIT_STOPPED)
+        summary, impossible = runner.rollback(plans)
+        _world_out(fleet, world_out)
+    finally:
+        fleet.close()
+    # A target with no way back (its old key deleted) leaves the rollback undone: exit 1.
+    note = f"no way back for {len(impossible)} target(s): " + "; ".join(impossible) if impossible else None
+    _campaign_result(summary, as_json, note, code=EXIT_FAILED if impossible else None)
 
 
 # -- the app ------------------------------------------------------------------------------------

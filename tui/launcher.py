@@ -141,6 +141,8 @@ def load_catalog(
         except RunbookError as exc:
             catalog.problems.append(str(exc))
             continue
+        if sc.campaign:
+            continue  # played from the command line (handrail campaign start); no board yet
         catalog.scenarios.append(scenario_choice(sc.id, sc))
     catalog.scenarios.sort(key=lambda s: (s.difficulty, s.id != scenarios.DEFAULT, s.id))
     if scenario_file and catalog.scenario(scenario_file) is None:

@@ -24,6 +24,7 @@ import io
 import random
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,6 +41,7 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 OPERATOR_USER = "handrail-operator"
+_MAX_CLIENTS = 64
 REGION = "us-east-1"
 
 _lock = threading.RLock()
@@ -62,6 +64,19 @@ def _patch_moto_clock() -> None:
 
     iam_models.utcnow = world_utcnow
     iam_models._handrail_patched = True  # type: ignore[attr-defined]  # a mark on moto's module: patch once
+
+
+def _patch_moto_dispatch() -> None:
+    """moto's dispatcher lists its own package folder (a listdir and a stat per module,
+    some 200) on every request, under its lock: a campaign's thousands of calls queue
+    behind it. The folder does not change while the process runs: list it once."""
+    import moto.backends as moto_backends
+
+    if getattr(moto_backends, "_handrail_patched", False):
+        return
+    modules = tuple(moto_backends.list_of_moto_modules())
+    moto_backends.list_of_moto_modules = lambda: modules
+    setattr(moto_backends, "_handrail_patched", True)  # noqa: B010 (a module attribute moto does not declare)
 
 
 # -- the gate --------------------------------------------------------------------------------
@@ -185,6 +200,7 @@ class _MotoServer:
         from steps.sandbox.http import QuietRequestHandler
 
         _patch_moto_clock()
+        _patch_moto_dispatch()
         app = _gate(DomainDispatcherApplication(create_backend_app))
         self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietRequestHandler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -221,7 +237,9 @@ class AwsWorld:
         self.refused: dict[str, int] = {}
         self.calls: dict[str, int] = {}
         self._status_changes: dict[str, tuple[datetime, str]] = {}  # key -> (when, status before)
-        self._clients: dict[tuple[str, str], Any] = {}
+        # Most recently used last. Clients signed with a rotated pair are dropped past
+        # _MAX_CLIENTS (a client is ~120 kB; a campaign makes a few per rotation).
+        self._clients: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._client_lock = threading.Lock()
         self._botocore: Any = None  # a botocore session, made on first use
         self.operator: Pair | None = None
@@ -351,7 +369,9 @@ class AwsWorld:
         cache_key = (service, f"{pair.key_id}:{pair.fingerprint()}")
         with self._client_lock:
             client = self._clients.get(cache_key)
-            if client is None:
+            if client is not None:
+                self._clients.move_to_end(cache_key)
+            else:
                 import botocore.session
                 from botocore.config import Config
 
@@ -368,7 +388,17 @@ class AwsWorld:
                     ),
                 )
                 self._clients[cache_key] = client
+                self._evict()
             return client
+
+    def _evict(self) -> None:
+        """Close the least recently used clients past the bound (never the operator's)."""
+        operator = f"{self.operator.key_id}:{self.operator.fingerprint()}" if self.operator else None
+        for key in list(self._clients):
+            if len(self._clients) <= _MAX_CLIENTS:
+                return
+            if key[1] != operator:
+                self._clients.pop(key).close()
 
     def probe(self, key_id: str, secret: Secret, call: str | None = None) -> tuple[bool, str]:
         """Use a pair the way a consumer's workload would: identity, then the user's check call."""
@@ -398,9 +428,10 @@ class AwsWorld:
 
     def users(self) -> dict[str, Any]:
         out = {}
-        for name, user in sorted(self.iam.users.items()):
+        # Copies first: a campaign's sessions create and delete keys while this reads.
+        for name, user in sorted(list(self.iam.users.items())):
             keys = []
-            for key in user.access_keys:
+            for key in list(user.access_keys):
                 last = key.last_used
                 keys.append(
                     {
@@ -417,13 +448,13 @@ class AwsWorld:
 
     def secrets_by_key(self) -> dict[str, Secret]:
         """In memory only: each key's secret (the sandbox hands them to seeded holders)."""
-        return {k: Secret(v.secret_access_key) for k, v in self.iam.access_keys.items() if v.user_name}
+        return {k: Secret(v.secret_access_key) for k, v in list(self.iam.access_keys.items()) if v.user_name}
 
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to rebuild this account, without a single secret value."""
         # Full precision: a use in the deactivation's second must stay before or after it.
         users = {}
-        for name, user in self.iam.users.items():
+        for name, user in list(self.iam.users.items()):
             users[name] = [
                 {
                     "id": k.access_key_id,
@@ -432,16 +463,16 @@ class AwsWorld:
                     "last_used": iso_full(k.last_used.timestamp) if k.last_used is not None else None,
                     "service": k.last_used.service if k.last_used is not None else None,
                 }
-                for k in user.access_keys
+                for k in list(user.access_keys)
             ]
-        buckets = {name: {key: len(obj.value) for key, obj in bucket.keys.items()} for name, bucket in self.s3.buckets.items()}
+        buckets = {name: {key: len(obj.value) for key, obj in list(bucket.keys.items())} for name, bucket in list(self.s3.buckets.items())}
         return {
             "account_id": self.account_id,
             "propagation_delay": self.propagation_delay,
             "status_delay": self.status_delay,
             "users": users,
             # A user's id tells a re-created user from the original: a resumed session checks it.
-            "user_ids": {name: user.id for name, user in self.iam.users.items()},
+            "user_ids": {name: user.id for name, user in list(self.iam.users.items())},
             "buckets": buckets,
             "check_calls": self.check_calls,
             "operator": self.operator.key_id if self.operator else None,

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from steps.inventory import Person
 from steps.model import SLUG, parse_duration
 from steps.yamlfile import RunbookError, parse_file
 
@@ -34,51 +35,6 @@ class KeySeed(_Strict):
     @classmethod
     def _d(cls, value: Any) -> float | None:
         return None if value is None else _duration(value)
-
-
-class UserSeed(_Strict):
-    keys: list[KeySeed] = Field(default_factory=list, max_length=2)
-    check_call: str | None = None
-    # Everything else a user can have attached (what offboarding must remove before
-    # DeleteUser): a console password, virtual MFA devices (by name), groups, inline
-    # policies (name: document), managed policies (names: created in the account),
-    # SSH public keys and signing certificates (how many), service-specific
-    # credentials (by service, e.g. codecommit.amazonaws.com).
-    login_profile: bool = False
-    mfa_devices: list[str] = Field(default_factory=list)
-    groups: list[str] = Field(default_factory=list)
-    inline_policies: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    attached_policies: list[str] = Field(default_factory=list)
-    ssh_public_keys: int = Field(0, ge=0, le=5)
-    signing_certificates: int = Field(0, ge=0, le=2)
-    service_credentials: list[str] = Field(default_factory=list, max_length=2)
-
-    @field_validator("mfa_devices", "groups", "attached_policies")
-    @classmethod
-    def _names(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if not re.fullmatch(r"[\w+=,.@-]{1,128}", name):
-                raise ValueError(f"{name!r} is not an IAM name (letters, digits and + = , . @ _ -)")
-        return value
-
-    @field_validator("check_call")
-    @classmethod
-    def _call(cls, value: str | None) -> str | None:
-        from steps.aws import check_call_field
-
-        return check_call_field(value)
-
-
-class AwsSeed(_Strict):
-    propagation_delay: float = 0.0
-    status_delay: float = 0.0
-    users: dict[str, UserSeed]
-    buckets: dict[str, dict[str, int]] = Field(default_factory=dict)
-
-    @field_validator("propagation_delay", "status_delay", mode="before")
-    @classmethod
-    def _d(cls, value: Any) -> float:
-        return _duration(value)
 
 
 Holds = str  # "active" (the target's first Active key), "none", or a key index "0" / "1"
@@ -121,6 +77,59 @@ class SshSeed(_Strict):
 
 
 ConsumerSeed = Annotated[HerokuSeed | GitHubSeed | SshSeed, Field(discriminator="type")]
+
+
+class UserSeed(_Strict):
+    keys: list[KeySeed] = Field(default_factory=list, max_length=2)
+    check_call: str | None = None
+    # Everything else a user can have attached (what offboarding must remove before
+    # DeleteUser): a console password, virtual MFA devices (by name), groups, inline
+    # policies (name: document), managed policies (names: created in the account),
+    # SSH public keys and signing certificates (how many), service-specific
+    # credentials (by service, e.g. codecommit.amazonaws.com).
+    login_profile: bool = False
+    mfa_devices: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    inline_policies: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    attached_policies: list[str] = Field(default_factory=list)
+    ssh_public_keys: int = Field(0, ge=0, le=5)
+    signing_certificates: int = Field(0, ge=0, le=2)
+    service_credentials: list[str] = Field(default_factory=list, max_length=2)
+    # A user other than the target that the inventory lists (a fleet): where its pair
+    # lives and who consumes it. The target's are the scenario's top-level ones.
+    vault: VaultSeed | None = None
+    consumers: list[ConsumerSeed] = Field(default_factory=list)
+
+    @property
+    def in_inventory(self) -> bool:
+        return self.vault is not None or bool(self.consumers)
+
+    @field_validator("mfa_devices", "groups", "attached_policies")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[\w+=,.@-]{1,128}", name):
+                raise ValueError(f"{name!r} is not an IAM name (letters, digits and + = , . @ _ -)")
+        return value
+
+    @field_validator("check_call")
+    @classmethod
+    def _call(cls, value: str | None) -> str | None:
+        from steps.aws import check_call_field
+
+        return check_call_field(value)
+
+
+class AwsSeed(_Strict):
+    propagation_delay: float = 0.0
+    status_delay: float = 0.0
+    users: dict[str, UserSeed]
+    buckets: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+    @field_validator("propagation_delay", "status_delay", mode="before")
+    @classmethod
+    def _d(cls, value: Any) -> float:
+        return _duration(value)
 
 
 class FaultSeed(_Strict):
@@ -184,6 +193,11 @@ class Scenario(_Strict):
     # Extra inputs the scenario gives the runbook (e.g. a reason).
     inputs: dict[str, str] = Field(default_factory=dict)
     gotchas: list[str] = Field(default_factory=list)
+    # Who could read which pairs (the inventory's people), for offboarding campaigns.
+    people: dict[str, Person] = Field(default_factory=dict)
+    # Played by a campaign (`handrail campaign start --due`), not as one rotation: the
+    # app's list of scenarios leaves it out until the app has a campaign board.
+    campaign: bool = False
     # The file it was loaded from, when that was not a shipped scenario (resume needs it).
     _source: str | None = PrivateAttr(default=None)
 
@@ -191,23 +205,65 @@ class Scenario(_Strict):
     def source(self) -> str | None:
         return self._source
 
+    def places(self) -> list[tuple[str, VaultSeed | None, list[ConsumerSeed]]]:
+        """(user, vault, consumers) of every user the inventory lists: the target first."""
+        out = [(self.target_user, self.vault, list(self.consumers))]
+        out += [(name, u.vault, list(u.consumers)) for name, u in self.aws.users.items() if name != self.target_user and u.in_inventory]
+        return out
+
+    def inventory_users(self) -> list[str]:
+        return [name for name, _, _ in self.places()]
+
     @model_validator(mode="after")
     def _target_exists(self) -> Scenario:
         if self.target_user not in self.aws.users:
             raise ValueError(f"target_user {self.target_user!r} is not one of aws.users")
-        keys = self.aws.users[self.target_user].keys
-        for where, holds in (
-            [("vault", self.vault.holds if self.vault else "active")]
-            + [(f"consumers[{i}]", c.holds) for i, c in enumerate(self.consumers)]
-            + [(f"forgotten[{i}]", c.holds) for i, c in enumerate(self.forgotten)]
-        ):
-            if holds not in ("active", "none") and not (holds.isdigit() and int(holds) < len(keys)):
-                raise ValueError(f"{where}.holds: {holds!r} is not 'active', 'none' or the index of one of the target's keys")
-        systems = {"infisical": self.vault is not None} | {t: any(c.type == t for c in self.consumers) for t in ("heroku", "github", "ssh")}
+        if self.aws.users[self.target_user].in_inventory:
+            raise ValueError(f"aws.users.{self.target_user}: the target's vault and consumers are the scenario's top-level ones")
+        for user, vault, consumers in self.places():
+            keys = self.aws.users[user].keys
+            at = "" if user == self.target_user else f"aws.users.{user}."
+            for where, holds in (
+                [(f"{at}vault", vault.holds if vault else "active")]
+                + [(f"{at}consumers[{i}]", c.holds) for i, c in enumerate(consumers)]
+                + ([(f"forgotten[{i}]", c.holds) for i, c in enumerate(self.forgotten)] if user == self.target_user else [])
+            ):
+                if holds not in ("active", "none") and not (holds.isdigit() and int(holds) < len(keys)):
+                    raise ValueError(f"{where}.holds: {holds!r} is not 'active', 'none' or the index of one of {user}'s keys")
+        self._unique_places()
+        listed = set(self.inventory_users())
+        for name, person in self.people.items():
+            for i, user in enumerate(person.iam_users):
+                if user not in self.aws.users:
+                    raise ValueError(f"people.{name}.iam_users[{i}]: {user!r} is not one of aws.users")
+            for i, user in enumerate(person.could_read):
+                if user not in listed:
+                    raise ValueError(f"people.{name}.could_read[{i}]: {user!r} is not a user the inventory lists")
+        everyone = [c for _, _, consumers in self.places() for c in consumers]
+        systems = {"infisical": any(v is not None for _, v, _ in self.places())} | {
+            t: any(c.type == t for c in everyone) for t in ("heroku", "github", "ssh")
+        }
         for i, fault in enumerate(self.faults):
             if not systems.get(fault.system):
                 raise ValueError(f"faults[{i}].system: the scenario has no {fault.system}")
         return self
+
+    def _unique_places(self) -> None:
+        """Many users share one fake Heroku, GitHub, vault and host: no two hold the same place."""
+        seen: dict[str, str] = {}
+        for user, vault, consumers in self.places():
+            names = [f"vault {vault.project_id}/{vault.environment}{vault.path}"] if vault else []
+            for c in consumers:
+                if isinstance(c, HerokuSeed):
+                    names.append(f"heroku app {c.app}")
+                elif isinstance(c, GitHubSeed):
+                    names.append(f"github {c.organization or c.repository}" + (f"@{c.environment}" if c.environment else ""))
+                else:
+                    names += [f"ssh label {c.label}", f"ssh file {c.env_file}"]
+            for name in names:
+                if name in seen and seen[name] != user:
+                    raise ValueError(f"{name} holds the pairs of both {seen[name]} and {user}: give each user its own")
+                seen[name] = user
 
 
 def scenarios_dir() -> Path:

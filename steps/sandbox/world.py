@@ -30,7 +30,7 @@ from steps.inventory import GitHubEntry, HerokuEntry, InfisicalEntry, Inventory,
 from steps.sandbox import scenario as scenarios
 from steps.sandbox.aws import AwsWorld, SeedKey
 from steps.sandbox.iam_user import AttachmentSeed
-from steps.sandbox.scenario import Holds, Scenario
+from steps.sandbox.scenario import ConsumerSeed, Holds, Scenario, VaultSeed
 from steps.secrets import Secret
 
 if TYPE_CHECKING:  # imported where used: a scenario starts only the systems it names
@@ -68,7 +68,7 @@ class World:
         world = cls(scenario, clock, aws)
         try:
             pairs = world._seed_aws()
-            world._start_places(lambda holds: world._initial_pair(pairs, holds))
+            world._start_places(lambda holds, user: world._initial_pair(pairs, holds, user))
             world._start_forgotten({f.name: world._initial_pair(pairs, f.holds) for f in scenario.forgotten})
         except BaseException:
             world.close()
@@ -83,7 +83,14 @@ class World:
         world = cls(scenario, clock, aws)
         try:
             places = snapshot.get("places", {})
-            world._start_places(None, places=places, secrets=secrets, vault_history=snapshot.get("vault_history", []))
+            histories = dict(snapshot.get("vault_histories") or {})
+            if not histories and snapshot.get("vault_history") and scenario.vault is not None:
+                # A snapshot from before fleets: the target's vault only.
+                from steps.consumers.infisical import place_name
+
+                v = scenario.vault
+                histories[place_name(v.project_id, v.environment, v.path)] = snapshot["vault_history"]
+            world._start_places(None, places=places, secrets=secrets, vault_histories=histories)
             world._start_forgotten({f.name: _pair_from(places.get(f"forgotten:{f.name}"), secrets) for f in scenario.forgotten})
         except BaseException:
             world.close()
@@ -114,29 +121,47 @@ class World:
             self.aws.create_operator()
         return pairs
 
-    def _initial_pair(self, pairs: dict[str, list[Pair]], holds: str) -> Pair | None:
-        mine = pairs[self.scenario.target_user]
+    def _initial_pair(self, pairs: dict[str, list[Pair]], holds: str, user: str | None = None) -> Pair | None:
+        """The pair a place holds at the start: its user's first Active key, none, or a key by index."""
+        user = user or self.scenario.target_user
+        mine = pairs[user]
         if holds == "none":
             return None
         if holds == "active":
-            keys = self.scenario.aws.users[self.scenario.target_user].keys
+            keys = self.scenario.aws.users[user].keys
             return next((p for p, k in zip(mine, keys, strict=False) if k.status == "Active"), None)
         return mine[int(holds)]
 
     def _start_places(
         self,
-        initial: Callable[[Holds], Pair | None] | None,
+        initial: Callable[[Holds, str], Pair | None] | None,
         places: dict[str, Any] | None = None,
         secrets: dict[str, Secret] | None = None,
-        vault_history: list[dict[str, Any]] | None = None,
+        vault_histories: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
-        """Start the fake vault and consumers the scenario names, holding either the
-        scenario's initial pairs (`initial`) or what a snapshot says (`places`)."""
+        """Start the fake vault and consumers the scenario names, for every user the
+        inventory lists (one fake Infisical, Heroku, GitHub and host shared by all),
+        holding either the scenario's initial pairs (`initial`) or what a snapshot says
+        (`places`)."""
         sc = self.scenario
+        users: dict[str, UserEntry] = {}
+        for user, vault, consumers in sc.places():
+            users[user] = self._start_user(user, vault, consumers, initial, places, secrets, (vault_histories or {}))
+        self.inventory = Inventory(users=users, people=dict(sc.people))
 
+    def _start_user(
+        self,
+        user: str,
+        vault: VaultSeed | None,
+        consumers: list[ConsumerSeed],
+        initial: Callable[[Holds, str], Pair | None] | None,
+        places: dict[str, Any] | None,
+        secrets: dict[str, Secret] | None,
+        vault_histories: dict[str, list[dict[str, Any]]],
+    ) -> UserEntry:
         def held(place: str, holds: str) -> dict[str, str]:
             if initial is not None:
-                pair = initial(holds)
+                pair = initial(holds, user)
             elif places is not None:
                 pair = _pair_from(places.get(place), secrets or {})
             else:
@@ -145,29 +170,30 @@ class World:
 
         entries: list[HerokuEntry | GitHubEntry | SshEntry] = []
         probe = self.aws.probe
-        user = sc.target_user
         vault_entry = None
-        if sc.vault is not None:
+        if vault is not None:
             from steps.consumers.infisical import InfisicalAuth, place_name
-            from steps.sandbox.infisical import InfisicalSandbox
 
-            self.infisical = InfisicalSandbox().start()
-            client_id, client_secret = self.infisical.add_identity()
-            self.creds.infisical = InfisicalAuth.universal(client_id, client_secret, source="sandbox")
-            v = sc.vault
+            if self.infisical is None:
+                from steps.sandbox.infisical import InfisicalSandbox
+
+                self.infisical = InfisicalSandbox().start()
+                client_id, client_secret = self.infisical.add_identity()
+                self.creds.infisical = InfisicalAuth.universal(client_id, client_secret, source="sandbox")
+            v = vault
             place = place_name(v.project_id, v.environment, v.path)
             if initial is not None:
                 values = held(place, v.holds)
                 if values:
                     self.infisical.seed(v.project_id, v.environment, v.path, values)
             else:
-                for version in vault_history or []:
+                for version in vault_histories.get(place, []):
                     pair = _pair_from(version, secrets or {})
                     if pair is not None:
                         self.infisical.seed(v.project_id, v.environment, v.path, {KEY_ID: pair.key_id, SECRET: pair.secret.reveal()})
             vault_entry = InfisicalEntry(site_url=self.infisical.url, project_id=v.project_id, environment=v.environment, path=v.path)
 
-        for seed in sc.consumers:
+        for seed in consumers:
             if seed.type == "heroku":
                 if self.heroku is None:
                     from steps.sandbox.heroku import HerokuSandbox
@@ -240,8 +266,8 @@ class World:
                         verify=seed.verify,
                     )
                 )
-        check_call = sc.aws.users[user].check_call
-        self.inventory = Inventory(users={user: UserEntry(check_call=check_call, vault=vault_entry, consumers=entries)})
+        check_call = self.scenario.aws.users[user].check_call
+        return UserEntry(check_call=check_call, vault=vault_entry, consumers=entries)
 
     # -- forgotten consumers and faults -----------------------------------------------------
 
@@ -322,19 +348,32 @@ class World:
             place: {"key_id": key_id, "secret_of": owner.get(secret.fingerprint()) if secret else None}
             for place, (key_id, secret) in held.items()
         }
-        history: list[dict[str, Any]] = []
-        if self.infisical is not None and self.scenario.vault is not None:
-            v = self.scenario.vault
-            ids = self.infisical.history(v.project_id, v.environment, v.path, KEY_ID)
-            values = self.infisical.history(v.project_id, v.environment, v.path, SECRET)
-            for key_id, value in zip(ids, values, strict=False):
-                history.append({"key_id": key_id, "secret_of": owner.get(Secret(value).fingerprint())})
+        histories: dict[str, list[dict[str, Any]]] = {}
+        if self.infisical is not None:
+            from steps.consumers.infisical import place_name
+
+            for _, v, _ in self.scenario.places():
+                if v is None:
+                    continue
+                ids = self.infisical.history(v.project_id, v.environment, v.path, KEY_ID)
+                values = self.infisical.history(v.project_id, v.environment, v.path, SECRET)
+                histories[place_name(v.project_id, v.environment, v.path)] = [
+                    {"key_id": key_id, "secret_of": owner.get(Secret(value).fingerprint())}
+                    for key_id, value in zip(ids, values, strict=False)
+                ]
+        target_vault = self.scenario.vault
+        history = []
+        if target_vault is not None:
+            from steps.consumers.infisical import place_name
+
+            history = histories.get(place_name(target_vault.project_id, target_vault.environment, target_vault.path), [])
         return {
             "scenario": self.scenario.id,
             "scenario_source": self.scenario.source,
             "aws": self.aws.snapshot(),
             "places": places,
-            "vault_history": history,
+            "vault_history": history,  # the target's, as before fleets (tests and old readers)
+            "vault_histories": histories,
         }
 
     def export(self) -> dict[str, Any]:
