@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steps.actions import registry
-from steps.actions.base import ActionFailed, ActionSpec, Choice, Outcome, Preview, StepContext
+from steps.actions.base import ActionFailed, ActionSpec, Choice, Outcome, Preflight, Preview, StepContext
 from steps.audit import AuditLog
 from steps.clock import SimClock, human_duration, iso, parse_iso
 from steps.journal import Journal, SessionRow
@@ -180,6 +180,7 @@ MIN_REASON = 3
 # The fact an action sets when it deleted the session's own IAM user: a resume, rollback
 # or abandon then accepts that the user is gone.
 TARGET_DELETED = "target_deleted_at"
+NOT_READY = "dry_run_not_ready"  # fact: the places a dry run's pre-flight found not ready
 
 
 def check_reason(reason: str | None, what: str) -> str:
@@ -823,13 +824,24 @@ class Session:
                 prompt = self.prompt(step.id)
                 commands = [line for line in prompt.command.splitlines() if not line.lstrip().startswith("#")]
                 lines = [f"would run: {line}" for line in commands] + prompt.preview
+                not_ready: list[str] = []
                 if manual:
                     lines.append("manual step: the operator would do this outside handrail")
                 elif spec is not None and spec.preflight is not None:
-                    lines += self._preflight(step, spec)
-                outcome = Outcome(
-                    StepStatus.WOULD_RUN, f"would run: {prompt.command.splitlines()[0] if prompt.command else step.title}", lines
-                )
+                    found = self._preflight(step, spec)
+                    not_ready, lines = found.not_ready, lines + found.lines
+                what = prompt.command.splitlines()[0] if prompt.command else step.title
+                if not_ready:
+                    # Recorded as a fact so the dry run's end (and a resumed one) says it.
+                    earlier = [n for n in self.values().get(NOT_READY, "").split(", ") if n]
+                    outcome = Outcome(
+                        StepStatus.WOULD_RUN,
+                        f"would run, but NOT READY: {', '.join(not_ready)}",
+                        lines,
+                        {NOT_READY: ", ".join(dict.fromkeys([*earlier, *not_ready]))},
+                    )
+                else:
+                    outcome = Outcome(StepStatus.WOULD_RUN, f"would run: {what}", lines)
             elif manual:
                 outcome = Outcome.done(
                     "done by the operator outside handrail (confirmed)",
@@ -859,15 +871,16 @@ class Session:
             self._apply(current, outcome)
             return outcome
 
-    def _preflight(self, step: Step, spec: ActionSpec) -> list[str]:
-        """A dry run's read-only look at what the step would change; never fatal."""
+    def _preflight(self, step: Step, spec: ActionSpec) -> Preflight:
+        """A dry run's read-only look at what the step would change; a probe that fails
+        outright makes the step's places not ready, and the dry run says so at its end."""
         assert spec.preflight is not None
         try:
             return spec.preflight(self._context(step, spec))
         except ActionFailed as exc:
-            return [f"pre-flight failed: {exc.summary}", *exc.evidence]
+            return Preflight([f"step {step.number}"], [f"pre-flight failed: {exc.summary}", *exc.evidence])
         except Exception as exc:
-            return [f"pre-flight failed: {type(exc).__name__}: {redact(str(exc))}"]
+            return Preflight([f"step {step.number}"], [f"pre-flight failed: {type(exc).__name__}: {redact(str(exc))}"])
 
     def _check_typed(self, state: StepState, answer: str | None, how: str) -> None:
         """The engine, not the screen, holds the line: a typed step runs only on its value."""
