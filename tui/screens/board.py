@@ -356,10 +356,10 @@ class BoardScreen(Screen):
             line += f" · {self.busy}"
         self.query_one("#board-counts", Static).update(Content(line))
         self._show_detail()
-        if board.started and rows and all(r.state.ended for r in rows) and not self._debriefed and self.busy is None:
+        ended = board.started and rows and all(r.state.ended for r in rows)
+        if ended and not self._debriefed and self.busy is None and self.app.screen is self:
             self._debriefed = True  # the board's end: the campaign's debrief, once
-            if self.app.screen is self:
-                self.action_debrief()
+            self.action_debrief()
 
     def _highlighted(self) -> Row | None:
         table = self.query_one("#board-table", DataTable)
@@ -586,8 +586,10 @@ class BoardScreen(Screen):
 
     def _close_board(self) -> None:
         """Every target's session closed (each resumable), the world saved, the fleet closed."""
-        for name in [n for n in list(self.app._installed_screens) if n.startswith("board-target-")]:
-            self.app.uninstall_screen(name)
+        for checklist in self.checklists.values():
+            checklist.closed = True
+            if self.app.uninstall_screen(checklist) and checklist.is_attached:
+                checklist.remove()  # installed screens outlive a pop; these go with the board
         self.checklists.clear()
         board = self.board
         if board is None:
@@ -624,6 +626,11 @@ class TargetChecklist(ChecklistScreen):
     def __init__(self, session: Session, board: BoardScreen, position: int, frozen: Any = None, reveal_seconds: float = 10.0) -> None:
         super().__init__(session, frozen, reveal_seconds)
         self.board, self.position = board, position
+        self.closed = False  # the board closed its session: the timer must not tick on it
+
+    def _tick(self) -> None:
+        if not self.closed:
+            super()._tick()
 
     def action_board(self) -> None:
         self.board.back_from(self)
