@@ -128,6 +128,8 @@ class StartScreen(Screen):
 
     def on_resize(self) -> None:
         self.set_class(self.size.height < 30, "-compact")
+        # Narrow: the palette's key gives its room to the screen's keys (ctrl+p still works; ? lists it).
+        self.query_one(Footer).show_command_palette = self.size.width >= 100
 
     # -- the catalog (runbooks, scenarios, unfinished sessions) -------------------------
 
