@@ -785,29 +785,53 @@ def campaign() -> None:
 
 
 class _Bar:
-    """Progress on stderr: a bar with counts, redrawn in place on a terminal; else a line
-    each time another tenth of the targets settles (or ends)."""
+    """Progress on stderr: a bar with counts, redrawn in place on a terminal (fitted to its
+    width); else a line each time another tenth of the targets settles (or ends). Called
+    from the campaign's worker threads: one redraw at a time."""
+
+    WIDTH = 30
 
     def __init__(self) -> None:
+        import threading
+
         self.tty = sys.stderr.isatty()
         self._shown = (-1, -1)
+        self._lock = threading.Lock()
+        self._drawn = False
 
     def __call__(self, counts, total: int) -> None:
         settled = total - counts.get("running", 0) - counts.get("planned", 0)
         ended = sum(n for state, n in counts.items() if TargetState(state).ended)
         words = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if n)
-        if self.tty:
-            filled = int(30 * settled / max(1, total))
-            click.echo(f"\r[{'#' * filled}{'.' * (30 - filled)}] {settled}/{total}  {words}\033[K", err=True, nl=False)
-            return
-        tenths = (settled * 10 // max(1, total), ended * 10 // max(1, total))
-        if tenths[0] > self._shown[0] or tenths[1] > self._shown[1]:
-            self._shown = (max(tenths[0], self._shown[0]), max(tenths[1], self._shown[1]))
-            click.echo(f"[{settled}/{total}] {words}", err=True)
+        with self._lock:
+            if self.tty:
+                click.echo("\r" + self.line(settled, ended, total, words) + "\033[K", err=True, nl=False)
+                self._drawn = True
+                return
+            tenths = (settled * 10 // max(1, total), ended * 10 // max(1, total))
+            if tenths[0] > self._shown[0] or tenths[1] > self._shown[1]:
+                self._shown = (max(tenths[0], self._shown[0]), max(tenths[1], self._shown[1]))
+                click.echo(f"[{settled}/{total}] {words}", err=True)
+
+    @classmethod
+    def line(cls, settled: int, ended: int, total: int, words: str, columns: int | None = None) -> str:
+        """`[####==....] 7/20 settled  3 done, 4 waiting, 13 running`: # ended, = stopped
+        on the way (waiting, failed...), . not there yet; cut to the terminal's width."""
+        import shutil
+
+        whole = max(1, total)
+        done = int(cls.WIDTH * ended / whole)
+        stopped = int(cls.WIDTH * settled / whole) - done
+        bar = "#" * done + "=" * max(0, stopped)
+        text = f"[{bar}{'.' * (cls.WIDTH - len(bar))}] {settled}/{total}  {words}"
+        width = (columns or shutil.get_terminal_size((80, 24)).columns) - 1
+        return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
     def end(self) -> None:
-        if self.tty:
-            click.echo("", err=True)
+        with self._lock:
+            if self.tty and self._drawn:
+                click.echo("", err=True)
+                self._drawn = False
 
 
 def _campaign_result(summary, as_json: bool, note: str | None = None, extra: dict | None = None, code: int | None = None) -> None:
@@ -1057,12 +1081,7 @@ def offboard(
 
 
 def _find_campaign(engine, ref: str):
-    from steps.journal import CampaignNotFound
-
-    try:
-        return engine.journal.find_campaign(ref)
-    except CampaignNotFound as exc:
-        fail(str(exc))
+    return _find_campaign_in(engine.journal, ref)
 
 
 @campaign.command("list")
@@ -1106,6 +1125,37 @@ def campaign_show(campaign_ref: str, as_json: bool) -> None:
         _campaign_result(summary, True, extra={"why": {t.target: t.why for t in targets}})
     click.echo(f"campaign {row.id}: {row.name}; {row.mode}, account {row.account}, by {row.actor}, started {row.created_at}")
     _campaign_result(summary, False)
+
+
+@campaign.command("debrief")
+@click.argument("campaign_ref", metavar="CAMPAIGN", default="last")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="Write it to a file (e.g. debrief.md).")
+def campaign_debrief(campaign_ref: str, fmt: str, out: str | None) -> None:
+    """A campaign's debrief: each target's verdicts, rollback and end state, and where the
+    campaign ended (what the board shows at its end)."""
+    from steps import debrief as debriefs
+    from steps.audit import AuditLog
+    from steps.journal import CampaignNotFound, Journal
+    from steps.paths import audit_path, journal_path
+    from steps.secrets import redact
+
+    if out:
+        from steps.compose import check_output_path
+
+        with _refusals():
+            check_output_path(out, "--out")
+    try:
+        d = debriefs.build_campaign(Journal(journal_path()), AuditLog(audit_path()), campaign_ref)
+    except CampaignNotFound as exc:
+        fail(str(exc))
+    render = {"text": debriefs.campaign_to_text, "markdown": debriefs.campaign_to_markdown}
+    text = redact(render[fmt](d) if fmt in render else json.dumps(d.as_dict(), indent=2))
+    if out:
+        Path(out).write_text(text if text.endswith("\n") else text + "\n")
+        click.echo(f"debrief written to {out}")
+    else:
+        click.echo(text)
 
 
 @campaign.command("resume")
@@ -1184,6 +1234,33 @@ def campaign_rollback(campaign_ref, yes, as_json, world_out, concurrency) -> Non
 
 
 # -- the app ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("campaign_ref", metavar="CAMPAIGN", default="last")
+def board(campaign_ref: str) -> None:
+    """Open the app on a campaign's board (default: the newest campaign): one row per
+    target; enter opens a target's checklist, escape comes back, g drives them on."""
+    from steps.journal import Journal
+    from steps.paths import journal_path
+
+    journal = Journal(journal_path())
+    try:
+        row = _find_campaign_in(journal, campaign_ref)
+    finally:
+        journal.close()
+    from tui.app import run_app
+
+    run_app(campaign=row.id)
+
+
+def _find_campaign_in(journal, ref: str):
+    from steps.journal import CampaignNotFound
+
+    try:
+        return journal.find_campaign(ref)
+    except CampaignNotFound as exc:
+        fail(str(exc))
 
 
 @main.command()
