@@ -100,6 +100,14 @@ def plan(runbook: str, fmt: str) -> None:
 # -- running ------------------------------------------------------------------------------------
 
 
+_roles_option = click.option(
+    "--roles",
+    "roles_path",
+    metavar="FILE",
+    help="Live/dry-run: who holds which role (default: $HANDRAIL_ROLES, then roles.yaml beside the inventory or in the config dir).",
+)
+
+
 def _run_options(f):
     options = [
         click.option("--yes", "-y", is_flag=True, help="Answer yes-confirmations (only those)."),
@@ -230,11 +238,12 @@ def _refusals() -> Iterator[None]:
     from steps.engine import EngineError
     from steps.journal import LockHeld, SessionBusy, SessionNotFound
     from steps.loader import RunbookError
+    from steps.roles import RoleRefused
     from steps.wiring import WiringError
 
     try:
         yield
-    except (LockHeld, SessionBusy) as exc:
+    except (LockHeld, SessionBusy, RoleRefused) as exc:
         fail(str(exc), EXIT_STOPPED)
     except (ComposeError, SessionNotFound, EngineError, RunbookError, WiringError, AwsCallFailed, PlanError) as exc:
         fail(_one_line(exc))
@@ -276,6 +285,7 @@ def _drive_session(session, opts, as_json: bool, world_out: str | None) -> None:
     metavar="FILE",
     help="Live/dry-run: where each user's pair lives and who consumes it (default: $HANDRAIL_INVENTORY, then the config dir's inventory.yaml).",
 )
+@_roles_option
 @_run_options
 def run(
     runbook,
@@ -289,6 +299,7 @@ def run(
     profile,
     region,
     inventory_path,
+    roles_path,
     yes,
     fast_forward,
     override_gate,
@@ -322,6 +333,7 @@ def run(
         profile=profile,
         region=region,
         inventory=inventory_path,
+        roles=roles_path,
         check_call=check_call,
         allow_self_rotation=allow_self_rotation,
         retire_key=retire_key,
@@ -886,6 +898,7 @@ def _drive_campaign(engine, fleet, campaign_id: str, opts, concurrency: int, as_
 )
 @_concurrency
 @_fleet_options
+@_roles_option
 @_run_options
 def campaign_start(
     due_users,
@@ -901,6 +914,7 @@ def campaign_start(
     profile,
     region,
     inventory_path,
+    roles_path,
     yes,
     fast_forward,
     override_gate,
@@ -937,7 +951,7 @@ def campaign_start(
         kind="due" if due_users else "users",
         name=name or (f"due at {cadence}, {stamp}" if due_users else f"{len(users)} user(s), {stamp}"),
         options={"cadence": cadence, "all_users": all_users},
-        fleet_args=(mode, scenario, profile, region, inventory_path),
+        fleet_args=(mode, scenario, profile, region, inventory_path, roles_path),
         run_args=(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out),
         concurrency=concurrency,
     )
@@ -956,7 +970,7 @@ def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tu
     from steps import compose
     from steps.loader import load
 
-    mode, scenario, profile, region, inventory_path = fleet_args
+    mode, scenario, profile, region, inventory_path, roles_path = fleet_args
     yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out = run_args
     if fast_forward and mode != "training":
         fail("--fast-forward is for training only: live time cannot be skipped (use --override-gate REASON)")
@@ -966,7 +980,7 @@ def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tu
     engine = _engine()
     echo = _echo_err(as_json)
     with _refusals():
-        fleet = compose.open_fleet(mode, scenario=scenario, profile=profile, region=region, inventory=inventory_path)
+        fleet = compose.open_fleet(mode, scenario=scenario, profile=profile, region=region, inventory=inventory_path, roles=roles_path)
     try:
         with _refusals():
             reader = fleet.wiring()
@@ -1012,6 +1026,7 @@ def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tu
 @click.argument("person")
 @_concurrency
 @_fleet_options
+@_roles_option
 @_run_options
 def offboard(
     person,
@@ -1021,6 +1036,7 @@ def offboard(
     profile,
     region,
     inventory_path,
+    roles_path,
     yes,
     fast_forward,
     override_gate,
@@ -1050,7 +1066,7 @@ def offboard(
         kind="offboard",
         name=f"offboard {person}, {_stamp()}",
         options={"person": person},
-        fleet_args=(mode, scenario, profile, region, inventory_path),
+        fleet_args=(mode, scenario, profile, region, inventory_path, roles_path),
         run_args=(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out),
         concurrency=concurrency,
     )
