@@ -575,3 +575,78 @@ class CampaignOpener:
                 return
             self.engine.journal.update_campaign(self.campaign_id, world=world, sim_offset=offset)
             self._saved_at = now
+
+
+# -- a second operator --------------------------------------------------------------------------
+
+
+@dataclass
+class Approver:
+    """Who runs `handrail approve`, as STS says, and the roles they are judged by."""
+
+    account: str
+    arn: str
+    wiring: Wiring
+    governance: Governance
+    closer: Callable[[], None]
+
+    def close(self) -> None:
+        self.closer()
+
+
+def approver(row: SessionRow, *, profile: str | None = None, region: str | None = None, roles: str | None = None) -> Approver:
+    """The approving identity. Live and dry-run: boto3's credential chain (--profile), in
+    another terminal or on another machine. Training: the session's simulated world, signed
+    as its second operator (another IAM user of the same account: another STS principal)."""
+    from steps import roles as roles_mod
+
+    mode = check_mode(row.mode)
+    if mode is Mode.TRAINING:
+        from steps.sandbox.aws import SECOND_OPERATOR
+
+        if roles or profile or region:
+            raise ComposeError("--roles, --profile and --region are for live sessions: training approves as its world's second operator")
+        if row.campaign_id and not row.world:
+            fleet = restore_fleet_of(row.campaign_id)
+            wiring: Wiring = fleet.wiring()
+            world: Any = fleet.world
+            close = fleet.close
+        else:
+            wiring = wiring_for_session(row)
+            world, close = getattr(wiring, "world", None), wiring.close
+        pair = world.aws.pair_of(SECOND_OPERATOR) if world is not None else None
+        if pair is None:
+            close()
+            raise ComposeError(
+                f"session {row.id}: its training world has no second operator (a scenario gives one with `second_operator:`)"
+            )
+        wiring.switch_operator(pair)
+        governance = world.scenario.governance() if world is not None else roles_mod.Governance.open()
+        try:
+            account, arn = wiring.identity()
+        except BaseException:
+            close()
+            raise
+        return Approver(account, arn, wiring, governance, close)
+    live = make_wiring(mode, profile=profile, region=region)
+    try:
+        account, arn = live.identity()
+        recorded = (row.options.get("governance") or {}).get("roles_source")
+        given = roles or (recorded if recorded and recorded != "none" and Path(recorded).exists() else None)
+        inventory = row.options.get("inventory")
+        governance = find_governance(mode, given, Path(inventory) if inventory else None)
+    except BaseException:
+        live.close()
+        raise
+    return Approver(account, arn, live, governance, live.close)
+
+
+def restore_fleet_of(campaign_id: str) -> Fleet:
+    from steps.journal import Journal
+    from steps.paths import journal_path
+
+    journal = Journal(journal_path())
+    try:
+        return restore_fleet(journal.campaign(campaign_id))
+    finally:
+        journal.close()

@@ -437,6 +437,45 @@ def abandon(session_ref: str, reason: str) -> None:
     click.echo(f"session {row.id}: abandoned; lock released")
 
 
+@main.command()
+@click.argument("session_ref", metavar="SESSION")
+@click.option("--step", "step_id", required=True, metavar="STEP", help="The step id that waits for a second operator.")
+@click.option("--reason", required=True, help="Why you approve it (audited).")
+@click.option("--expires", metavar="DURATION", help="How long the approval stands (default: the roles file's, else 1h; at most 24h).")
+@click.option("--profile", metavar="PROFILE", help="Live: the AWS profile you approve as.")
+@click.option("--region", metavar="REGION")
+@_roles_option
+def approve(session_ref, step_id, reason, expires, profile, region, roles_path) -> None:
+    """Approve a step that waits for a second operator, as another identity than the
+    session's operator (live: your own credentials; training: the world's second operator)."""
+    from steps import approval as approvals
+    from steps import compose
+    from steps.engine import EngineError
+    from steps.journal import SessionNotFound
+    from steps.roles import iam_groups
+
+    engine = _engine()
+    try:
+        row = engine.journal.find_session(session_ref)
+        expires_in = approvals.expiry(expires, row.options.get("governance") or {}) if expires else None
+    except (SessionNotFound, EngineError) as exc:
+        fail(str(exc))
+    with _refusals():
+        who = compose.approver(row, profile=profile, region=region, roles=roles_path)
+    try:
+        with _refusals():
+            grant = approvals.Grant(row, step_id, who.arn, who.account, reason, expires_in)
+            try:
+                done = approvals.grant(engine.journal, engine.audit, grant, who.governance, iam_groups(who.wiring), engine.os_user)
+            except approvals.ApprovalRefused as exc:
+                fail(str(exc), EXIT_STOPPED)
+    finally:
+        who.close()
+    click.echo(
+        f"session {row.id}: step {done.step_id} approved by {done.approver} until {done.expires_at}; the operator goes on with `handrail resume {row.id}`"
+    )
+
+
 # -- sessions and audit -------------------------------------------------------------------------
 
 
