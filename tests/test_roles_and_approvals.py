@@ -307,3 +307,112 @@ def test_the_operators_own_approval_is_refused_in_the_domain(make_world, make_en
         )
     assert engine.journal.approvals(session.id) == []
     session.close()
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+
+def test_report_last_names_the_session_the_operator_and_both_keys(cli, make_engine):
+    run = cli("run", "--mode", "training", "--scenario", "happy-path", "--yes", "--fast-forward", "--confirm-irreversible", "--json")
+    assert run.exit_code == 0, run.output
+    data = json.loads(run.output[run.output.index("{\n") :])
+    result = cli("report", "last", "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    text = result.output
+    row = make_engine().journal.find_session(data["session"])
+    operator = row.options["binding"]["operator_arn"]
+    assert f"Session {data['session']}" in text
+    assert operator in text and ":user/handrail-operator" in operator
+    assert data["old_key_id"] in text and data["new_key_id"] in text
+    assert f"sha256 `{row.runbook_sha}`" in text and "version 1" in text
+    assert "no CloudTrail evidence gathered" in text
+    assert "chain intact" in text
+    assert "irreversible step confirmed (step delete-old-key)" in text  # how the delete was confirmed
+    as_json = json.loads(cli("report", data["session"], "--format", "json").output)
+    assert as_json["who"]["operator_arn"] == operator
+    assert as_json["end_state"]["old_key_id"] == data["old_key_id"] and as_json["what"]["version"] == 1
+
+
+def test_a_report_never_holds_a_secret(rig, cli, tmp_path):
+    world = rig.world("happy-path")
+    session = rig.start(world)
+    rig.run_steps(session, 5)  # through create-key and validate: the new secret is in memory
+    secrets = [session.secrets["new_secret"].reveal(), world.aws.operator.secret.reveal()]
+    secrets += [s.reveal() for s in world.aws.secrets_by_key().values()]
+    assert all(len(s) >= 16 for s in secrets)
+    session.close()
+    out = tmp_path / "report.json"
+    assert cli("report", session.id, "--format", "json", "--out", str(out)).exit_code == 0
+    assert cli("report", session.id, "--out", str(tmp_path / "report.md")).exit_code == 0
+    for path in (out, tmp_path / "report.md"):
+        text = path.read_text()
+        assert session.facts["new_key_id"] in text
+        assert not [s for s in secrets if s in text]
+
+
+def test_report_out_refuses_to_replace_a_file_and_a_missing_folder(cli, tmp_path, rig):
+    session = rig.start(rig.world("happy-path"))
+    session.close()
+    out = tmp_path / "r.md"
+    out.write_text("keep me")
+    refused = cli("report", session.id, "--out", str(out))
+    assert refused.exit_code == 2 and "exists; pass --force" in refused.output
+    assert out.read_text() == "keep me"
+    assert cli("report", session.id, "--out", str(out), "--force").exit_code == 0
+    assert session.id in out.read_text()
+    missing = cli("report", session.id, "--out", str(tmp_path / "nowhere" / "r.md"))
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    unknown = cli("report", "no-such-session")
+    assert unknown.exit_code == 2 and "Traceback" not in unknown.output
+
+
+def test_a_report_reads_cloudtrail_findings_from_the_journal(rig, cli):
+    session = rig.start(rig.world("happy-path"))
+    session.journal.set_facts(session.id, {"cloudtrail:callers": json.dumps({"callers": [{"ip": "203.0.113.9"}], "unmatched": 1})})
+    session.close()
+    data = json.loads(cli("report", session.id, "--format", "json").output)
+    assert data["cloudtrail"]["gathered"] and data["cloudtrail"]["findings"]["callers"]["unmatched"] == 1
+    assert "- callers: callers: 1, unmatched: 1" in cli("report", session.id).output
+
+
+def test_a_campaign_report_aggregates_its_sessions(cli):
+    run = cli(
+        "campaign",
+        "start",
+        "--due",
+        "--scenario",
+        "fleet",
+        "--yes",
+        "--fast-forward",
+        "--confirm-irreversible",
+        "--concurrency",
+        "4",
+        "--json",
+    )
+    assert run.exit_code == 0, run.output[-2000:]
+    campaign = json.loads(run.output[run.output.index("{\n") :])["campaign"]
+    text = cli("report", campaign).output
+    assert text.startswith(f"# Campaign {campaign}")
+    data = json.loads(cli("report", campaign, "--format", "json").output)
+    assert data["kind"] == "campaign" and len(data["targets"]) >= 2
+    for target in data["targets"]:
+        assert target["report"]["session"] in text and target["new_key_id"] in text
+
+
+def test_a_tampered_audit_line_shows_in_the_report(rig, cli, handrail_home):
+    session = rig.start(rig.world("happy-path"))
+    session.close()
+    path = handrail_home / "audit.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[0] = lines[0].replace("session.started", "session.startex")
+    path.write_text("".join(lines))
+    assert "chain BROKEN at line" in cli("report", session.id).output
+
+
+def test_the_debrief_of_a_live_session_has_no_training_words(live_world, cli):
+    result = cli("run", "--mode", "dry-run", "--user", "raxx-vault-operator", "--yes")
+    assert result.exit_code == 0, result.output
+    for fmt in ("markdown", "text", "json"):
+        text = cli("debrief", "last", "--format", fmt).output
+        assert "scenario" not in text and "simulated world was not saved" not in text, text
+    assert "dry-run mode" in cli("debrief", "last", "--format", "markdown").output

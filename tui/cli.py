@@ -614,6 +614,41 @@ def debrief(session_ref: str, fmt: str, out: str | None) -> None:
 
 
 @main.command()
+@click.argument("ref", metavar="SESSION|CAMPAIGN|last", default="last")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+@click.option("--out", "out", metavar="FILE", help="Write it to FILE (refused if FILE exists, unless --force).")
+@click.option("--force", is_flag=True, help="With --out: replace FILE if it exists.")
+def report(ref: str, fmt: str, out: str | None, force: bool) -> None:
+    """The report of a session or a campaign, in any mode: who (operator, roles,
+    approvers), what (runbook, version, sha256), when, each step's evidence, every
+    override and skip, CloudTrail findings, the end state and the audit chain's check."""
+    from steps import report as reports
+    from steps.audit import AuditLog
+    from steps.compose import ComposeError, check_output_path
+    from steps.journal import Journal, SessionNotFound
+    from steps.paths import audit_path, journal_path
+
+    target = None
+    if out:
+        try:
+            target = check_output_path(out, "--out")
+        except ComposeError as exc:
+            fail(str(exc))
+        if target.exists() and not force:
+            fail(f"--out: {out} exists; pass --force to replace it (nothing written)")
+    try:
+        data = reports.build(Journal(journal_path()), AuditLog(audit_path()), ref)
+    except SessionNotFound as exc:
+        fail(str(exc))
+    text = reports.to_markdown(data) if fmt == "markdown" else reports.to_json(data) + "\n"
+    if target is None:
+        click.echo(text, nl=False)
+        return
+    target.write_text(text, encoding="utf-8")
+    click.echo(f"report of {data['kind']} {data.get('session') or data.get('campaign')} written to {target}")
+
+
+@main.command()
 @click.argument("scenario", required=False)
 @click.option("--list", "list_only", is_flag=True, help="Print the scenarios and exit (no app).")
 def train(scenario: str | None, list_only: bool) -> None:
