@@ -237,6 +237,15 @@ def _delete_user_order(f: _Facts) -> tuple[str, str]:
     return NOT_REACHED, "the user was not deleted"
 
 
+def _elevated_role(f: _Facts) -> tuple[str, str]:
+    governance = f.row.options.get("governance") or {}
+    elevated = governance.get("elevated")
+    roles = ", ".join(governance.get("roles") or []) or "no role"
+    if elevated:
+        return HANDLED, f"the rotation ran as {roles}: the elevated user's role was held ({elevated})"
+    return NOT_REACHED, "an operator without the elevated role is refused before a session exists (exit 3)"
+
+
 @dataclass(frozen=True)
 class Check:
     name: str  # what the gotcha is about, without the answer (for a briefing)
@@ -261,6 +270,9 @@ CHECKS: dict[str, Check] = {
     "vault-unreachable": Check("The vault as the source of truth", "The vault first: no new pair outside it", _vault_unreachable),
     "contain-before-delete": Check(
         "Contain before you delete", "Contain, observe, then tear down: a use after deactivation stops it", _contain_before_delete
+    ),
+    "elevated-needs-superadmin": Check(
+        "Who may rotate an elevated user", "An elevated user needs the elevated role, checked before anything changes", _elevated_role
     ),
     "delete-user-order": Check("What DeleteUser needs first", "Tear down in DeleteUser's order, then delete the user", _delete_user_order),
 }
