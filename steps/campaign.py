@@ -410,6 +410,7 @@ class Runner:
         """The target's session: already open, resumed from the journal, or started."""
         from steps.engine import BindingRefused, Refused
         from steps.journal import LockHeld, SessionBusy
+        from steps.roles import RoleRefused
         from steps.wiring import NoSuchUser
 
         session = self._sessions.get(target.position)
@@ -427,7 +428,7 @@ class Runner:
         except (LockHeld, SessionBusy) as exc:
             self._set(target, TargetState.STOPPED, _line(exc))
             return None
-        except (NoSuchUser, BindingRefused, Refused) as exc:
+        except (NoSuchUser, BindingRefused, Refused, RoleRefused) as exc:
             self._set(target, TargetState.REFUSED, _line(exc))
             return None
         except Exception as exc:  # one target's bad input or outage is its own failure

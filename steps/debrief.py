@@ -38,11 +38,23 @@ class Debrief:
     end_state: list[str]
     rollback: str
     faults: list[str] = field(default_factory=list)
+    mode: str = "training"
+
+    @property
+    def training(self) -> bool:
+        return self.mode == "training"
+
+    @property
+    def where(self) -> str:
+        """The header's words for where it ran: a scenario in training, else the mode."""
+        return f"scenario {self.scenario}" if self.training and self.scenario else f"{self.mode} mode"
 
     def as_dict(self) -> dict[str, Any]:
+        training = {"scenario": self.scenario} if self.training else {}
         return {
             "session": self.session,
-            "scenario": self.scenario,
+            "mode": self.mode,
+            **training,
             "title": self.title,
             "teaches": self.teaches,
             "status": self.status,
@@ -225,6 +237,15 @@ def _delete_user_order(f: _Facts) -> tuple[str, str]:
     return NOT_REACHED, "the user was not deleted"
 
 
+def _elevated_role(f: _Facts) -> tuple[str, str]:
+    governance = f.row.options.get("governance") or {}
+    elevated = governance.get("elevated")
+    roles = ", ".join(governance.get("roles") or []) or "no role"
+    if elevated:
+        return HANDLED, f"the rotation ran as {roles}: the elevated user's role was held ({elevated})"
+    return NOT_REACHED, "an operator without the elevated role is refused before a session exists (exit 3)"
+
+
 @dataclass(frozen=True)
 class Check:
     name: str  # what the gotcha is about, without the answer (for a briefing)
@@ -249,6 +270,9 @@ CHECKS: dict[str, Check] = {
     "vault-unreachable": Check("The vault as the source of truth", "The vault first: no new pair outside it", _vault_unreachable),
     "contain-before-delete": Check(
         "Contain before you delete", "Contain, observe, then tear down: a use after deactivation stops it", _contain_before_delete
+    ),
+    "elevated-needs-superadmin": Check(
+        "Who may rotate an elevated user", "An elevated user needs the elevated role, checked before anything changes", _elevated_role
     ),
     "delete-user-order": Check("What DeleteUser needs first", "Tear down in DeleteUser's order, then delete the user", _delete_user_order),
 }
@@ -303,6 +327,16 @@ def _end_state(world: dict[str, Any] | None, target: str, key_ids: set[str] | No
     return lines
 
 
+def _journal_end_state(f: _Facts) -> list[str]:
+    """Outside training there is no saved world: the end state as the journal records it."""
+    target = f.row.target or "-"
+    if f.facts.get("target_deleted_at"):
+        return [f"{target}: deleted at {f.facts['target_deleted_at']}"]
+    old, new = f.facts.get("old_key_id"), f.facts.get("new_key_id")
+    lines = [f"{target}: old key {old or '-'}, new key {new or '-'} (as the journal records them; AWS was not asked)"]
+    return lines
+
+
 def _changed_anything(f: _Facts) -> bool:
     """Did a mutating step of this session change the world?"""
     from steps.actions import registry
@@ -332,7 +366,8 @@ def build(journal: Journal, audit: AuditLog, ref: str, *, world: dict[str, Any] 
     if world is None:
         world = json.loads(row.world) if row.world else None
     facts = _Facts(row, journal.events(row.id), journal.facts(row.id), audit.for_session(row.id), world)
-    scenario_id = (world or {}).get("scenario") or row.options.get("scenario")
+    training = row.mode == "training"
+    scenario_id = ((world or {}).get("scenario") or row.options.get("scenario")) if training else None
     scenario = None
     if scenario_id:
         try:
@@ -368,8 +403,9 @@ def build(journal: Journal, audit: AuditLog, ref: str, *, world: dict[str, Any] 
         status=row.status,
         timeline=timeline,
         gotchas=verdicts,
-        end_state=_end_state(world, row.target, _keys_of(facts.facts) if shared else None),
+        end_state=_end_state(world, row.target, _keys_of(facts.facts) if shared else None) if training else _journal_end_state(facts),
         rollback=rollback,
+        mode=row.mode,
     )
 
 
@@ -485,11 +521,12 @@ def to_text(d: Debrief) -> str:
     out = [f"debrief: {d.title} (session {d.session}, {d.status})"]
     if d.teaches:
         out.append(f"  teaches: {d.teaches}")
-    out.append("  gotchas:")
-    for v in d.gotchas or []:
-        out.append(f"    [{v.verdict}] {v.title}: {v.detail}")
-    if not d.gotchas:
-        out.append("    (none in this scenario)")
+    if d.training:  # the gotchas are a scenario's
+        out.append("  gotchas:")
+        for v in d.gotchas or []:
+            out.append(f"    [{v.verdict}] {v.title}: {v.detail}")
+        if not d.gotchas:
+            out.append("    (none in this scenario)")
     out.append(f"  rollback: {d.rollback}")
     out.append("  end state:")
     out += [f"    {line}" for line in d.end_state]
@@ -497,12 +534,15 @@ def to_text(d: Debrief) -> str:
 
 
 def to_markdown(d: Debrief) -> str:
-    out = [f"# Debrief: {d.title}", "", f"Session `{d.session}` · scenario `{d.scenario}` · status **{d.status}**", ""]
+    where = f"scenario `{d.scenario}`" if d.training and d.scenario else f"{d.mode} mode"
+    out = [f"# Debrief: {d.title}", "", f"Session `{d.session}` · {where} · status **{d.status}**", ""]
     if d.teaches:
         out += [f"*{d.teaches}*", ""]
-    out += ["## Gotchas", "", "| gotcha | verdict | what happened |", "|---|---|---|"]
-    out += [f"| {v.title} | **{v.verdict}** | {v.detail} |" for v in d.gotchas]
-    out += ["", "## Rollback", "", d.rollback, "", "## End state of the world", ""]
+    if d.training:
+        out += ["## Gotchas", "", "| gotcha | verdict | what happened |", "|---|---|---|"]
+        out += [f"| {v.title} | **{v.verdict}** | {v.detail} |" for v in d.gotchas]
+        out.append("")
+    out += ["## Rollback", "", d.rollback, "", "## End state of the world" if d.training else "## End state", ""]
     out += [f"- {line}" for line in d.end_state]
     out += ["", "## Timeline", "", "| simulated | real | step | event | status | summary |", "|---|---|---|---|---|---|"]
     for t in d.timeline:

@@ -133,6 +133,7 @@ def drive(session: Session, opts: DriveOptions, printer: Printer, asker: Asker |
         try:
             if prompt.needs is Needs.GATE:
                 _pass_gate(session, prompt, opts, printer)
+            _wait_for_approval(session, prompt)
             _drive_step(session, prompt, opts, printer, asker)
         except _Skipped:
             continue
@@ -156,6 +157,19 @@ def _pass_gate(session: Session, prompt: Prompt, opts: DriveOptions, printer: Pr
             EXIT_STOPPED,
             f"stopped at step {step.number} ({step.id}): {gate.describe()}. "
             f"Resume then with `handrail resume {session.id}`, or pass it early with {hint}--override-gate REASON",
+        )
+
+
+def _wait_for_approval(session: Session, prompt: Prompt) -> None:
+    """A step that waits for a second operator stops the run: nobody here can give it."""
+    if prompt.approval is None:
+        return
+    approval = session.approval_state(prompt.step)  # the gate may have just opened: asked afresh
+    if approval is not None and not approval.open:
+        step = prompt.step
+        raise _Stop(
+            EXIT_STOPPED,
+            f"stopped before step {step.number} ({step.id}): {approval.describe()}; then `handrail resume {session.id}`",
         )
 
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,19 @@ CREATE TABLE IF NOT EXISTS campaign_targets (
     detail        TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (campaign_id, position)
 );
+CREATE TABLE IF NOT EXISTS approvals (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id  TEXT NOT NULL REFERENCES sessions(id),
+    step_id     TEXT NOT NULL,
+    approver    TEXT NOT NULL,
+    account     TEXT NOT NULL DEFAULT '',
+    reason      TEXT NOT NULL,
+    os_user     TEXT NOT NULL DEFAULT '',
+    host        TEXT NOT NULL DEFAULT '',
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS approvals_by_step ON approvals(session_id, step_id, id);
 """
 
 # Columns added after a journal was first created: (table, column, declaration).
@@ -188,6 +201,25 @@ class EventRow:
     evidence: list[str]
     ts_real: str
     ts_sim: str | None
+
+
+@dataclass
+class ApprovalRow:
+    """A second operator's yes to one step of a session, until it expires (real time, UTC)."""
+
+    id: int
+    session_id: str
+    step_id: str
+    approver: str  # the approver's STS principal ARN
+    account: str
+    reason: str
+    os_user: str
+    host: str
+    created_at: str
+    expires_at: str
+
+    def valid_at(self, now: str) -> bool:
+        return now < self.expires_at
 
 
 class LockHeld(Exception):
@@ -411,6 +443,36 @@ class Journal:
         with self._lock:
             rows = self._db.execute("SELECT name, value FROM facts WHERE session_id = ?", (session_id,)).fetchall()
         return {r["name"]: r["value"] for r in rows}
+
+    # -- approvals by a second operator --------------------------------------------------
+
+    def add_approval(
+        self, session_id: str, step_id: str, *, approver: str, account: str, reason: str, expires_in: float, os_user: str = ""
+    ) -> ApprovalRow:
+        stamp = self._now()
+        created = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        expires = (created + timedelta(seconds=expires_in)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO approvals (session_id, step_id, approver, account, reason, os_user, host, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, step_id, approver, account, redact(reason), redact(os_user), socket.gethostname(), stamp, expires),
+            )
+            db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (stamp, session_id))
+            assert cur.lastrowid is not None
+            row_id = cur.lastrowid
+        return next(a for a in self.approvals(session_id) if a.id == row_id)
+
+    def approvals(self, session_id: str, step_id: str | None = None) -> list[ApprovalRow]:
+        """A session's approvals, oldest first (one step's, when named)."""
+        query = "SELECT * FROM approvals WHERE session_id = ?" + (" AND step_id = ?" if step_id else "") + " ORDER BY id"
+        with self._lock:
+            rows = self._db.execute(query, (session_id, step_id) if step_id else (session_id,)).fetchall()
+        return [ApprovalRow(**dict(r)) for r in rows]
+
+    def now(self) -> str:
+        """Real time as the journal stamps it (ISO 8601, UTC, whole seconds)."""
+        return self._now()
 
     # -- validations of runbooks (the SOP's sandbox-rotation method) ----------------------
 

@@ -100,6 +100,14 @@ def plan(runbook: str, fmt: str) -> None:
 # -- running ------------------------------------------------------------------------------------
 
 
+_roles_option = click.option(
+    "--roles",
+    "roles_path",
+    metavar="FILE",
+    help="Live/dry-run: who holds which role (default: $HANDRAIL_ROLES, then roles.yaml beside the inventory or in the config dir).",
+)
+
+
 def _run_options(f):
     options = [
         click.option("--yes", "-y", is_flag=True, help="Answer yes-confirmations (only those)."),
@@ -230,11 +238,12 @@ def _refusals() -> Iterator[None]:
     from steps.engine import EngineError
     from steps.journal import LockHeld, SessionBusy, SessionNotFound
     from steps.loader import RunbookError
+    from steps.roles import RoleRefused
     from steps.wiring import WiringError
 
     try:
         yield
-    except (LockHeld, SessionBusy) as exc:
+    except (LockHeld, SessionBusy, RoleRefused) as exc:
         fail(str(exc), EXIT_STOPPED)
     except (ComposeError, SessionNotFound, EngineError, RunbookError, WiringError, AwsCallFailed, PlanError) as exc:
         fail(_one_line(exc))
@@ -276,6 +285,7 @@ def _drive_session(session, opts, as_json: bool, world_out: str | None) -> None:
     metavar="FILE",
     help="Live/dry-run: where each user's pair lives and who consumes it (default: $HANDRAIL_INVENTORY, then the config dir's inventory.yaml).",
 )
+@_roles_option
 @_run_options
 def run(
     runbook,
@@ -289,6 +299,7 @@ def run(
     profile,
     region,
     inventory_path,
+    roles_path,
     yes,
     fast_forward,
     override_gate,
@@ -322,6 +333,7 @@ def run(
         profile=profile,
         region=region,
         inventory=inventory_path,
+        roles=roles_path,
         check_call=check_call,
         allow_self_rotation=allow_self_rotation,
         retire_key=retire_key,
@@ -423,6 +435,45 @@ def abandon(session_ref: str, reason: str) -> None:
     finally:
         session.close()
     click.echo(f"session {row.id}: abandoned; lock released")
+
+
+@main.command()
+@click.argument("session_ref", metavar="SESSION")
+@click.option("--step", "step_id", required=True, metavar="STEP", help="The step id that waits for a second operator.")
+@click.option("--reason", required=True, help="Why you approve it (audited).")
+@click.option("--expires", metavar="DURATION", help="How long the approval stands (default: the roles file's, else 1h; at most 24h).")
+@click.option("--profile", metavar="PROFILE", help="Live: the AWS profile you approve as.")
+@click.option("--region", metavar="REGION")
+@_roles_option
+def approve(session_ref, step_id, reason, expires, profile, region, roles_path) -> None:
+    """Approve a step that waits for a second operator, as another identity than the
+    session's operator (live: your own credentials; training: the world's second operator)."""
+    from steps import approval as approvals
+    from steps import compose
+    from steps.engine import EngineError
+    from steps.journal import SessionNotFound
+    from steps.roles import iam_groups
+
+    engine = _engine()
+    try:
+        row = engine.journal.find_session(session_ref)
+        expires_in = approvals.expiry(expires, row.options.get("governance") or {}) if expires else None
+    except (SessionNotFound, EngineError) as exc:
+        fail(str(exc))
+    with _refusals():
+        who = compose.approver(row, profile=profile, region=region, roles=roles_path)
+    try:
+        with _refusals():
+            grant = approvals.Grant(row, step_id, who.arn, who.account, reason, expires_in)
+            try:
+                done = approvals.grant(engine.journal, engine.audit, grant, who.governance, iam_groups(who.wiring), engine.os_user)
+            except approvals.ApprovalRefused as exc:
+                fail(str(exc), EXIT_STOPPED)
+    finally:
+        who.close()
+    click.echo(
+        f"session {row.id}: step {done.step_id} approved by {done.approver} until {done.expires_at}; the operator goes on with `handrail resume {row.id}`"
+    )
 
 
 # -- sessions and audit -------------------------------------------------------------------------
@@ -560,6 +611,41 @@ def debrief(session_ref: str, fmt: str, out: str | None) -> None:
         click.echo(f"debrief written to {out}")
     else:
         click.echo(text)
+
+
+@main.command()
+@click.argument("ref", metavar="SESSION|CAMPAIGN|last", default="last")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+@click.option("--out", "out", metavar="FILE", help="Write it to FILE (refused if FILE exists, unless --force).")
+@click.option("--force", is_flag=True, help="With --out: replace FILE if it exists.")
+def report(ref: str, fmt: str, out: str | None, force: bool) -> None:
+    """The report of a session or a campaign, in any mode: who (operator, roles,
+    approvers), what (runbook, version, sha256), when, each step's evidence, every
+    override and skip, CloudTrail findings, the end state and the audit chain's check."""
+    from steps import report as reports
+    from steps.audit import AuditLog
+    from steps.compose import ComposeError, check_output_path
+    from steps.journal import Journal, SessionNotFound
+    from steps.paths import audit_path, journal_path
+
+    target = None
+    if out:
+        try:
+            target = check_output_path(out, "--out")
+        except ComposeError as exc:
+            fail(str(exc))
+        if target.exists() and not force:
+            fail(f"--out: {out} exists; pass --force to replace it (nothing written)")
+    try:
+        data = reports.build(Journal(journal_path()), AuditLog(audit_path()), ref)
+    except SessionNotFound as exc:
+        fail(str(exc))
+    text = reports.to_markdown(data) if fmt == "markdown" else reports.to_json(data) + "\n"
+    if target is None:
+        click.echo(text, nl=False)
+        return
+    target.write_text(text, encoding="utf-8")
+    click.echo(f"report of {data['kind']} {data.get('session') or data.get('campaign')} written to {target}")
 
 
 @main.command()
@@ -910,6 +996,7 @@ def _drive_campaign(engine, fleet, campaign_id: str, opts, concurrency: int, as_
 )
 @_concurrency
 @_fleet_options
+@_roles_option
 @_run_options
 def campaign_start(
     due_users,
@@ -925,6 +1012,7 @@ def campaign_start(
     profile,
     region,
     inventory_path,
+    roles_path,
     yes,
     fast_forward,
     override_gate,
@@ -961,7 +1049,7 @@ def campaign_start(
         kind="due" if due_users else "users",
         name=name or (f"due at {cadence}, {stamp}" if due_users else f"{len(users)} user(s), {stamp}"),
         options={"cadence": cadence, "all_users": all_users},
-        fleet_args=(mode, scenario, profile, region, inventory_path),
+        fleet_args=(mode, scenario, profile, region, inventory_path, roles_path),
         run_args=(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out),
         concurrency=concurrency,
     )
@@ -980,7 +1068,7 @@ def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tu
     from steps import compose
     from steps.loader import load
 
-    mode, scenario, profile, region, inventory_path = fleet_args
+    mode, scenario, profile, region, inventory_path, roles_path = fleet_args
     yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out = run_args
     if fast_forward and mode != "training":
         fail("--fast-forward is for training only: live time cannot be skipped (use --override-gate REASON)")
@@ -990,7 +1078,7 @@ def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tu
     engine = _engine()
     echo = _echo_err(as_json)
     with _refusals():
-        fleet = compose.open_fleet(mode, scenario=scenario, profile=profile, region=region, inventory=inventory_path)
+        fleet = compose.open_fleet(mode, scenario=scenario, profile=profile, region=region, inventory=inventory_path, roles=roles_path)
     try:
         with _refusals():
             reader = fleet.wiring()
@@ -1036,6 +1124,7 @@ def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tu
 @click.argument("person")
 @_concurrency
 @_fleet_options
+@_roles_option
 @_run_options
 def offboard(
     person,
@@ -1045,6 +1134,7 @@ def offboard(
     profile,
     region,
     inventory_path,
+    roles_path,
     yes,
     fast_forward,
     override_gate,
@@ -1074,7 +1164,7 @@ def offboard(
         kind="offboard",
         name=f"offboard {person}, {_stamp()}",
         options={"person": person},
-        fleet_args=(mode, scenario, profile, region, inventory_path),
+        fleet_args=(mode, scenario, profile, region, inventory_path, roles_path),
         run_args=(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out),
         concurrency=concurrency,
     )

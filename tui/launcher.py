@@ -104,9 +104,10 @@ def _one_line() -> Iterator[None]:
         from steps.engine import EngineError
         from steps.journal import LockHeld, SessionBusy, SessionNotFound
         from steps.loader import RunbookError
+        from steps.roles import RoleRefused
         from steps.wiring import WiringError
 
-        known = (ComposeError, EngineError, LockHeld, SessionBusy, SessionNotFound, RunbookError, WiringError)
+        known = (ComposeError, EngineError, LockHeld, SessionBusy, SessionNotFound, RunbookError, WiringError, RoleRefused)
         text = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
         raise LaunchError(text.strip().splitlines()[0] if text.strip() else type(exc).__name__) from None
 
