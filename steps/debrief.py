@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from steps.audit import AuditLog
+from steps.audit import Audit
 from steps.journal import EventRow, Journal, SessionRow
 from steps.status import SessionStatus, StepStatus
 
@@ -313,7 +313,7 @@ def _changed_anything(f: _Facts) -> bool:
     return False
 
 
-def build(journal: Journal, audit: AuditLog, ref: str) -> Debrief:
+def build(journal: Journal, audit: Audit, ref: str) -> Debrief:
     from steps.sandbox import scenario as scenarios
 
     row = journal.find_session(ref)
