@@ -690,6 +690,63 @@ def audit_show(session_ref: str | None, file: str | None) -> None:
 
 
 @main.group()
+def db() -> None:
+    """The journal's database: its schema, and bringing an old journal in."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations the journal's database lacks (needs CREATE on the schema)."""
+    from steps.compose import journal_location
+    from steps.db import SCHEMA_VERSION, is_url, open_backend
+
+    where = journal_location()
+    if is_url(where):
+        from steps.db_postgres import PostgresBackend
+
+        backend = PostgresBackend(str(where), check_schema=False)
+    else:
+        backend = open_backend(where, upgrade=False)
+    try:
+        applied = backend.upgrade()
+    finally:
+        backend.close()
+    if applied:
+        click.echo(f"{backend.where}: schema upgraded to version {SCHEMA_VERSION} (applied {', '.join(map(str, applied))})")
+    else:
+        click.echo(f"{backend.where}: schema at version {SCHEMA_VERSION}, nothing to do")
+
+
+@db.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--audit",
+    "audit_file",
+    type=click.Path(dir_okay=False),
+    help="Its audit log (default: audit.jsonl beside FILE, when there is one).",
+)
+def db_import(file: str, audit_file: str | None) -> None:
+    """Bring a SQLite journal (and its audit log) into the shared database, all or nothing."""
+    from steps.compose import open_journal
+    from steps.db_import import ImportRefused, import_journal
+    from steps.engine import _os_user
+
+    source = Path(file)
+    audit = Path(audit_file) if audit_file else source.with_name("audit.jsonl")
+    if audit_file and not audit.is_file():
+        fail(f"--audit {audit_file}: no such file")
+    journal = open_journal()
+    try:
+        done = import_journal(source, journal, audit if audit.is_file() else None, actor=_os_user())
+    except ImportRefused as exc:
+        fail(str(exc))
+    finally:
+        journal.close()
+    counts = ", ".join(f"{n} {table}" for table, n in done.counts.items() if n)
+    click.echo(f"{journal.where}: imported {counts or 'nothing'}; {done.audit_lines} audit line(s) re-chained after a journal.imported record")
+
+
+@main.group()
 def inventory() -> None:
     """Where each IAM user's pair lives, and who consumes it."""
 
