@@ -318,7 +318,12 @@ class DatabaseAuditLog(_GroupCommit):
             return Verdict(False, n, n + 1, "the chain's head row is missing")
         if int(head["seq"]) != n:
             where = n + 1 if int(head["seq"]) > n else int(head["seq"]) + 1
-            return Verdict(False, n, where, f"the head row records {head['seq']} records, the table has {n}: records were removed or added outside handrail")
+            return Verdict(
+                False,
+                n,
+                where,
+                f"the head row records {head['seq']} records, the table has {n}: records were removed or added outside handrail",
+            )
         if head["hash"] != prev:
             return Verdict(False, n, n, "the last record does not match the head row: it was changed")
         return Verdict(True, n)

@@ -89,10 +89,24 @@ def journal_location() -> str | Path:
     return _database or os.environ.get("HANDRAIL_DATABASE_URL") or journal_path()
 
 
+_opened: list[Journal] = []
+
+
 def open_journal(now: Callable[[], str] | None = None) -> Journal:
     from steps.journal import Journal
 
-    return Journal(journal_location(), **({"now": now} if now else {}))
+    journal = Journal(journal_location(), now) if now else Journal(journal_location())
+    _opened.append(journal)
+    return journal
+
+
+def close_journals() -> None:
+    """Close what open_journal opened (a command is over: its pool's connections go back)."""
+    while _opened:
+        try:
+            _opened.pop().close()
+        except Exception:
+            log.debug("closing a journal failed", exc_info=True)
 
 
 def open_audit(journal: Journal) -> Audit:

@@ -71,21 +71,5 @@ def is_url(where: str | Path) -> bool:
     return isinstance(where, str) and where.startswith(URL_PREFIXES)
 
 
-def open_backend(where: str | Path, *, upgrade: bool = True) -> Backend:
-    """A path is a SQLite file (migrated on open: it is one operator's); a postgresql://
-    URL is a shared server, whose schema only `handrail db upgrade` changes."""
-    if is_url(where):
-        from steps.db_postgres import PostgresBackend
-
-        return PostgresBackend(str(where))
-    if isinstance(where, str) and "://" in where:
-        raise DatabaseUrlError(f"database {where.split('://')[0]}://…: handrail keeps its journal in SQLite (a path) or PostgreSQL (postgresql://…)")
-    from steps.db_sqlite import SqliteBackend
-
-    return SqliteBackend(Path(where), upgrade=upgrade)
-
-
 def template(sql: str, now: str, rowid: str, for_update: str) -> str:
     return sql.replace("{now}", now).replace("{rowid}", rowid).replace("{for_update}", for_update)
-
-

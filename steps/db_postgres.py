@@ -261,7 +261,9 @@ class PostgresBackend:
             row = tx.one("SELECT MAX(version) AS v FROM schema_version")
             have = int(row["v"] or 0) if row else 0
             if have > SCHEMA_VERSION:
-                raise SchemaMismatch(f"the journal database {self.where} has schema version {have}, newer than this handrail's: upgrade handrail")
+                raise SchemaMismatch(
+                    f"the journal database {self.where} has schema version {have}, newer than this handrail's: upgrade handrail"
+                )
             for version, statements in MIGRATIONS:
                 if version <= have:
                     continue

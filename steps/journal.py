@@ -24,19 +24,18 @@ import json
 import os
 import secrets as _random
 import socket
-import time
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from steps.db import JournalUnavailable, SchemaMismatch, open_backend
+from steps.db import Backend, DatabaseUrlError, JournalUnavailable, SchemaMismatch, is_url
 from steps.db_sqlite import SCHEMA
 from steps.secrets import redact
 from steps.status import SessionStatus
+
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -115,9 +114,7 @@ class EventRow:
 
 
 class LockHeld(Exception):
-    def __init__(
-        self, account: str, target: str, holder: SessionRow | None, since: str, host: str = "", parked: bool = False
-    ) -> None:
+    def __init__(self, account: str, target: str, holder: SessionRow | None, since: str, host: str = "", parked: bool = False) -> None:
         self.account, self.target, self.holder, self.host = account, target, holder, host
         held = (
             f"session {holder.id} ({holder.mode}, {holder.status}, started {holder.created_at} by {holder.actor or 'unknown'})"
@@ -186,6 +183,22 @@ RETURNING session_id
 """
 
 _RENEW = "UPDATE locks SET heartbeat_at = {now}, expires_at = {now} + ? WHERE session_id = ? AND token = ?"
+
+
+def open_backend(where: str | Path, *, upgrade: bool = True) -> Backend:
+    """A path is a SQLite file (migrated on open: it is one operator's); a postgresql://
+    URL is a shared server, whose schema only `handrail db upgrade` changes."""
+    if is_url(where):
+        from steps.db_postgres import PostgresBackend
+
+        return PostgresBackend(str(where))
+    if isinstance(where, str) and "://" in where:
+        raise DatabaseUrlError(
+            f"database {where.split('://')[0]}://…: handrail keeps its journal in SQLite (a path) or PostgreSQL (postgresql://…)"
+        )
+    from steps.db_sqlite import SqliteBackend
+
+    return SqliteBackend(Path(where), upgrade=upgrade)
 
 
 class Journal:
@@ -619,7 +632,10 @@ class Journal:
     def lease(self, account: str, target: str) -> dict[str, Any] | None:
         """The lock row of (account, IAM user), with the database's clock as `db_now`."""
         with self._read() as tx:
-            return tx.one("SELECT l.*, {now} AS db_now FROM locks l WHERE account = ? AND target = ?", (account, target))
+            row: dict[str, Any] | None = tx.one(
+                "SELECT l.*, {now} AS db_now FROM locks l WHERE account = ? AND target = ?", (account, target)
+            )
+        return row
 
     def holds_lease(self, session_id: str) -> bool:
         return session_id in self._leases

@@ -69,7 +69,17 @@ class Server:
     def ctl(self, action: str, *extra: str) -> subprocess.CompletedProcess[str]:
         prefix, _, _ = _as_server_user()
         return subprocess.run(
-            [*prefix, str(self.bin / "pg_ctl"), "-D", str(self.directory / "data"), "-l", str(self.directory / "log"), "-w", *extra, action],
+            [
+                *prefix,
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.directory / "data"),
+                "-l",
+                str(self.directory / "log"),
+                "-w",
+                *extra,
+                action,
+            ],
             capture_output=True,
             text=True,
             timeout=120,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import logging
+import os
 import pickle
 from pathlib import Path
 

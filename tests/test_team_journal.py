@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from world_helpers import TARGET, Handrail, Served, handrail, home, served  # noqa: F401
+from world_helpers import TARGET, Handrail, Served, handrail, home, served
 
 from steps.journal import LeaseLost, LockHeld, SessionBusy
 from steps.wiring import TrainingWiring
@@ -196,9 +196,7 @@ def proxied(pg_url: str, monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_database_going_away_in_a_step_stops_it_with_exit_1_and_resume_goes_on_when_it_is_back(
-    proxied, pg_url, cli, monkeypatch
-):
+def test_the_database_going_away_in_a_step_stops_it_with_exit_1_and_resume_goes_on_when_it_is_back(proxied, pg_url, cli, monkeypatch):
     """The database becomes unreachable in the middle of step 4 (its action ran, its result
     cannot be recorded): one line, exit 1, every earlier record kept; back up, `handrail
     resume` runs step 4 again (it looks before it acts) and finishes."""
@@ -223,7 +221,10 @@ def test_the_database_going_away_in_a_step_stops_it_with_exit_1_and_resume_goes_
     import psycopg
 
     with psycopg.connect(pg_url) as conn:  # straight to the server: what was recorded before the cut
-        kinds = [r[0] + ":" + (r[1] or "") for r in conn.execute("SELECT kind, step_id FROM events WHERE session_id = %s ORDER BY id", (session,))]
+        kinds = [
+            r[0] + ":" + (r[1] or "")
+            for r in conn.execute("SELECT kind, step_id FROM events WHERE session_id = %s ORDER BY id", (session,))
+        ]
     assert kinds[-1] == "started:create-key" and "step:free-key-slot" in kinds
 
     monkeypatch.setattr(TrainingWiring, "before_step", before_step)

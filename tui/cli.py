@@ -82,6 +82,9 @@ class _Handrail(click.Group):
             if isinstance(exc, SchemaMismatch | DatabaseUrlError):
                 fail(str(exc), EXIT_BAD_INPUT)
             raise
+        finally:
+            if "steps.compose" in sys.modules:
+                sys.modules["steps.compose"].close_journals()
 
 
 @click.group(cls=_Handrail, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -698,7 +701,8 @@ def db() -> None:
 def db_upgrade() -> None:
     """Apply the schema migrations the journal's database lacks (needs CREATE on the schema)."""
     from steps.compose import journal_location
-    from steps.db import SCHEMA_VERSION, is_url, open_backend
+    from steps.db import SCHEMA_VERSION, is_url
+    from steps.journal import open_backend
 
     where = journal_location()
     if is_url(where):
@@ -743,7 +747,9 @@ def db_import(file: str, audit_file: str | None) -> None:
     finally:
         journal.close()
     counts = ", ".join(f"{n} {table}" for table, n in done.counts.items() if n)
-    click.echo(f"{journal.where}: imported {counts or 'nothing'}; {done.audit_lines} audit line(s) re-chained after a journal.imported record")
+    click.echo(
+        f"{journal.where}: imported {counts or 'nothing'}; {done.audit_lines} audit line(s) re-chained after a journal.imported record"
+    )
 
 
 @main.group()
@@ -1179,6 +1185,7 @@ def _find_campaign(engine, ref: str):
 def campaign_list(as_json: bool) -> None:
     """The campaigns in the journal, newest first, with where their targets stand."""
     from steps import campaign as campaigns
+
     journal = _journal()
     summaries = [campaigns.summary(journal, row.id) for row in journal.campaigns()]
     if as_json:
