@@ -246,22 +246,28 @@ def test_two_homes_racing_for_one_user_on_a_shared_database_one_runs_one_is_refu
     live = ("run", "--mode", "live", "--user", TARGET, "--yes", "--override-gate", "rehearsal", "--confirm-irreversible", "--json")
 
     procs = [op.popen(*live) for op in operators]  # at once
-    outputs = []
-    for proc in procs:
-        out, _ = proc.communicate(timeout=240)
-        outputs.append((proc.returncode, out.decode()))
+    deadline = time.monotonic() + 120
+    while all(p.poll() is None for p in procs):  # the refused one ends first: the other rotates for a while
+        assert time.monotonic() < deadline, "neither process ended"
+        time.sleep(0.1)
+    loser = next(i for i, p in enumerate(procs) if p.poll() is not None)
+    winner = 1 - loser
+    refused_out = procs[loser].communicate()[0].decode()
+    assert procs[loser].returncode == 3, refused_out
+    refusal = refused_out.strip().splitlines()[-1]
+    held_by = re.search(r"locked by session (\S+) ", refusal).group(1)
+    assert f"on host {socket.gethostname()}" in refusal
 
-    codes = sorted(code for code, _ in outputs)
-    assert codes == [0, 3], outputs
-    winner = next(i for i, (code, _) in enumerate(outputs) if code == 0)
-    loser = 1 - winner
-    summary = json.loads(outputs[winner][1][outputs[winner][1].index("{\n") :])
-    refusal = outputs[loser][1].strip().splitlines()[-1]
-    assert summary["status"] == "done"
-    assert f"locked by session {summary['session']}" in refusal and f"on host {socket.gethostname()}" in refusal
+    assert procs[winner].poll() is None, "the winner ended before the loser could look"
+    listed = json.loads(operators[loser]("sessions", "--json").stdout)  # the other home sees the running session
+    assert [(s["session"], s["status"]) for s in listed] == [(held_by, "active")]
 
-    listed = json.loads(operators[loser]("sessions", "--all", "--json").stdout)
-    assert [s["session"] for s in listed] == [summary["session"]]  # the loser left nothing behind
+    out, _ = procs[winner].communicate(timeout=240)
+    assert procs[winner].returncode == 0, out.decode()[-3000:]
+    summary = json.loads(out.decode()[out.decode().index("{\n") :])
+    assert summary["session"] == held_by and summary["status"] == "done"
+    everything = json.loads(operators[loser]("sessions", "--all", "--json").stdout)
+    assert [s["session"] for s in everything] == [held_by]  # the refused one left nothing behind
     for op in operators:
         verified = op("audit", "verify")
         assert verified.returncode == 0, verified.stderr
