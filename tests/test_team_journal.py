@@ -279,3 +279,35 @@ def handrail_cwd(tmp_path: Path, i: int) -> Path:
     cwd = tmp_path / f"cwd-{i}"
     cwd.mkdir(exist_ok=True)
     return cwd
+
+
+def test_an_old_sqlite_journal_s_lock_becomes_a_parked_lease_of_its_session(tmp_path, cli, monkeypatch):
+    import sqlite3
+
+    from steps.journal import SCHEMA, Journal
+
+    path = tmp_path / "journal.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA)  # a journal from before schema versions and leases
+    db.execute(
+        "INSERT INTO sessions (id, runbook_id, runbook_path, runbook_sha, mode, target, account, status, created_at, updated_at) "
+        "VALUES ('s-old', 'aws-iam-access-key', 'x', 'y', 'live', 'u', '123456789012', 'waiting', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')"
+    )
+    db.execute("INSERT INTO locks VALUES ('123456789012', 'u', 's-old', '2026-01-01T00:00:00Z', 'laptop-3:999')")
+    db.commit()
+    db.close()
+
+    journal = Journal(path)
+    lease = journal.lease("123456789012", "u")
+    assert (lease["session_id"], lease["holder"], lease["host"], lease["expires_at"]) == ("s-old", "", "laptop-3", None)
+    assert journal.backend.schema_version() == 2
+    with pytest.raises(LockHeld, match="s-old.* on host laptop-3 \\(parked"):
+        journal.check_lock("123456789012", "u")
+    journal.acquire_lock("123456789012", "u", "s-old")  # its session takes it up again
+    journal.close()
+
+    monkeypatch.setenv("HANDRAIL_HOME", str(tmp_path))
+    upgraded = cli("db", "upgrade")
+    assert upgraded.exit_code == 0 and "nothing to do" in upgraded.stdout
+    refused = cli("db", "import", path)  # into itself: a shared database is needed
+    assert refused.exit_code == 2 and "--database" in one_line(refused)
