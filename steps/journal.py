@@ -31,8 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from steps.db import Backend, DatabaseUrlError, JournalUnavailable, SchemaMismatch, is_url
-from steps.db_sqlite import SCHEMA
+from steps.db import Backend, DatabaseUrlError, JournalUnavailable, is_url
+from steps.db import SchemaMismatch as SchemaMismatch  # re-exported: callers catch it from the journal
+from steps.db_sqlite import SCHEMA as SCHEMA  # re-exported: the SQLite schema's first version (tests build old journals with it)
 from steps.secrets import redact
 from steps.status import SessionStatus
 
@@ -142,9 +143,6 @@ class SessionBusy(Exception):
 
 class LeaseLost(Exception):
     """This process no longer holds the session's lease: it may not write for it."""
-
-
-__all__ = ["SCHEMA", "JournalUnavailable", "SchemaMismatch"]
 
 
 def _alive_here(holder: str) -> bool:
