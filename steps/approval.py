@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from steps.audit import AuditLog
+from steps.audit import Audit
 from steps.engine import Binding, EngineError, check_reason
 from steps.journal import ApprovalRow, Journal, SessionRow
 from steps.loader import load
@@ -69,9 +69,7 @@ def expiry(text: str | None, governance: dict[str, object]) -> float:
     return seconds
 
 
-def grant(
-    journal: Journal, audit: AuditLog, request: Grant, governance: Governance, groups_of: GroupsOf | None, os_user: str
-) -> ApprovalRow:
+def grant(journal: Journal, audit: Audit, request: Grant, governance: Governance, groups_of: GroupsOf | None, os_user: str) -> ApprovalRow:
     """Record the approval, or raise EngineError (bad input, exit 2) / ApprovalRefused (exit 3).
     Everything is checked before anything is written."""
     row = request.session

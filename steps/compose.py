@@ -23,9 +23,10 @@ from steps.status import Mode
 from steps.text import shown
 
 if TYPE_CHECKING:
+    from steps.audit import Audit
     from steps.engine import Engine, Session
     from steps.inventory import Inventory
-    from steps.journal import CampaignRow, SessionRow, TargetRow
+    from steps.journal import CampaignRow, Journal, SessionRow, TargetRow
     from steps.roles import Governance
     from steps.sandbox.scenario import Scenario
     from steps.sandbox.world import World
@@ -71,6 +72,59 @@ class Prepared:
     inventory: Inventory | None
     scenario: Scenario | None
     governance: Governance | None = None  # None: found when the session starts (a campaign's fleet has it)
+
+
+# -- the journal --------------------------------------------------------------------------------
+
+_database: str | None = None  # `handrail --database URL`, for this process
+
+
+def use_database(url: str | None) -> None:
+    """What `--database` gave (None: $HANDRAIL_DATABASE_URL, else the local SQLite file)."""
+    global _database
+    _database = url or None
+
+
+def journal_location() -> str | Path:
+    """Where the journal is: --database, then $HANDRAIL_DATABASE_URL, then HANDRAIL_HOME's file."""
+    from steps.paths import journal_path
+
+    return _database or os.environ.get("HANDRAIL_DATABASE_URL") or journal_path()
+
+
+_opened: list[Journal] = []
+
+
+def open_journal(now: Callable[[], str] | None = None) -> Journal:
+    from steps.journal import Journal
+
+    journal = Journal(journal_location(), now) if now else Journal(journal_location())
+    _opened.append(journal)
+    return journal
+
+
+def close_journals() -> None:
+    """Close what open_journal opened (a command is over: its pool's connections go back)."""
+    while _opened:
+        try:
+            _opened.pop().close()
+        except Exception:
+            log.debug("closing a journal failed", exc_info=True)
+
+
+def open_audit(journal: Journal) -> Audit:
+    """The audit chain beside the journal: its database's when shared, else the local file."""
+    from steps.audit import open_audit as opener
+    from steps.paths import audit_path
+
+    return opener(journal, audit_path())
+
+
+def open_engine(os_user: str | None = None, now: Callable[[], str] | None = None) -> Engine:
+    from steps.engine import Engine
+
+    journal = open_journal(now)
+    return Engine(journal, open_audit(journal), os_user=os_user)
 
 
 # -- the inventory ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from steps.audit import AuditLog
+from steps.audit import Audit
 from steps.journal import EventRow, Journal, SessionRow
 from steps.status import SessionStatus, StepStatus
 
@@ -356,7 +356,7 @@ def _changed_anything(f: _Facts) -> bool:
     return False
 
 
-def build(journal: Journal, audit: AuditLog, ref: str, *, world: dict[str, Any] | None = None) -> Debrief:
+def build(journal: Journal, audit: Audit, ref: str, *, world: dict[str, Any] | None = None) -> Debrief:
     """A session's debrief; `world`: the one it shared with its campaign (a campaign's
     sessions save none of their own)."""
     from steps.sandbox import scenario as scenarios
@@ -471,7 +471,7 @@ class CampaignDebrief:
         }
 
 
-def build_campaign(journal: Journal, audit: AuditLog, ref: str) -> CampaignDebrief:
+def build_campaign(journal: Journal, audit: Audit, ref: str) -> CampaignDebrief:
     """Every target's debrief on the campaign's one saved world, and the campaign's end state."""
     from steps import campaign as campaigns
 

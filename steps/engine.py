@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from steps.actions import registry
 from steps.actions.base import ActionFailed, ActionSpec, Choice, Outcome, Preflight, Preview, StepContext
-from steps.audit import AuditLog
+from steps.audit import Audit
 from steps.clock import SimClock, human_duration, iso, parse_iso
 from steps.journal import ApprovalRow, Journal, SessionRow
 from steps.loader import load, render
@@ -255,7 +255,7 @@ def validate_inputs(runbook: Runbook, given: dict[str, str | None]) -> dict[str,
 
 
 class Engine:
-    def __init__(self, journal: Journal, audit: AuditLog, os_user: str | None = None) -> None:
+    def __init__(self, journal: Journal, audit: Audit, os_user: str | None = None) -> None:
         self.journal = journal
         self.audit = audit
         self.os_user = os_user or _os_user()
@@ -278,9 +278,14 @@ class Engine:
         account, operator_arn = wiring.identity()
         target = values.get("target_user", "")
         binding = Binding(account, operator_arn, *(wiring.target_identity(target) if target else ("", "")))
-        if not wiring.dry_run and target:
+        locks = not wiring.dry_run and bool(target)
+        if locks:
             self.journal.check_lock(account, target)  # refuse before writing anything
+        # The session and its lease in one transaction: two processes racing for the same
+        # user leave one session, and the other nothing but its refusal (LockHeld).
         row = self.journal.create_session(
+            lock=(account, target) if locks else None,
+            operator=f"{self.os_user} as {operator_arn}",
             **({"id": session_id} if session_id else {}),
             runbook_id=runbook.id,
             runbook_path=str(path),
@@ -295,13 +300,6 @@ class Engine:
             sim_offset=getattr(wiring.clock, "offset", None),
             campaign_id=campaign_id,
         )
-        if not wiring.dry_run and target:
-            try:
-                self.journal.acquire_lock(account, target, row.id)
-            except Exception:
-                self.journal.update_session(row.id, status=SessionStatus.ABANDONED)
-                self.journal.add_event(row.id, "refused", summary="lock held by another session")
-                raise
         session = Session(self, row, runbook, wiring)
         self.audit.append(
             "session.started",
@@ -341,7 +339,7 @@ class Engine:
         if sha != row.runbook_sha:
             self.journal.add_event(row.id, "note", summary=f"runbook file changed since the session started ({path})")
         if not wiring.dry_run and row.target:
-            self.journal.acquire_lock(row.account, row.target, row.id)
+            self.journal.acquire_lock(row.account, row.target, row.id, operator=f"{self.os_user} resuming for {row.actor}")
         if recover:
             session.recover_secrets()
         self.audit.append("session.resumed", session=row.id, actor=row.actor, context={"status": row.status})

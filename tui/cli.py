@@ -37,18 +37,65 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 def _engine():
+    from steps.compose import open_engine
+
+    return open_engine()
+
+
+def _journal():
+    from steps.compose import open_journal
+
+    return open_journal()
+
+
+def _audit(must_exist: bool = True):
+    """The journal's audit chain: the shared database's, or the local file (the file is
+    read without opening the journal)."""
+    from steps.compose import journal_location, open_audit
+    from steps.db import is_url
+
+    if is_url(journal_location()):
+        return open_audit(_journal())
     from steps.audit import AuditLog
-    from steps.engine import Engine
-    from steps.journal import Journal
-    from steps.paths import audit_path, journal_path
+    from steps.paths import audit_path
 
-    return Engine(Journal(journal_path()), AuditLog(audit_path()))
+    path = audit_path()
+    if must_exist and not path.exists():
+        fail(f"{path}: no such file")
+    return AuditLog(path)
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+class _Handrail(click.Group):
+    """The journal's own failures, whatever the command: one line, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from steps.db import DatabaseUrlError, JournalUnavailable, SchemaMismatch
+            from steps.journal import LeaseLost
+
+            if isinstance(exc, JournalUnavailable):
+                fail(f"{exc}: stopped, nothing recorded is lost; run the command again when the database is back", EXIT_FAILED)
+            if isinstance(exc, LeaseLost):
+                fail(str(exc), EXIT_FAILED)
+            if isinstance(exc, SchemaMismatch | DatabaseUrlError):
+                fail(str(exc), EXIT_BAD_INPUT)
+            raise
+        finally:
+            if "steps.compose" in sys.modules:
+                sys.modules["steps.compose"].close_journals()
+
+
+@click.group(cls=_Handrail, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="handrail")
+@click.option(
+    "--database",
+    metavar="URL",
+    help="The journal in a team's shared PostgreSQL (postgresql://…); default $HANDRAIL_DATABASE_URL, else the local SQLite file.",
+)
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, database: str | None = None) -> None:
     """handrail: an SOP as a live checklist. Each step shows the command it stands for,
     runs when you confirm, shows what it validated, and can be rolled back.
 
@@ -56,6 +103,10 @@ def main(ctx: click.Context) -> None:
     """
     from steps import logs
 
+    if database is not None or "steps.compose" in sys.modules:
+        from steps.compose import use_database
+
+        use_database(database)
     logs.install()
     sys.excepthook = logs.excepthook
     if ctx.invoked_subcommand is None:
@@ -90,11 +141,9 @@ def plan(runbook: str, fmt: str) -> None:
         book = load(runbook)
     except RunbookError as exc:
         fail(str(exc))
-    from steps.journal import Journal
-    from steps.paths import journal_path
     from steps.validate import describe_last
 
-    click.echo(render_plan(book, fmt, last_validated=describe_last(Journal(journal_path()), book)))
+    click.echo(render_plan(book, fmt, last_validated=describe_last(_journal(), book)))
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -255,10 +304,18 @@ def _drive_session(session, opts, as_json: bool, world_out: str | None) -> None:
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     printer = Printer(echo, progress=sys.stderr.isatty())
     printer.header(session)
+    from steps.db import JournalUnavailable
+    from steps.journal import LeaseLost
+
     try:
         code, message = drive(session, opts, printer, _asker(as_json))
     except KeyboardInterrupt:
         code, message = EXIT_STOPPED, f"interrupted: the journal has where the session stands; `handrail resume {session.id}`"
+    except (JournalUnavailable, LeaseLost) as exc:
+        # Nothing more can be recorded: stop here (no checkpoint, no debrief); the journal
+        # has every step up to this one, and resume runs this one again (it looks first).
+        session.wiring.close()
+        fail(f"{exc}: step stopped; `handrail resume {session.id}` when the database is back", EXIT_FAILED)
     _finish(session, code, message, as_json, world_out)
 
 
@@ -484,10 +541,7 @@ def approve(session_ref, step_id, reason, expires, profile, region, roles_path) 
 @click.option("--all", "show_all", is_flag=True, help="Include finished sessions.")
 def sessions(as_json: bool, show_all: bool) -> None:
     """List sessions from the journal (unfinished ones by default)."""
-    from steps.journal import Journal
-    from steps.paths import journal_path
-
-    journal = Journal(journal_path())
+    journal = _journal()
     rows = journal.sessions() if show_all else journal.unfinished()
     if as_json:
         click.echo(json.dumps([_session_json(journal, r) for r in rows], indent=2))
@@ -526,10 +580,9 @@ def _session_json(journal, row) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True)
 def show(session_ref: str, as_json: bool) -> None:
     """One session's timeline from the journal."""
-    from steps.journal import Journal, SessionNotFound
-    from steps.paths import journal_path
+    from steps.journal import SessionNotFound
 
-    journal = Journal(journal_path())
+    journal = _journal()
     try:
         row = journal.find_session(session_ref)
     except SessionNotFound as exc:
@@ -595,13 +648,12 @@ def validate(runbook: str, mode: str, yes: bool, profile: str | None, region: st
 def debrief(session_ref: str, fmt: str, out: str | None) -> None:
     """A training session's debrief: timeline, gotchas and whether each was handled, end state."""
     from steps import debrief as debriefs
-    from steps.audit import AuditLog
-    from steps.journal import Journal, SessionNotFound
-    from steps.paths import audit_path, journal_path
+    from steps.journal import SessionNotFound
     from steps.secrets import redact
 
+    engine = _engine()
     try:
-        d = debriefs.build(Journal(journal_path()), AuditLog(audit_path()), session_ref)
+        d = debriefs.build(engine.journal, engine.audit, session_ref)
     except SessionNotFound as exc:
         fail(str(exc))
     text = {"text": debriefs.to_text, "markdown": debriefs.to_markdown}.get(fmt, lambda x: json.dumps(x.as_dict(), indent=2))(d)
@@ -623,10 +675,8 @@ def report(ref: str, fmt: str, out: str | None, force: bool) -> None:
     approvers), what (runbook, version, sha256), when, each step's evidence, every
     override and skip, CloudTrail findings, the end state and the audit chain's check."""
     from steps import report as reports
-    from steps.audit import AuditLog
     from steps.compose import ComposeError, check_output_path
-    from steps.journal import Journal, SessionNotFound
-    from steps.paths import audit_path, journal_path
+    from steps.journal import SessionNotFound
 
     target = None
     if out:
@@ -637,7 +687,7 @@ def report(ref: str, fmt: str, out: str | None, force: bool) -> None:
         if target.exists() and not force:
             fail(f"--out: {out} exists; pass --force to replace it (nothing written)")
     try:
-        data = reports.build(Journal(journal_path()), AuditLog(audit_path()), ref)
+        data = reports.build(_journal(), _audit(must_exist=False), ref)
     except SessionNotFound as exc:
         fail(str(exc))
     text = reports.to_markdown(data) if fmt == "markdown" else reports.to_json(data) + "\n"
@@ -693,18 +743,22 @@ def audit() -> None:
 @audit.command("verify")
 @click.argument("file", required=False)
 def audit_verify(file: str | None) -> None:
-    """Check the hash chain; exit 1 naming the first line that breaks it."""
+    """Check the hash chain (a file given, else the journal's: the shared database's, or
+    the local file); exit 1 naming the first record that breaks it."""
     from steps.audit import AuditLog
-    from steps.paths import audit_path
 
-    path = Path(file) if file else audit_path()
-    if not path.exists():
-        fail(f"{path}: no such file")
-    verdict = AuditLog(path).verify()
+    if file:
+        if not Path(file).exists():
+            fail(f"{file}: no such file")
+        log = AuditLog(Path(file))
+    else:
+        log = _audit()
+    verdict = log.verify()
+    unit = "lines" if isinstance(log, AuditLog) else "records"
     if verdict.ok:
-        click.echo(f"{path}: ok, {verdict.lines} lines, chain intact" + (f" ({verdict.note})" if verdict.note else ""))
+        click.echo(f"{log.where}: ok, {verdict.lines} {unit}, chain intact" + (f" ({verdict.note})" if verdict.note else ""))
         return
-    click.echo(f"{path}: line {verdict.bad_line}: {verdict.reason}", err=True)
+    click.echo(f"{log.where}: {unit[:-1]} {verdict.bad_line}: {verdict.reason}", err=True)
     sys.exit(EXIT_FAILED)
 
 
@@ -714,13 +768,72 @@ def audit_verify(file: str | None) -> None:
 def audit_show(session_ref: str | None, file: str | None) -> None:
     """Print audit records as JSON lines."""
     from steps.audit import AuditLog
-    from steps.paths import audit_path
 
-    log = AuditLog(Path(file) if file else audit_path())
+    log = AuditLog(Path(file)) if file else _audit(must_exist=False)
     for record in log.records():
         if session_ref and not str(record.get("session") or "").startswith(session_ref) and record.get("session") != session_ref:
             continue
         click.echo(json.dumps(record))
+
+
+@main.group()
+def db() -> None:
+    """The journal's database: its schema, and bringing an old journal in."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations the journal's database lacks (needs CREATE on the schema)."""
+    from steps.compose import journal_location
+    from steps.db import SCHEMA_VERSION, is_url
+    from steps.journal import open_backend
+
+    where = journal_location()
+    if is_url(where):
+        from steps.db_postgres import PostgresBackend
+
+        backend = PostgresBackend(str(where), check_schema=False)
+    else:
+        backend = open_backend(where, upgrade=False)
+    try:
+        applied = backend.upgrade()
+    finally:
+        backend.close()
+    if applied:
+        click.echo(f"{backend.where}: schema upgraded to version {SCHEMA_VERSION} (applied {', '.join(map(str, applied))})")
+    else:
+        click.echo(f"{backend.where}: schema at version {SCHEMA_VERSION}, nothing to do")
+
+
+@db.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--audit",
+    "audit_file",
+    type=click.Path(dir_okay=False),
+    help="Its audit log (default: audit.jsonl beside FILE, when there is one).",
+)
+def db_import(file: str, audit_file: str | None) -> None:
+    """Bring a SQLite journal (and its audit log) into the shared database, all or nothing."""
+    from steps.compose import open_journal
+    from steps.db_import import ImportRefused, import_journal
+    from steps.engine import _os_user
+
+    source = Path(file)
+    audit = Path(audit_file) if audit_file else source.with_name("audit.jsonl")
+    if audit_file and not audit.is_file():
+        fail(f"--audit {audit_file}: no such file")
+    journal = open_journal()
+    try:
+        done = import_journal(source, journal, audit if audit.is_file() else None, actor=_os_user())
+    except ImportRefused as exc:
+        fail(str(exc))
+    finally:
+        journal.close()
+    counts = ", ".join(f"{n} {table}" for table, n in done.counts.items() if n)
+    click.echo(
+        f"{journal.where}: imported {counts or 'nothing'}; {done.audit_lines} audit line(s) re-chained after a journal.imported record"
+    )
 
 
 @main.group()
@@ -1179,10 +1292,8 @@ def _find_campaign(engine, ref: str):
 def campaign_list(as_json: bool) -> None:
     """The campaigns in the journal, newest first, with where their targets stand."""
     from steps import campaign as campaigns
-    from steps.journal import Journal
-    from steps.paths import journal_path
 
-    journal = Journal(journal_path())
+    journal = _journal()
     summaries = [campaigns.summary(journal, row.id) for row in journal.campaigns()]
     if as_json:
         click.echo(json.dumps([{k: v for k, v in s.as_dict().items() if k != "targets"} for s in summaries], indent=2))
@@ -1202,12 +1313,8 @@ def campaign_show(campaign_ref: str, as_json: bool) -> None:
     """One campaign: every target, why it is there, its session and where it stands.
     Exits like the campaign: 0 all done, 1 any failed or blocked, 3 any waiting."""
     from steps import campaign as campaigns
-    from steps.audit import AuditLog
-    from steps.engine import Engine
-    from steps.journal import Journal
-    from steps.paths import audit_path, journal_path
 
-    engine = Engine(Journal(journal_path()), AuditLog(audit_path()))
+    engine = _engine()
     row = _find_campaign(engine, campaign_ref)
     summary = campaigns.summary(engine.journal, row.id)
     if as_json:
@@ -1225,9 +1332,7 @@ def campaign_debrief(campaign_ref: str, fmt: str, out: str | None) -> None:
     """A campaign's debrief: each target's verdicts, rollback and end state, and where the
     campaign ended (what the board shows at its end)."""
     from steps import debrief as debriefs
-    from steps.audit import AuditLog
-    from steps.journal import CampaignNotFound, Journal
-    from steps.paths import audit_path, journal_path
+    from steps.journal import CampaignNotFound
     from steps.secrets import redact
 
     if out:
@@ -1236,7 +1341,7 @@ def campaign_debrief(campaign_ref: str, fmt: str, out: str | None) -> None:
         with _refusals():
             check_output_path(out, "--out")
     try:
-        d = debriefs.build_campaign(Journal(journal_path()), AuditLog(audit_path()), campaign_ref)
+        d = debriefs.build_campaign(_journal(), _audit(must_exist=False), campaign_ref)
     except CampaignNotFound as exc:
         fail(str(exc))
     render = {"text": debriefs.campaign_to_text, "markdown": debriefs.campaign_to_markdown}
@@ -1331,10 +1436,7 @@ def campaign_rollback(campaign_ref, yes, as_json, world_out, concurrency) -> Non
 def board(campaign_ref: str) -> None:
     """Open the app on a campaign's board (default: the newest campaign): one row per
     target; enter opens a target's checklist, escape comes back, g drives them on."""
-    from steps.journal import Journal
-    from steps.paths import journal_path
-
-    journal = Journal(journal_path())
+    journal = _journal()
     try:
         row = _find_campaign_in(journal, campaign_ref)
     finally:
