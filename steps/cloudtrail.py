@@ -144,16 +144,18 @@ class TokenBucket:
 
     def __init__(self, clock: Clock, rate: float = RATE) -> None:
         self.clock = clock
-        self.interval = 1.0 / rate
+        # 2% over the bare interval: what happens between a take and the request's
+        # sending (signing it) must not squeeze two requests closer than the limit.
+        self.interval = 1.02 / rate
         self._next = clock.monotonic()
 
     def take(self) -> float:
-        """Wait for a token; returns the seconds waited."""
-        now = self.clock.monotonic()
-        wait = max(0.0, self._next - now)
+        """Wait for a token; returns the seconds waited. The next token is counted from
+        when this one was handed out, not from when it was due."""
+        wait = max(0.0, self._next - self.clock.monotonic())
         if wait > 0:
             self.clock.sleep(wait)
-        self._next = max(now, self._next) + self.interval
+        self._next = self.clock.monotonic() + self.interval
         return wait
 
 
