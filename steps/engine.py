@@ -745,15 +745,18 @@ class Session:
                 mutates=bool(spec and spec.mutates) or shape.manual,
                 fast_forward=needs is Needs.GATE and self.wiring.clock.simulated,
                 irreversible=irreversible,
-                warnings=self._warnings(state),
+                warnings=self._warnings(state, shape),
             )
             self._prompted = (step.id, self._generation, time.monotonic(), prompt)
             return prompt
 
-    def _warnings(self, state: StepState) -> list[str]:
+    def _warnings(self, state: StepState, shape: _Shape) -> list[str]:
         """What the operator must read before confirming this step: a safety step skipped
         just before it, or why this step runs again after a restart."""
-        warnings = [text for _, text in self._pending_acks()]
+        # A warning to acknowledge is said where a change would acknowledge it (a dry run:
+        # at each step that would change something, as nothing acknowledges it there).
+        changes = shape.manual or bool(shape.spec and shape.spec.mutates)
+        warnings = [text for _, text in self._pending_acks()] if changes else []
         if state.reopened and state.summary.startswith("re-opened"):
             warnings.append(f"step {state.step.number} runs again: {state.summary.removeprefix('re-opened: ')}")
         if state.interrupted_at:

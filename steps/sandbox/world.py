@@ -432,6 +432,8 @@ class World:
                 "last_run": {"at": last[0], "ok": last[1], "result": last[2]} if last else None,
             }
         calls: dict[str, dict[str, int]] = {"aws": dict(sorted(self.aws.calls.items()))}
+        if self.aws.evidence_calls:  # CloudTrail and region lookups: evidence, counted apart
+            calls["aws_evidence"] = dict(sorted(self.aws.evidence_calls.items()))
         for name in ("infisical", "heroku", "github", "ssh"):
             sandbox = getattr(self, name)
             if sandbox is not None:
