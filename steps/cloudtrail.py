@@ -239,7 +239,10 @@ def lookup(
                     break
         except Exception as exc:
             line = aws_error(exc)
-            if error_code(exc) in _DENIED:
+            if error_code(exc) in _DENIED and region == found.regions[0]:
+                # Denied in the home region: the operator may not look up at all. Denied
+                # elsewhere (an SCP closing unused regions): that region is named, and
+                # the evidence is partial.
                 found.unavailable = f"CloudTrail LookupEvents was denied ({line})"
                 break
             found.failed[region] = line

@@ -170,6 +170,17 @@ def test_cloudtrail_denied_or_unreachable_is_one_line_and_the_last_use_alone_dec
     assert calls == (2 if mode == "denied" else 0)  # a denial stops at the first region
 
 
+def test_a_region_an_scp_closes_makes_the_evidence_partial_not_absent(rig):
+    world = rig.world("forgotten-consumer")
+    world.aws.trail.denied_regions = {"eu-west-3"}
+    session = rig.start(world)
+    rig.step(session)
+    found = findings(session)
+    assert found["callers"]["unmatched"] == 1  # the other regions still answered
+    assert found["partial"] and found["partial"][0].startswith("step 1: not looked up in eu-west-3 (AccessDeniedException")
+    assert session.prompt().confirm is Needs.YES
+
+
 # -- after the rotation: the session's writes -------------------------------------------------------
 
 

@@ -124,6 +124,7 @@ class Trail:
         self.clock = clock
         self.delay = DEFAULT_DELAY
         self.mode = "on"  # on | denied | unreachable
+        self.denied_regions: set[str] = set()  # an SCP closing these regions: AccessDenied there only
         self.events: list[dict[str, Any]] = []
         self.lookups: list[tuple[str, str, float]] = []  # (region, attribute value, simulated monotonic time)
         self._lock = threading.Lock()
@@ -331,7 +332,7 @@ def serve(world: Any, service: str, operation: str, region: str, body: bytes, st
     else:
         kind = "application/x-amz-json-1.1"
         trail: Trail = world.trail
-        if trail.mode == "denied":
+        if trail.mode == "denied" or region in trail.denied_regions:
             user = "handrail-operator"
             status, payload = (
                 400,
