@@ -1,5 +1,6 @@
 """A headless training campaign over a fleet of due users: wall time, CPU time, AWS calls
-per rotation (the sandbox's SigV4 gate counts every call, consumers' included) and peak
+per rotation (the sandbox's SigV4 gate counts every call, consumers' included; CloudTrail's
+LookupEvents and EC2's DescribeRegions, the evidence, apart) and peak
 memory, for fleets of 50, 100 and 200 due users; and the speed-up of --concurrency 4
 over 1.
 
@@ -110,6 +111,8 @@ def one(engine: Engine, scenario: Path, concurrency: int) -> dict[str, float]:
             # The due listing is part of the campaign: it is counted in, per rotation.
             "calls_per_rotation": calls / max(1, len(targets)),
             "campaign_calls_per_rotation": (calls - before) / max(1, len(targets)),
+            # CloudTrail's LookupEvents and EC2's DescribeRegions: evidence, counted apart.
+            "evidence_calls_per_rotation": sum(world.aws.evidence_calls.values()) / max(1, len(targets)),
         }
     finally:
         fleet.close()
@@ -152,6 +155,7 @@ def main() -> None:
         print(
             f"  {size:>5}  {f['wall']:6.1f}s  {f['wall'] / size * 1000:6.0f}ms  {f['cpu']:6.1f}s  "
             f"{f['calls_per_rotation']:6.1f} ({f['campaign_calls_per_rotation']:.1f} w/o due list)  {f['rss_mb']:6.0f}MB  "
+            f"+{f.get('evidence_calls_per_rotation', 0):.1f} CloudTrail/EC2 calls/rotation  "
             f"{f['done']:.0f}/{f['targets']:.0f} done, exit {f['code']:.0f} (world built in {f['built']:.1f}s)",
             flush=True,
         )

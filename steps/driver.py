@@ -213,10 +213,15 @@ def _confirmation(session: Session, prompt: Prompt, opts: DriveOptions, printer:
     if prompt.confirm is Needs.MANUAL:
         _manual(session, prompt, opts, printer, asker)
     elif prompt.confirm is Needs.YES:
-        if not opts.yes and not (asker.available and asker.confirm(f"run step {step.number} ({step.title})?")):
+        if opts.yes:
+            return None, "--yes"
+        if not (asker.available and asker.confirm(f"run step {step.number} ({step.title})?")):
+            what = " and the warning above acknowledged" if prompt.warnings else ""
             raise _Stop(
-                EXIT_STOPPED, f"stopped before step {step.number} ({step.id}): it needs a yes (pass --yes, or run it at a terminal)"
+                EXIT_STOPPED,
+                f"stopped before step {step.number} ({step.id}): it needs a yes{what} (pass --yes, or run it at a terminal)",
             )
+        return None, "confirmed at the terminal"
     elif prompt.confirm is Needs.TYPED:
         answer, how = _typed_answer(prompt, opts, asker)
         if answer is None:

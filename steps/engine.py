@@ -208,6 +208,9 @@ def runbook_sha(path: Path) -> str:
 
 
 MIN_REASON = 3
+# A step's warning that the next change must be confirmed over (fact ACK_NEEDED + name),
+# and its acknowledgement (ACK + name: how, by whom, before which step).
+ACK_NEEDED, ACK = "ack_needed:", "ack:"
 # The fact an action sets when it deleted the session's own IAM user: a resume, rollback
 # or abandon then accepts that the user is gone.
 TARGET_DELETED = "target_deleted_at"
@@ -789,6 +792,9 @@ class Session:
                 confirm, irreversible = Needs.TYPED, True
             else:
                 confirm = _CONFIRM[preview.confirm or step.confirm]
+            if confirm is Needs.RUN and self._acknowledging(shape):
+                # A warning stands that must be acknowledged before anything changes.
+                confirm = Needs.YES
             gate = self.gate_state(step)
             undo_command = None
             if step.undo:
@@ -815,15 +821,18 @@ class Session:
                 fast_forward=needs is Needs.GATE and self.wiring.clock.simulated,
                 irreversible=irreversible,
                 approval=approval,
-                warnings=self._warnings(state),
+                warnings=self._warnings(state, shape),
             )
             self._prompted = (step.id, self._generation, time.monotonic(), prompt)
             return prompt
 
-    def _warnings(self, state: StepState) -> list[str]:
+    def _warnings(self, state: StepState, shape: _Shape) -> list[str]:
         """What the operator must read before confirming this step: a safety step skipped
         just before it, or why this step runs again after a restart."""
-        warnings = []
+        # A warning to acknowledge is said where a change would acknowledge it (a dry run:
+        # at each step that would change something, as nothing acknowledges it there).
+        changes = shape.manual or bool(shape.spec and shape.spec.mutates)
+        warnings = [text for _, text in self._pending_acks()] if changes else []
         if state.reopened and state.summary.startswith("re-opened"):
             warnings.append(f"step {state.step.number} runs again: {state.summary.removeprefix('re-opened: ')}")
         if state.interrupted_at:
@@ -837,6 +846,35 @@ class Session:
             if earlier.step.if_skipped:
                 warnings.append(f"step {earlier.step.number} ({earlier.step.title}) was skipped: {earlier.step.if_skipped}")
         return warnings
+
+    def _pending_acks(self) -> list[tuple[str, str]]:
+        """Warnings a step recorded (fact `ack_needed:NAME`, e.g. a caller of the old key
+        that matches no consumer) that no confirmation has acknowledged yet (`ack:NAME`)."""
+        return sorted(
+            (k.removeprefix(ACK_NEEDED), v)
+            for k, v in self.facts.items()
+            if k.startswith(ACK_NEEDED) and f"{ACK}{k.removeprefix(ACK_NEEDED)}" not in self.facts
+        )
+
+    def _acknowledging(self, shape: _Shape) -> bool:
+        """Whether running this step acknowledges the pending warnings: it changes
+        something (a dry run's "would run" changes nothing, so it acknowledges nothing)."""
+        return bool(self._pending_acks()) and not shape.would_run and (shape.manual or bool(shape.spec and shape.spec.mutates))
+
+    def _acknowledge(self, step: Step, how: str) -> None:
+        """The confirmation of a changing step was given with the pending warnings shown:
+        recorded as their acknowledgement (journal and audit), with how it was given."""
+        for name, text in self._pending_acks():
+            self._set_facts({f"{ACK}{name}": f"{how} by {self.engine.os_user}, before step {step.number}"}, step.id)
+            self.journal.add_event(
+                self.id, "note", step_id=step.id, summary=redact(f"warning acknowledged ({how}): {text}"), ts_sim=self._ts_sim()
+            )
+            self.audit.append(
+                "warning.acknowledged",
+                session=self.id,
+                actor=self.row.actor,
+                context={"warning": name, "text": text, "step": step.id, "how": how},
+            )
 
     # -- running ------------------------------------------------------------------------
 
@@ -896,6 +934,8 @@ class Session:
 
             shape = self._shape(step)
             spec, manual = shape.spec, shape.manual
+            if self._acknowledging(shape):
+                self._acknowledge(step, how)
             current.status, current.started_at = StepStatus.RUNNING, iso(self._now())
             current.attempts += 1
             self.journal.add_event(self.id, "started", step_id=step.id, ts_sim=self._ts_sim())

@@ -9,11 +9,14 @@ the SSH agent and ~/.ssh/config), or, in training, from the sandbox.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from steps.yamlfile import RunbookError, parse_file
+
+if TYPE_CHECKING:
+    from steps.cloudtrail import Matcher
 
 USER_NAME = r"^[\w+=,.@-]{1,64}$"
 PERSON_NAME = r"^[\w.@+-]{1,64}$"
@@ -21,6 +24,33 @@ PERSON_NAME = r"^[\w.@+-]{1,64}$"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Seen(_Strict):
+    """How a consumer shows in CloudTrail, to tell its calls from a forgotten consumer's
+    (steps.cloudtrail.Matcher): the addresses it calls AWS from (IPs or CIDR blocks) and
+    its user agents (glob patterns, e.g. "aws-sdk-ruby3/*"). Both optional; a consumer
+    declaring neither matches no caller."""
+
+    source_ips: list[str] = Field(default_factory=list, max_length=64)
+    user_agents: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(default_factory=list, max_length=16)
+
+    @field_validator("source_ips")
+    @classmethod
+    def _blocks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for block in value:
+            try:
+                ipaddress.ip_network(block, strict=False)
+            except ValueError:
+                raise ValueError(f"{block!r} is not an IP address or a CIDR block (e.g. 203.0.113.7 or 203.0.113.0/24)") from None
+        return value
+
+    def matcher(self, name: str) -> Matcher:
+        from steps.cloudtrail import Matcher
+
+        return Matcher(name, tuple(self.source_ips), tuple(self.user_agents))
 
 
 class InfisicalEntry(_Strict):
@@ -33,7 +63,7 @@ class InfisicalEntry(_Strict):
     secret_name: str = "AWS_SECRET_ACCESS_KEY"
 
 
-class HerokuEntry(_Strict):
+class HerokuEntry(_Seen):
     type: Literal["heroku"]
     app: str = Field(pattern=r"^[a-z][a-z0-9-]{1,29}$")
     api_url: str = Field("https://api.heroku.com", pattern=r"^https?://")
@@ -46,7 +76,7 @@ class HerokuEntry(_Strict):
         return f"heroku:{self.app}"
 
 
-class GitHubEntry(_Strict):
+class GitHubEntry(_Seen):
     type: Literal["github"]
     base_url: str = Field("https://api.github.com", pattern=r"^https?://")
     repository: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
@@ -76,7 +106,7 @@ class GitHubEntry(_Strict):
         return f"github:{self.repository}" + (f"@{self.environment}" if self.environment else "")
 
 
-class SshEntry(_Strict):
+class SshEntry(_Seen):
     type: Literal["ssh"]
     label: str = Field(pattern=r"^[\w.-]+$")
     host: str = Field(min_length=1)

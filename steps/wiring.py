@@ -32,7 +32,7 @@ class SimAws(Protocol):
     @property
     def account_id(self) -> str: ...
 
-    def client(self, service: str, pair: Pair | None = None) -> Any: ...
+    def client(self, service: str, pair: Pair | None = None, region: str | None = None) -> Any: ...
 
 
 class SimWorld(Protocol):
@@ -78,6 +78,7 @@ class Wiring:
         self._consumers: dict[str, list[Consumer]] = {}
         self._probes: dict[str, ProbeResult] = {}
         self._adapter_lock = threading.Lock()
+        self._regions: list[str] | None = None
 
     # -- the vault and the consumers of a user (from the inventory) -------------------------
 
@@ -163,8 +164,24 @@ class Wiring:
         self._consumers.clear()
         self._probes.clear()
 
-    def aws_client(self, service: str, pair: Pair | None = None) -> Any:
+    def aws_client(self, service: str, pair: Pair | None = None, region: str | None = None) -> Any:
+        """A boto3 client signed with `pair` (the operator's credentials by default), in
+        `region` (the wiring's own by default). Every one names handrail in its user
+        agent (steps.cloudtrail.OWN_AGENT), so CloudTrail tells its calls apart."""
         raise NotImplementedError
+
+    def enabled_regions(self) -> list[str]:
+        """The account's enabled regions (ec2 describe-regions), asked once per wiring.
+        Raises what the call raises."""
+        with self._adapter_lock:
+            found = self._regions
+        if found is None:
+            from steps.cloudtrail import enabled_regions
+
+            found = enabled_regions(self.aws_client("ec2"))
+            with self._adapter_lock:
+                self._regions = found
+        return list(found)
 
     def identity(self) -> tuple[str, str]:
         """(account id, caller ARN) of the operator's credentials."""
@@ -218,7 +235,12 @@ class NoSuchUser(WiringError):
 def _client_config() -> Any:
     from botocore.config import Config
 
-    return Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+    from steps import __version__
+    from steps.cloudtrail import OWN_AGENT
+
+    return Config(
+        retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60, user_agent_extra=f"{OWN_AGENT}{__version__}"
+    )
 
 
 class LiveWiring(Wiring):
@@ -231,23 +253,23 @@ class LiveWiring(Wiring):
         self.dry_run = dry_run
         self.mode = Mode.DRY_RUN if dry_run else Mode.LIVE
         self._session: Any = None  # a boto3.Session, made on first use (boto3 is slow to import)
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str, str], Any] = {}
         self._lock = threading.Lock()
         self._operator: Pair | None = None
 
     def switch_operator(self, pair: Pair) -> None:
         self._operator = pair
 
-    def aws_client(self, service: str, pair: Pair | None = None) -> Any:
+    def aws_client(self, service: str, pair: Pair | None = None, region: str | None = None) -> Any:
         pair = pair or self._operator
-        key = (service, f"{pair.key_id}:{pair.fingerprint()}" if pair else "operator")
+        key = (service, f"{pair.key_id}:{pair.fingerprint()}" if pair else "operator", region or "")
         with self._lock:
             if key not in self._clients:
                 import boto3
 
                 if self._session is None:
                     self._session = boto3.Session(profile_name=self.profile, region_name=self.region)
-                region = self._session.region_name or "us-east-1"
+                region = region or self._session.region_name or "us-east-1"
                 if pair is None:
                     client = self._session.client(service, region_name=region, config=_client_config())
                 else:
@@ -273,8 +295,8 @@ class TrainingWiring(Wiring):
         super().__init__(world.clock, inventory=world.inventory, creds=world.creds)
         self.world = world
 
-    def aws_client(self, service: str, pair: Pair | None = None) -> Any:
-        return self.world.aws.client(service, pair)
+    def aws_client(self, service: str, pair: Pair | None = None, region: str | None = None) -> Any:
+        return self.world.aws.client(service, pair, region)
 
     def switch_operator(self, pair: Pair) -> None:
         self.world.aws.operator = pair
@@ -309,8 +331,8 @@ class SharedTrainingWiring(TrainingWiring):
         super().__init__(world)
         self._operator: Pair | None = None
 
-    def aws_client(self, service: str, pair: Pair | None = None) -> Any:
-        return self.world.aws.client(service, pair or self._operator)
+    def aws_client(self, service: str, pair: Pair | None = None, region: str | None = None) -> Any:
+        return self.world.aws.client(service, pair or self._operator, region)
 
     def switch_operator(self, pair: Pair) -> None:
         self._operator = pair

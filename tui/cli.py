@@ -601,6 +601,31 @@ def show(session_ref: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("session_ref", metavar="SESSION|last")
+@click.option("--json", "as_json", is_flag=True)
+def evidence(session_ref: str, as_json: bool) -> None:
+    """A session's CloudTrail evidence, as recorded: who used the old key before the
+    rotation, any use after its deactivation, and the session's writes as CloudTrail
+    logged them (read from the journal: no AWS call)."""
+    from steps.cloudtrail import session_findings, to_text
+    from steps.journal import Journal, SessionNotFound
+    from steps.paths import journal_path
+    from steps.secrets import redact
+
+    journal = Journal(journal_path())
+    try:
+        row = journal.find_session(session_ref)
+    except SessionNotFound as exc:
+        fail(str(exc))
+    findings = session_findings(journal.facts(row.id))
+    if as_json:
+        data = {"session": row.id, "user": row.target, "account": row.account, "status": row.status, **findings}
+        click.echo(redact(json.dumps(data, indent=2)))
+    else:
+        click.echo(redact("\n".join(to_text(row.id, findings))))
+
+
+@main.command()
 @click.argument("runbook", default="aws-iam-access-key")
 @click.option("--mode", type=click.Choice(["training", "live"]), default="training", show_default=True)
 @click.option("--yes", "-y", is_flag=True, help="Live: create the throwaway user without asking.")

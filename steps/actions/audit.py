@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
+from steps import cloudtrail as ct
 from steps.actions import action
+from steps.actions import evidence as trail
 from steps.actions.base import Outcome, StepContext
 
 COMPLETED = "secret.rotate.completed"
@@ -29,4 +33,14 @@ def rotation_completed(ctx: StepContext) -> Outcome:
     }
     line = ctx.audit.append(COMPLETED, session=ctx.session_id, actor=ctx.fact("operator_arn"), context=context)
     evidence = [f"action: {COMPLETED}", f"actor: {ctx.fact('operator_arn')}"] + [f"{k}: {v}" for k, v in context.items()]
-    return Outcome.done(f"audit line {line}: {COMPLETED}", evidence, audit_line=str(line))
+    # Beside the audit record: CloudTrail's own record of the session's writes.
+    found = trail.corroborate(ctx)
+    evidence += found.lines
+    summary = f"audit line {line}: {COMPLETED}"
+    if found.facts.get(ct.FACT_CORROBORATION):
+        data = json.loads(found.facts[ct.FACT_CORROBORATION])
+        if data["missing"]:
+            summary += f"; WARNING: {data['missing']} write(s) missing from CloudTrail"
+        else:
+            summary += f"; CloudTrail corroborates {len(data['writes']) - data['pending']} of {len(data['writes'])} write(s)"
+    return Outcome.done(summary, evidence, audit_line=str(line), **found.facts)

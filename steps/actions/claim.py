@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from steps.actions import action
+from steps.actions import evidence as trail
 from steps.actions.base import ActionFailed, ActionRefused, Outcome, Params, Preview, StepContext
 from steps.aws import aws_error
 from steps.clock import iso, parse_iso
@@ -132,6 +133,7 @@ def claim_user(ctx: StepContext) -> Outcome:
         iam.tag_user(UserName=user, Tags=[{"Key": TAG, "Value": mine.value()}])
     except Exception as exc:
         raise ActionFailed(f"iam tag-user {user}: {aws_error(exc)}", evidence) from None
+    trail.expect(ctx, "TagUser", user)
     evidence.append(f"tagged {user}: {TAG}={mine.value()}")
     # No compare-and-set: the last writer wins, so wait out IAM's consistency and read it back.
     ctx.clock.poll(lambda: None, deadline=params.settle, interval=1.0, until=lambda _: False, progress=ctx.progress, what="IAM consistency")
@@ -168,4 +170,5 @@ def release_claim(ctx: StepContext) -> Outcome:
         ctx.wiring.aws_client("iam").untag_user(UserName=user, TagKeys=[TAG])
     except Exception as exc:
         raise ActionFailed(f"iam untag-user {user}: {aws_error(exc)}") from None
+    trail.expect(ctx, "UntagUser", user)
     return Outcome.done(f"removed the mark of this session from {user}")

@@ -17,7 +17,9 @@ from typing import TypeVar
 from pydantic import StrictBool
 
 from steps import aws
+from steps import cloudtrail as ct
 from steps.actions import action
+from steps.actions import evidence as trail
 from steps.actions.base import ActionFailed, ActionRefused, Choice, Outcome, Params, Preview, StepContext, WaitParams
 from steps.actions.consumers import old_pair, vault_old_pair, verify_all
 from steps.aws import (
@@ -60,11 +62,13 @@ def _list_keys(ctx: StepContext, user: str, with_last_used: bool = True) -> list
 def _set_status(ctx: StepContext, user: str, key_id: str, status: str) -> None:
     with _step_fails():
         aws.set_key_status(ctx.wiring.aws_client("iam"), user, key_id, status)
+    trail.expect(ctx, "UpdateAccessKey", user, key_id, status)
 
 
 def _delete_key(ctx: StepContext, user: str, key_id: str) -> None:
     with _step_fails():
         aws.delete_key(ctx.wiring.aws_client("iam"), user, key_id)
+    trail.expect(ctx, "DeleteAccessKey", user, key_id)
 
 
 def _caller_arn(ctx: StepContext, pair: Pair | None) -> str:
@@ -269,6 +273,20 @@ def pre_checks(ctx: StepContext) -> Outcome:
     if len(active) == 2:
         evidence.append("two Active keys: the next step makes you choose which one to retire")
     summary = f"{user}: {len(keys)} key(s), {len(active)} Active; operator is {'the target (self-rotation)' if operator_arn == target_arn else 'a different identity'}"
+    if facts.get("old_key_id"):
+        # Who used the old key lately, before anything changes (CloudTrail).
+        found = trail.callers_before(ctx, user, facts["old_key_id"])
+        evidence += found.lines
+        facts.update(found.facts)
+        if trail.FORGOTTEN in found.facts:
+            unmatched = [c for c in json.loads(found.facts[ct.FACT_CALLERS])["callers"] if not c["consumer"]]
+            first = unmatched[0]
+            summary += (
+                f"; WARNING: CloudTrail shows {len(unmatched)} caller(s) of the old key matching no consumer: "
+                f"{first['source_ip']} ({first['user_agent']})" + (" and more" if len(unmatched) > 1 else "")
+            )
+        elif found.unavailable:
+            summary += "; CloudTrail unavailable: last use alone"
     outcome = Outcome.done(summary, evidence, **facts, **uses.facts)
     outcome.secrets.update(outcome_secrets)
     return outcome
@@ -539,6 +557,7 @@ def create_key(ctx: StepContext) -> Outcome:
         return Outcome.failed(f"create-access-key for {user}: {aws_error(exc)}", evidence, **facts)
     secret = Secret(created["SecretAccessKey"], "new_secret")
     key_id = created["AccessKeyId"]
+    trail.expect(ctx, "CreateAccessKey", user, key_id)
     evidence.append(f"created {key_id} ({created['Status']}) at {iso(utc(created['CreateDate']))}")
     evidence.append(f"secret captured once, held in memory only (fingerprint {secret.fingerprint()})")
     outcome = Outcome.done(
@@ -851,16 +870,30 @@ def delete_old_key(ctx: StepContext) -> Outcome:
     # when the report is precise enough to show it came after; a consumer that still uses
     # the key shows again a second later. handrail's own calls never count.
     used = last.consumer
-    if used is not None and used.at > deactivated:
+    # CloudTrail names every caller since the deactivation (the last use names one time).
+    found, trail_uses = trail.uses_after(ctx, old_id, deactivated)
+    evidence += found.lines
+    if (used is not None and used.at > deactivated) or trail_uses:
+        if used is not None and used.at > deactivated:
+            summary = f"old key {old_id} was used at {iso_full(used.at)}, after it was deactivated at {iso_full(deactivated)}"
+        else:
+            summary = f"old key {old_id} was used after it was deactivated at {iso_full(deactivated)}"
+        if trail_uses:
+            latest = trail_uses[0]
+            callers = {(e.source_ip, e.user_agent) for e in trail_uses}
+            summary += (
+                f"; CloudTrail: {len(trail_uses)} use(s) by {len(callers)} caller(s), latest {latest.name} at {iso(latest.at)} "
+                f"in {latest.region} from {latest.source_ip} ({latest.user_agent})"
+            )
         if not ctx.override:
             return Outcome.blocked(
-                f"old key {old_id} was used at {iso_full(used.at)}, after it was deactivated at {iso_full(deactivated)}: "
-                "something still holds it. Find that consumer (CloudTrail shows the caller) before deleting",
+                f"{summary}: something still holds it. Find that consumer before deleting",
                 evidence,
+                **found.facts,
             )
         evidence.append(f"use after deactivation overridden: {ctx.override}")
     else:
         evidence.append("no use since it was deactivated: no consumer is still hitting the old key")
     _delete_key(ctx, user, old_id)
     evidence.append(f"deleted {old_id}; it is unrecoverable")
-    return Outcome.done(f"deleted old key {old_id}", evidence, deleted_at=iso(now))
+    return Outcome.done(f"deleted old key {old_id}", evidence, deleted_at=iso(now), **found.facts)

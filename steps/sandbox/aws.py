@@ -34,7 +34,7 @@ from urllib.parse import parse_qs
 from steps.aws import iso_full
 from steps.clock import Clock, iso, utc
 from steps.consumers.base import Pair
-from steps.sandbox import iam_user
+from steps.sandbox import iam_user, trail
 from steps.secrets import Secret
 
 StartResponse = Callable[..., Any]
@@ -170,13 +170,31 @@ def _gate(app: WSGIApp) -> WSGIApp:
         if not world.key_usable(key):
             world.refused[key_id] = world.refused.get(key_id, 0) + 1
             return _reject(start_response, service, "InvalidClientTokenId", key_id)
-        world.count(service, body, environ)
+        operation = world.count(service, body, environ)
+        if service in trail.SERVED:
+            return trail.serve(world, service, operation, region, body, start_response)
         _local.clock = world.clock
         try:
             answered = world.answer_iam(service, body)
             if answered is not None:
+                if world.trail.records(service, operation):
+                    world.trail.record(world, key, service, operation, region, body, environ, answered[0], "")
                 return _answer(start_response, *answered)
-            return app(environ, start_response)
+            if not world.trail.records(service, operation):
+                return app(environ, start_response)
+            # Logged like CloudTrail: the request, its caller, whether AWS accepted it (a
+            # created key's id from the answer; the answer's secret is never read).
+            status: list[str] = []
+
+            def capture(line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                status.append(line)
+                return start_response(line, headers, exc_info) if exc_info else start_response(line, headers)
+
+            data = b"".join(app(environ, capture))
+            code = int((status or ["500"])[0].split()[0])
+            created = _between(data.decode(errors="replace"), "<AccessKeyId>", "</AccessKeyId>") if operation == "CreateAccessKey" else ""
+            world.trail.record(world, key, service, operation, region, body, environ, code, created)
+            return [data]
         finally:
             _local.clock = None
 
@@ -238,10 +256,12 @@ class AwsWorld:
         self.region = REGION
         self.refused: dict[str, int] = {}
         self.calls: dict[str, int] = {}
+        self.evidence_calls: dict[str, int] = {}  # cloudtrail:LookupEvents, ec2:DescribeRegions
+        self.trail = trail.Trail(clock)
         self._status_changes: dict[str, tuple[datetime, str]] = {}  # key -> (when, status before)
         # Most recently used last. Clients signed with a rotated pair are dropped past
         # _MAX_CLIENTS (a client is ~120 kB; a campaign makes a few per rotation).
-        self._clients: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._clients: OrderedDict[tuple[str, str, str, trail.Caller], Any] = OrderedDict()
         self._client_lock = threading.Lock()
         self._botocore: Any = None  # a botocore session, made on first use
         self.operator: Pair | None = None
@@ -283,9 +303,11 @@ class AwsWorld:
             return False
         return now >= utc(key.create_date) + timedelta(seconds=self.propagation_delay)
 
-    def count(self, service: str, body: bytes, environ: dict[str, Any]) -> None:
+    def count(self, service: str, body: bytes, environ: dict[str, Any]) -> str:
+        """Count the call (CloudTrail's and EC2's region lookups apart: evidence, not the
+        rotation's own calls); returns its operation name."""
         operation = "?"
-        if service in ("iam", "sts") and body:
+        if service in ("iam", "sts", "ec2") and body:
             params = parse_qs(body.decode(errors="replace"))
             operation = params.get("Action", ["?"])[0]
             if operation == "UpdateAccessKey":
@@ -295,9 +317,15 @@ class AwsWorld:
                     self._status_changes[key_id] = (self.clock.now(), key.status)
         elif service == "s3":
             operation = environ.get("REQUEST_METHOD", "?")
+            if operation == "GET" and environ.get("PATH_INFO", "/") in ("", "/"):
+                operation = "ListBuckets"
+        elif service == "cloudtrail":
+            operation = environ.get("HTTP_X_AMZ_TARGET", "?").rpartition(".")[2]
         name = f"{service}:{operation}"
         with _lock:
-            self.calls[name] = self.calls.get(name, 0) + 1
+            counts = self.evidence_calls if service in trail.SERVED else self.calls
+            counts[name] = counts.get(name, 0) + 1
+        return operation
 
     def answer_iam(self, service: str, body: bytes) -> tuple[int, str] | None:
         """What the gate answers itself instead of moto: DeleteUser's preconditions, and
@@ -385,11 +413,15 @@ class AwsWorld:
 
     # -- clients and the probe --------------------------------------------------------------
 
-    def client(self, service: str, pair: Pair | None = None) -> Any:
-        """A real boto3 client pointed at this world, signed with `pair` (operator by default)."""
+    def client(self, service: str, pair: Pair | None = None, region: str | None = None, caller: trail.Caller | None = None) -> Any:
+        """A real boto3 client pointed at this world, signed with `pair` (operator by
+        default), in `region`, calling as `caller` (a simulated consumer's address and
+        user agent; handrail's own by default)."""
         pair = pair or self.operator
         assert pair is not None, "create_operator() first"
-        cache_key = (service, f"{pair.key_id}:{pair.fingerprint()}")
+        caller = caller or trail.HANDRAIL
+        region = region or self.region
+        cache_key = (service, f"{pair.key_id}:{pair.fingerprint()}", region, caller)
         with self._client_lock:
             client = self._clients.get(cache_key)
             if client is not None:
@@ -402,17 +434,32 @@ class AwsWorld:
                     self._botocore = botocore.session.get_session()
                 client = self._botocore.create_client(
                     service,
-                    region_name=self.region,
-                    endpoint_url=self.url,
+                    region_name=region,
+                    # CloudTrail "unreachable": a port nobody listens on.
+                    endpoint_url=trail.UNREACHABLE_URL if service == "cloudtrail" and self.trail.mode == "unreachable" else self.url,
                     aws_access_key_id=pair.key_id,
                     aws_secret_access_key=pair.secret.reveal(),
                     config=Config(
-                        retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30, s3={"addressing_style": "path"}
+                        retries={"max_attempts": 1, "mode": "standard"},
+                        connect_timeout=5,
+                        read_timeout=30,
+                        s3={"addressing_style": "path"},
+                        **caller.agent(),
                     ),
                 )
+                caller.attach(client)
                 self._clients[cache_key] = client
                 self._evict()
             return client
+
+    def set_cloudtrail(self, mode: str, delay: float | None = None) -> None:
+        """CloudTrail `on`, `denied` or `unreachable` (clients made before are dropped)."""
+        self.trail.mode = mode
+        if delay is not None:
+            self.trail.delay = delay
+        with self._client_lock:
+            for key in [k for k in self._clients if k[0] == "cloudtrail"]:
+                self._clients.pop(key).close()
 
     def _evict(self) -> None:
         """Close the least recently used clients past the bound (never the operator's)."""
@@ -423,13 +470,15 @@ class AwsWorld:
             if key[1] != operator:
                 self._clients.pop(key).close()
 
-    def probe(self, key_id: str, secret: Secret, call: str | None = None) -> tuple[bool, str]:
-        """Use a pair the way a consumer's workload would: identity, then the user's check call."""
+    def probe(self, key_id: str, secret: Secret, call: str | None = None, caller: trail.Caller | None = None) -> tuple[bool, str]:
+        """Use a pair the way a consumer's workload would (from its own address, with its
+        own user agent): identity, then the user's check call."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         pair = Pair(key_id, secret)
+        caller = caller or trail.UNKNOWN
         try:
-            arn = self.client("sts", pair).get_caller_identity()["Arn"]
+            arn = self.client("sts", pair, caller=caller).get_caller_identity()["Arn"]
             user = arn.rpartition("/")[2]
             call = call or self.check_calls.get(user)
             if call:
@@ -438,7 +487,7 @@ class AwsWorld:
                 from steps.aws import parse_check_call
 
                 parsed = parse_check_call(call)
-                getattr(self.client(parsed.service, pair), xform_name(parsed.operation))(**parsed.params)
+                getattr(self.client(parsed.service, pair, caller=caller), xform_name(parsed.operation))(**parsed.params)
                 return True, f"{arn}: {parsed.cli()} ok"
             return True, f"{arn}: ok"
         except ClientError as exc:
@@ -503,6 +552,8 @@ class AwsWorld:
             # at (bodies of public keys and certificates, policy documents: no secrets).
             "account": iam_user.account_data(self.iam, self.account_id),
             "attachments": {name: iam_user.attachments(self.iam, self.service_credentials, name) for name in self.iam.users},
+            # What CloudTrail logged (key ids, addresses, user agents: no secrets).
+            "trail": self.trail.snapshot(),
         }
 
     @classmethod
@@ -515,6 +566,7 @@ class AwsWorld:
             raise RuntimeError(f"simulated account {snapshot['account_id']} is already running in this process")
         world = cls(clock, snapshot["account_id"], snapshot.get("propagation_delay", 0.0), snapshot.get("status_delay", 0.0))
         world.check_calls = dict(snapshot.get("check_calls") or {})
+        world.trail.restore(snapshot.get("trail") or {})
         secrets: dict[str, Secret] = {}
         for name, keys in snapshot["users"].items():
             if name not in world.iam.users:

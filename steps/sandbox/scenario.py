@@ -124,10 +124,14 @@ class UserSeed(_Strict):
 class AwsSeed(_Strict):
     propagation_delay: float = 0.0
     status_delay: float = 0.0
+    # CloudTrail's event history: `on`, `denied` (LookupEvents answers AccessDenied) or
+    # `unreachable` (nothing answers); an event shows `cloudtrail_delay` after the call.
+    cloudtrail: Literal["on", "denied", "unreachable"] = "on"
+    cloudtrail_delay: float = 300.0
     users: dict[str, UserSeed]
     buckets: dict[str, dict[str, int]] = Field(default_factory=dict)
 
-    @field_validator("propagation_delay", "status_delay", mode="before")
+    @field_validator("propagation_delay", "status_delay", "cloudtrail_delay", mode="before")
     @classmethod
     def _d(cls, value: Any) -> float:
         return _duration(value)
@@ -164,6 +168,9 @@ class ForgottenSeed(_Strict):
     holds: Holds = "active"
     every: float = 10.0
     call: str | None = None
+    # How it shows in CloudTrail: no inventory consumer declares this address or agent.
+    source_ip: str = "192.0.2.99"
+    user_agent: str = "aws-sdk-go/1.50.0 (go1.21.6; linux; amd64) nightly-report/1.4"
 
     @field_validator("every", mode="before")
     @classmethod

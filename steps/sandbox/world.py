@@ -28,6 +28,7 @@ from steps.consumers.base import Pair
 from steps.consumers.factory import Credentials
 from steps.inventory import GitHubEntry, HerokuEntry, InfisicalEntry, Inventory, SshEntry, UserEntry
 from steps.sandbox import scenario as scenarios
+from steps.sandbox import trail
 from steps.sandbox.aws import OPERATOR_USER, SECOND_OPERATOR, AwsWorld, SeedKey
 from steps.sandbox.iam_user import AttachmentSeed
 from steps.sandbox.scenario import ConsumerSeed, Holds, Scenario, VaultSeed
@@ -65,9 +66,11 @@ class World:
     @classmethod
     def create(cls, scenario: Scenario, clock: SimClock, account_id: str | None = None) -> World:
         aws = AwsWorld(clock, account_id, propagation_delay=scenario.aws.propagation_delay, status_delay=scenario.aws.status_delay)
+        aws.set_cloudtrail(scenario.aws.cloudtrail, scenario.aws.cloudtrail_delay)
         world = cls(scenario, clock, aws)
         try:
             pairs = world._seed_aws()
+            world._seed_trail(pairs)
             world._start_places(lambda holds, user: world._initial_pair(pairs, holds, user))
             world._start_forgotten({f.name: world._initial_pair(pairs, f.holds) for f in scenario.forgotten})
         except BaseException:
@@ -124,6 +127,27 @@ class World:
             self.aws.create_user_with_key(SECOND_OPERATOR, self.scenario.second_operator.groups)
         return pairs
 
+    def _seed_trail(self, pairs: dict[str, list[Pair]]) -> None:
+        """CloudTrail's history before the session: each holder of a key (a listed
+        consumer, a forgotten one) called AWS with it once a day for the last 7 days, the
+        latest at the key's last use, from its own address with its own user agent."""
+        sc = self.scenario
+        now = self.clock.now()
+        holders: list[tuple[str, str, trail.Caller]] = []
+        for user, _, consumers in sc.places():
+            holders += [(user, c.holds, trail.CALLERS[c.type]) for c in consumers]
+        holders += [(sc.target_user, f.holds, trail.Caller(f.source_ip, f.user_agent)) for f in sc.forgotten]
+        for user, holds, caller in holders:
+            pair = self._initial_pair(pairs, holds, user)
+            if pair is None:
+                continue
+            seed = next((k for p, k in zip(pairs[user], sc.aws.users[user].keys, strict=False) if p.key_id == pair.key_id), None)
+            if seed is None or seed.last_used is None:
+                continue
+            first = max(now - timedelta(days=7), now - timedelta(seconds=seed.age))
+            times = [now - timedelta(seconds=seed.last_used + day * 86400) for day in range(7)]
+            self.aws.trail.seed(pair.key_id, user, self.aws.account_id, caller, [t for t in times if t > first])
+
     def _initial_pair(self, pairs: dict[str, list[Pair]], holds: str, user: str | None = None) -> Pair | None:
         """The pair a place holds at the start: its user's first Active key, none, or a key by index."""
         user = user or self.scenario.target_user
@@ -172,7 +196,11 @@ class World:
             return {KEY_ID: pair.key_id, SECRET: pair.secret.reveal()} if pair else {}
 
         entries: list[HerokuEntry | GitHubEntry | SshEntry] = []
-        probe = self.aws.probe
+
+        def probe(kind: str) -> Callable[..., tuple[bool, str]]:
+            # Each system calls AWS from its own address, with its own user agent.
+            return functools.partial(self.aws.probe, caller=trail.CALLERS[kind])
+
         vault_entry = None
         if vault is not None:
             from steps.consumers.infisical import InfisicalAuth, place_name
@@ -201,11 +229,13 @@ class World:
                 if self.heroku is None:
                     from steps.sandbox.heroku import HerokuSandbox
 
-                    self.heroku = HerokuSandbox(aws_probe=probe).start()
+                    self.heroku = HerokuSandbox(aws_probe=probe("heroku")).start()
                     self.creds.heroku_token = self.heroku.token
                 self.heroku.seed_app(seed.app, held(f"heroku:{seed.app}", seed.holds))
                 entries.append(
                     HerokuEntry(
+                        source_ips=trail.DECLARED["heroku"][0],
+                        user_agents=trail.DECLARED["heroku"][1],
                         type="heroku",
                         app=seed.app,
                         api_url=self.heroku.url,
@@ -216,10 +246,12 @@ class World:
                 if self.github is None:
                     from steps.sandbox.github import GitHubSandbox
 
-                    self.github = GitHubSandbox(aws_probe=probe, run_delay=0, now=self.clock.now).start()
+                    self.github = GitHubSandbox(aws_probe=probe("github"), run_delay=0, now=self.clock.now).start()
                     self.creds.github_token = self.github.token
                     self.creds.github_now = self.clock.now
                 entry = GitHubEntry(
+                    source_ips=trail.DECLARED["github"][0],
+                    user_agents=trail.DECLARED["github"][1],
                     type="github",
                     base_url=self.github.url,
                     repository=seed.repository,
@@ -248,7 +280,7 @@ class World:
                 if self.ssh is None:
                     from steps.sandbox.ssh import SshSandbox
 
-                    self.ssh = SshSandbox(aws_probe=probe, label=seed.label).start()
+                    self.ssh = SshSandbox(aws_probe=probe("ssh"), label=seed.label).start()
                     self.creds.ssh_pkey = self.ssh.client_key
                     self.ssh.write_known_hosts(self._tmp / "known_hosts")
                 values = held(f"ssh:{seed.label}", seed.holds)
@@ -257,6 +289,8 @@ class World:
                 self.ssh.add_service(seed.service, seed.env_file, health_command=seed.verify, label=seed.label)
                 entries.append(
                     SshEntry(
+                        source_ips=trail.DECLARED["ssh"][0],
+                        user_agents=trail.DECLARED["ssh"][1],
                         type="ssh",
                         label=seed.label,
                         host=self.ssh.host,
@@ -280,7 +314,8 @@ class World:
         for seed in self.scenario.forgotten:
             pair = pairs.get(seed.name)
             if pair is not None:
-                self.forgotten.append(_Forgotten(seed.name, pair, seed.every, seed.call, self.clock.now()))
+                caller = trail.Caller(seed.source_ip, seed.user_agent)
+                self.forgotten.append(_Forgotten(seed.name, pair, seed.every, seed.call, self.clock.now(), caller))
         if self.forgotten:
             self.clock.on_advance(lambda before, after: self.tick())
             self._ticker = threading.Thread(target=self._tick_forever, name="sandbox-forgotten", daemon=True)
@@ -296,7 +331,7 @@ class World:
             if now >= workload.next_run and workload.lock.acquire(blocking=False):
                 try:
                     workload.next_run = now + timedelta(seconds=workload.every)
-                    ok, message = self.aws.probe(workload.pair.key_id, workload.pair.secret, workload.call)
+                    ok, message = self.aws.probe(workload.pair.key_id, workload.pair.secret, workload.call, caller=workload.caller)
                     workload.runs.append((iso(now), ok, message))
                 finally:
                     workload.lock.release()
@@ -400,6 +435,8 @@ class World:
                 "last_run": {"at": last[0], "ok": last[1], "result": last[2]} if last else None,
             }
         calls: dict[str, dict[str, int]] = {"aws": dict(sorted(self.aws.calls.items()))}
+        if self.aws.evidence_calls:  # CloudTrail and region lookups: evidence, counted apart
+            calls["aws_evidence"] = dict(sorted(self.aws.evidence_calls.items()))
         for name in ("infisical", "heroku", "github", "ssh"):
             sandbox = getattr(self, name)
             if sandbox is not None:
@@ -434,6 +471,7 @@ class _Forgotten:
     every: float
     call: str | None
     next_run: datetime
+    caller: trail.Caller = trail.FORGOTTEN
     runs: list[tuple[str, bool, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -485,7 +485,7 @@ class ChecklistScreen(Screen):
         elif prompt.confirm is Needs.TYPED:
             self.app.push_screen(TypedConfirmScreen(prompt, attempt), lambda answer: answer and self._run(step.id, answer=answer))
         else:
-            self.app.push_screen(ConfirmRunScreen(prompt, attempt), lambda ok: ok and self._run(step.id))
+            self.app.push_screen(ConfirmRunScreen(prompt, attempt), lambda ok: ok and self._run(step.id, how="confirmed in the app"))
 
     def _manual_answer(self, prompt: Prompt, choice: str | None) -> None:
         if choice == "done":
@@ -493,12 +493,12 @@ class ChecklistScreen(Screen):
         elif choice == "skip":
             self.action_skip()
 
-    def _run(self, step_id: str, answer: str | None = None, override: str | None = None) -> None:
+    def _run(self, step_id: str, answer: str | None = None, override: str | None = None, how: str = "typed") -> None:
         if answer is not None:
             self.answers[step_id] = answer
         step = self.session.states[step_id].step
         self.start_intent(
-            "run", step_id, lambda: self.session.run(step_id, answer=answer, override=override), f"running step {step.number}"
+            "run", step_id, lambda: self.session.run(step_id, answer=answer, override=override, how=how), f"running step {step.number}"
         )
 
     def action_skip(self) -> None:
