@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from world_helpers import TARGET, Handrail, Served, handrail, home, served
 
+from steps.db import SCHEMA_VERSION
 from steps.journal import LeaseLost, LockHeld, SessionBusy
 from steps.wiring import TrainingWiring
 
@@ -60,7 +61,8 @@ def test_a_database_without_the_schema_is_refused_until_db_upgrade_applies_it(em
 
     upgraded = cli("--database", empty_database, "db", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output
-    assert "schema upgraded to version 2 (applied 1, 2)" in upgraded.stdout
+    applied = ", ".join(str(v) for v in range(1, SCHEMA_VERSION + 1))
+    assert f"schema upgraded to version {SCHEMA_VERSION} (applied {applied})" in upgraded.stdout
     again = cli("--database", empty_database, "db", "upgrade")
     assert again.exit_code == 0 and "nothing to do" in again.stdout
     assert cli("--database", empty_database, "sessions").stdout.strip() == "no unfinished sessions"
@@ -300,7 +302,7 @@ def test_an_old_sqlite_journal_s_lock_becomes_a_parked_lease_of_its_session(tmp_
     journal = Journal(path)
     lease = journal.lease("123456789012", "u")
     assert (lease["session_id"], lease["holder"], lease["host"], lease["expires_at"]) == ("s-old", "", "laptop-3", None)
-    assert journal.backend.schema_version() == 2
+    assert journal.backend.schema_version() == SCHEMA_VERSION
     with pytest.raises(LockHeld, match="s-old.* on host laptop-3 \\(parked"):
         journal.check_lock("123456789012", "u")
     journal.acquire_lock("123456789012", "u", "s-old")  # its session takes it up again
