@@ -15,9 +15,6 @@ from steps.audit import AuditLog
 from steps.journal import CampaignNotFound, Journal, SessionNotFound, SessionRow
 from steps.secrets import redact
 
-# Facts whose names start with this were gathered from CloudTrail (see steps/cloudtrail.py
-# where that evidence is collected); the report prints them, or says none were gathered.
-CLOUDTRAIL_PREFIX = "cloudtrail:"
 NO_CLOUDTRAIL = "no CloudTrail evidence gathered"
 
 # What the audit log says an operator decided instead of the runbook's default path.
@@ -188,15 +185,11 @@ def _detail(record: dict[str, Any]) -> str:
 
 
 def _cloudtrail(facts: dict[str, str]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for name, value in sorted(facts.items()):
-        if not name.startswith(CLOUDTRAIL_PREFIX):
-            continue
-        try:
-            found[name.removeprefix(CLOUDTRAIL_PREFIX)] = json.loads(value)
-        except ValueError:
-            found[name.removeprefix(CLOUDTRAIL_PREFIX)] = value
-    return {"gathered": bool(found), "findings": found, "note": "" if found else NO_CLOUDTRAIL}
+    from steps.cloudtrail import session_findings
+
+    found = session_findings(facts)
+    gathered = any(found[k] is not None for k in ("callers", "after_deactivation", "corroboration")) or bool(found["partial"])
+    return {"gathered": gathered, "findings": found, "note": "" if gathered else NO_CLOUDTRAIL}
 
 
 def _audit_check(mine: list[dict[str, Any]], chain: dict[str, Any]) -> dict[str, Any]:
@@ -260,17 +253,40 @@ def _cell(text: Any) -> str:
     return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
 
 
-def _finding(value: Any) -> str:
-    """One line for a CloudTrail finding: its scalars, and how many items each list holds."""
-    if not isinstance(value, dict):
-        return str(value)
-    parts = []
-    for key, item in value.items():
-        if isinstance(item, list):
-            parts.append(f"{key}: {len(item)}")
-        elif isinstance(item, (str, int, float, bool)) and item != "":
-            parts.append(f"{key}: {item}")
-    return ", ".join(parts)
+def _cloudtrail_lines(found: dict[str, Any]) -> list[str]:
+    """The findings in words: who used the old key before, who used it after its
+    deactivation, and which of the session's writes CloudTrail shows."""
+    out: list[str] = []
+    callers = found.get("callers")
+    if callers:
+        out.append(f"- Before the rotation: {len(callers.get('callers') or [])} caller(s) of `{callers['value']}` in the last 7 days")
+        for c in callers.get("callers") or []:
+            match = f"= {c['consumer']}" if c.get("consumer") else "**matches no consumer**"
+            events = ", ".join(f"{name} x{n}" for name, n in (c.get("events") or {}).items())
+            out.append(f"  - {c['source_ip']} ({_cell(c['user_agent'])}): {events}; last seen {c['last_seen']}; {match}")
+    after = found.get("after_deactivation")
+    if after:
+        uses = after.get("uses") or []
+        head = (
+            f"- After the deactivation at {after.get('deactivated_at')}: {after.get('uses_total', len(uses))} use(s) of `{after['value']}`"
+        )
+        if after.get("inconclusive_until"):
+            head += f" (not yet conclusive until {after['inconclusive_until']})"
+        out.append(head)
+        for u in uses:
+            out.append(f"  - {u['time']} {u['event']} in {u['region']} from {u['source_ip']} ({_cell(u['user_agent'])})")
+    corroboration = found.get("corroboration")
+    if corroboration:
+        writes = corroboration.get("writes") or []
+        out.append(
+            f"- The session's writes in CloudTrail: {corroboration.get('missing', 0)} missing, {corroboration.get('pending', 0)} pending"
+        )
+        for w in writes:
+            what = f"{w['event']} {w.get('key_id') or w.get('user', '')}"
+            seen = f"event `{w['event_id']}`" if w.get("state") == "found" else str(w.get("state", "")).upper()
+            out.append(f"  - {what} at {w['at']}: {seen}")
+    out += [f"- Partial: {line}" for line in found.get("partial") or []]
+    return out
 
 
 def session_markdown(r: dict[str, Any], level: int = 1) -> list[str]:
@@ -322,7 +338,7 @@ def session_markdown(r: dict[str, Any], level: int = 1) -> list[str]:
         out.append("- none: every step went the runbook's way")
     ct = r["cloudtrail"]
     out += ["", f"{h}# CloudTrail", ""]
-    out += [f"- {name}: {_finding(value)}" for name, value in ct["findings"].items()] or [f"- {ct['note']}"]
+    out += _cloudtrail_lines(ct["findings"]) if ct["gathered"] else [f"- {ct['note']}"]
     out += ["", f"{h}# End state", "", f"- Status: {end['status']}"]
     out += [f"- {name.replace('_', ' ')}: {value}" for name, value in end.items() if name != "status"]
     audit = r["audit"]

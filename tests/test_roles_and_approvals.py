@@ -325,7 +325,9 @@ def test_report_last_names_the_session_the_operator_and_both_keys(cli, make_engi
     assert operator in text and ":user/handrail-operator" in operator
     assert data["old_key_id"] in text and data["new_key_id"] in text
     assert f"sha256 `{row.runbook_sha}`" in text and "version 1" in text
-    assert "no CloudTrail evidence gathered" in text
+    cloudtrail = text[text.index("## CloudTrail") : text.index("## End state")]
+    assert "- Before the rotation:" in cloudtrail and "- The session's writes in CloudTrail:" in cloudtrail
+    assert f"CreateAccessKey {data['new_key_id']}" in cloudtrail
     assert "chain intact" in text
     assert "irreversible step confirmed (step delete-old-key)" in text  # how the delete was confirmed
     as_json = json.loads(cli("report", data["session"], "--format", "json").output)
@@ -366,13 +368,29 @@ def test_report_out_refuses_to_replace_a_file_and_a_missing_folder(cli, tmp_path
     assert unknown.exit_code == 2 and "Traceback" not in unknown.output
 
 
-def test_a_report_reads_cloudtrail_findings_from_the_journal(rig, cli):
+def test_a_report_names_the_forgotten_caller_and_its_uses_after_the_deactivation(cli):
+    """The CloudTrail section in words, from what the rotation recorded (steps/cloudtrail.py)."""
+    run = cli(
+        "run", "--mode", "training", "--scenario", "forgotten-consumer", "--yes", "--confirm-irreversible", "--fast-forward", "--json"
+    )
+    assert run.exit_code == 1, run.output  # blocked before the delete
+    data = json.loads(cli("report", "last", "--format", "json").output)
+    assert data["cloudtrail"]["gathered"] and data["cloudtrail"]["findings"]["callers"]["unmatched"] == 1
+
+    text = cli("report", "last", "--format", "markdown").output
+    section = text[text.index("## CloudTrail") : text.index("## End state")]
+    forgotten = [line for line in section.splitlines() if "matches no consumer" in line]
+    assert len(forgotten) == 1 and "192.0.2.99" in forgotten[0] and "nightly-report" in forgotten[0]
+    after = section[section.index("After the deactivation") :].splitlines()
+    assert any("GetCallerIdentity in us-east-1 from 192.0.2.99" in line for line in after[1:])
+
+
+def test_a_report_without_cloudtrail_evidence_says_so(rig, cli):
     session = rig.start(rig.world("happy-path"))
-    session.journal.set_facts(session.id, {"cloudtrail:callers": json.dumps({"callers": [{"ip": "203.0.113.9"}], "unmatched": 1})})
     session.close()
     data = json.loads(cli("report", session.id, "--format", "json").output)
-    assert data["cloudtrail"]["gathered"] and data["cloudtrail"]["findings"]["callers"]["unmatched"] == 1
-    assert "- callers: callers: 1, unmatched: 1" in cli("report", session.id).output
+    assert not data["cloudtrail"]["gathered"]
+    assert "- no CloudTrail evidence gathered" in cli("report", session.id).output
 
 
 def test_a_campaign_report_aggregates_its_sessions(cli):
