@@ -68,16 +68,25 @@ class WholeFrames:
     the layout just moved, a scrollbar restyled as the screen comes back) misses that
     frame and costs another, 1/60 s later, of what the first one already showed. Here the
     frame paints them too; their message, when it comes, finds nothing left to paint.
+    Likewise a dialog drawn whole draws the screen under it afresh: what that screen had
+    asked to repaint (all of it, when the dialog was pushed) is done.
     (Textual is pinned exactly in pyproject.toml; tests/test_tui_frames.py fails if this
     stops holding.)"""
 
     def _compositor_refresh(self) -> None:
         screen = cast("Screen[object]", self)
-        if screen is screen.app.screen:
+        app = screen.app
+        if screen is app.screen:
             compositor = screen._compositor
             pending = {widget for widget in compositor.visible_widgets if widget._repaint_required or widget._repaint_regions}
             if pending:
                 for widget in pending:
                     widget._repaint_required = False
                 compositor.update_widgets(pending)
+            if screen in screen._dirty_widgets:  # the screen itself, whole: with what shows under it
+                for background in app._background_screens:
+                    for widget in (background, *background._compositor.visible_widgets):
+                        widget._repaint_required = False
+                        widget._exchange_repaint_regions()
+                    background._dirty_widgets.clear()
         super()._compositor_refresh()  # type: ignore[misc]
