@@ -9,6 +9,7 @@ raises reaches the operator as a traceback.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, OptionList, Static
+from textual.widgets import Static
 
 from steps.clock import human_duration
 from steps.engine import EngineError, Event
@@ -33,6 +34,8 @@ from tui.screens.rollback import RollbackScreen
 from tui.states import step_status
 from tui.widgets.banner import SessionBanner
 from tui.widgets.detail import StepDetail, StepView, Wait
+from tui.widgets.footer import SteadyFooter
+from tui.widgets.repaint import WholeFrames
 from tui.widgets.secret import SecretReveal, secret_in_use
 from tui.widgets.steplist import Prerequisites, StepList
 
@@ -49,7 +52,7 @@ def _error_text(exc: BaseException) -> str:
     return redact(text)
 
 
-class ChecklistScreen(Screen):
+class ChecklistScreen(WholeFrames, Screen):
     BINDINGS = [
         Binding("u", "rollback", "Roll back", tooltip="Show the rollback plan; y runs it"),
         Binding("ctrl+z", "rollback", "Roll back", show=False, tooltip="Same as u"),
@@ -84,6 +87,8 @@ class ChecklistScreen(Screen):
         self.fast_waits = False  # the running step's waits pass on the simulated clock
         self._prompt_request = 0
         self._footer_key: tuple | None = None
+        self._detail_due = False  # a redraw of the detail is scheduled (_refresh_detail_soon)
+        self._detail_drawn = 0.0  # when the stream last redrew it (time.monotonic)
         self.opened_at: float | None = None
         self._questions: list[threading.Event] = []
         world = getattr(session.wiring, "world", None)
@@ -107,7 +112,7 @@ class ChecklistScreen(Screen):
                 yield steps
                 yield Prerequisites(self.session, id="prereqs")
             yield StepDetail(self.session, self.reveal_seconds, id="detail")
-        yield Footer(compact=True)
+        yield SteadyFooter(compact=True)
 
     def on_mount(self) -> None:
         self.opened_at = self.app.monotonic()
@@ -116,6 +121,10 @@ class ChecklistScreen(Screen):
         steps = self.query_one(StepList)
         steps.select_step(current.step.id if current else self.session.runbook.steps[-1].id)
         steps.focus()
+        # The detail follows the highlight in the same turn as the key that moved it (a
+        # watcher runs at once), so one frame shows both; OptionHighlighted would arrive
+        # after the list's own frame, and cost a second one.
+        self.watch(steps, "highlighted", self._highlight_moved, init=False)
         self.set_interval(1.0, self._tick)
         self.refresh_all()
         if current is not None:
@@ -128,7 +137,7 @@ class ChecklistScreen(Screen):
     def on_resize(self) -> None:
         self.set_class(self.size.height >= 36, "-roomy")
         # Narrow: the palette's key gives its room to the step keys (ctrl+p still works; ? lists it).
-        self.query_one(Footer).show_command_palette = self.size.width >= 100
+        self.query_one(SteadyFooter).show_command_palette = self.size.width >= 100
 
     # -- what is shown --------------------------------------------------------------------
 
@@ -278,7 +287,30 @@ class ChecklistScreen(Screen):
             else:
                 lines.append(f"rollback: {'undone' if event.data.status == 'done' else 'FAILED'}: {event.data.summary}")
                 lines.extend(f"  {line}" for line in event.data.evidence)
-        self.refresh_all()
+        if event.kind in ("progress", "output"):
+            self._refresh_detail_soon()  # only the detail shows them
+        else:
+            self.refresh_all()
+
+    STREAM_INTERVAL = 0.1  # seconds between redraws for a stream of progress or output
+
+    def _refresh_detail_soon(self) -> None:
+        """Progress and output come as streams (each poll of a wait, each line of a
+        command): redraw the detail once for the events already queued, and at most
+        every STREAM_INTERVAL, not once per event."""
+        if self._detail_due:
+            return
+        self._detail_due = True
+        wait = self._detail_drawn + self.STREAM_INTERVAL - time.monotonic()
+        if wait > 0:
+            self.set_timer(wait, self._flush_detail)
+        else:
+            self.call_later(self._flush_detail)
+
+    def _flush_detail(self) -> None:
+        self._detail_due = False
+        self._detail_drawn = time.monotonic()
+        self.refresh_detail()
 
     # -- workers ------------------------------------------------------------------------
 
@@ -426,7 +458,7 @@ class ChecklistScreen(Screen):
 
     # -- the list -------------------------------------------------------------------------
 
-    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+    def _highlight_moved(self, highlighted: int | None) -> None:
         self.refresh_detail()
 
     # -- actions --------------------------------------------------------------------------

@@ -9,10 +9,12 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.widgets.repaint import WholeFrames
+
 Section = tuple[str, list[tuple[str, str]]]
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(WholeFrames, ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
 
     def __init__(self, sections: list[Section], intro: str = "") -> None:

@@ -12,6 +12,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 from tui.states import elapsed_text
+from tui.widgets.repaint import update_static
 
 BADGES = {"training": " TRAINING ", "dry-run": " DRY RUN ", "live": " LIVE "}
 HINTS = {
@@ -42,19 +43,24 @@ class SessionBanner(Horizontal):
         row = s.row
         world = getattr(s.wiring, "world", None)
         scenario = f"scenario {world.scenario.id} · " if world is not None else ""
-        self.query_one("#banner-where", Static).update(
+        update_static(
+            self.query_one("#banner-where", Static),
             Content.from_markup(
                 "user [b]$user[/b] · $status · elapsed [b]$elapsed[/b]",
                 user=s.target or "-",
                 status=s.status,
                 elapsed=elapsed_text(elapsed),
-            )
+            ),
         )
-        self.query_one("#banner-who", Static).update(
-            Content.from_markup("account [b]$account[/b] · $actor", account=row.account or "-", actor=short_actor(row.actor, row.account))
+        update_static(
+            self.query_one("#banner-who", Static),
+            Content.from_markup("account [b]$account[/b] · $actor", account=row.account or "-", actor=short_actor(row.actor, row.account)),
         )
-        self.query_one("#banner-session", Static).update(
-            Content.from_markup("session $session · [dim]$scenario$hint[/dim]", session=s.id, scenario=scenario, hint=HINTS.get(s.mode, ""))
+        update_static(
+            self.query_one("#banner-session", Static),
+            Content.from_markup(
+                "session $session · [dim]$scenario$hint[/dim]", session=s.id, scenario=scenario, hint=HINTS.get(s.mode, "")
+            ),
         )
 
 

@@ -18,6 +18,7 @@ from textual.widgets import ProgressBar, Static
 from steps.clock import human_duration
 from steps.status import Needs
 from tui.states import AHEAD, Shown, look
+from tui.widgets.repaint import Part, settled_virtual_size, update_static
 from tui.widgets.secret import SecretReveal
 
 if TYPE_CHECKING:
@@ -56,29 +57,37 @@ def _lines(text: str, prefix: str = "") -> Content:
     return Content("\n").join(Content(prefix + line) for line in text.splitlines())
 
 
+class WaitBox(Vertical):
+    virtual_size = settled_virtual_size()  # it does not scroll (see tui/widgets/repaint.py)
+
+
 class StepDetail(VerticalScroll):
     def __init__(self, session, reveal_seconds: float = 10.0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.session = session
         self.reveal_seconds = reveal_seconds
 
+    # Its content's height changes with each step shown: recorded without a second layout
+    # (see tui/widgets/repaint.py); a scrollbar that comes or goes still lays out again.
+    virtual_size = settled_virtual_size()
+
     def compose(self) -> ComposeResult:
-        yield Static(id="d-title")
-        yield Static(id="d-status")
-        yield Static(id="d-hints")
-        yield Static(id="d-why", classes="prose")
-        yield Static(id="d-command", classes="block")
-        yield Static(id="d-undo", classes="prose")
-        yield Static(id="d-gate", classes="callout")
-        yield Static(id="d-preview", classes="block")
-        yield Static(id="d-manual", classes="callout")
-        with Vertical(id="d-wait"):
-            yield Static(id="d-wait-what")
+        yield Part(id="d-title")
+        yield Part(id="d-status")
+        yield Part(id="d-hints")
+        yield Part(id="d-why", classes="prose")
+        yield Part(id="d-command", classes="block")
+        yield Part(id="d-undo", classes="prose")
+        yield Part(id="d-gate", classes="callout")
+        yield Part(id="d-preview", classes="block")
+        yield Part(id="d-manual", classes="callout")
+        with WaitBox(id="d-wait"):
+            yield Part(id="d-wait-what")
             yield ProgressBar(id="d-wait-bar", show_eta=False)
         yield SecretReveal(self.session, self.reveal_seconds, id="d-secret")
-        yield Static(id="d-output", classes="block")
-        yield Static(id="d-evidence", classes="block")
-        yield Static(id="d-note", classes="callout")
+        yield Part(id="d-output", classes="block")
+        yield Part(id="d-evidence", classes="block")
+        yield Part(id="d-note", classes="callout")
 
     BEFORE = ("d-title", "d-status", "d-hints", "d-note", "d-why", "d-gate", "d-manual", "d-command", "d-preview", "d-undo")
     AFTER = ("d-title", "d-status", "d-hints", "d-note", "d-wait", "d-secret", "d-output", "d-evidence", "d-why", "d-command", "d-undo")
@@ -100,10 +109,12 @@ class StepDetail(VerticalScroll):
             previous = widget
 
     def _set(self, widget_id: str, content: Content | str | None, title: str | None = None) -> None:
+        """Only what changed is redrawn, and laid out only if its size changed: a key
+        press or an engine event redraws the detail, but changes little of it."""
         widget = self.query_one(f"#{widget_id}", Static)
-        widget.display = bool(content)
+        widget.display = bool(content)  # a no-op when it stays
         if content:
-            widget.update(content)
+            update_static(widget, content)
         if title is not None:
             widget.border_title = title
 
@@ -193,9 +204,10 @@ class StepDetail(VerticalScroll):
         if wait is None:
             return
         box.border_title = "Waiting"
-        self.query_one("#d-wait-what", Static).update(
+        update_static(
+            self.query_one("#d-wait-what", Static),
             Content.from_markup(
                 "$what · [b]$left left[/b] of $total", what=wait.what, left=human_duration(wait.left), total=human_duration(wait.total)
-            )
+            ),
         )
         self.query_one("#d-wait-bar", ProgressBar).update(total=max(wait.total, 0.001), progress=min(wait.done, wait.total))

@@ -6,9 +6,9 @@ import math
 
 from textual.content import Content
 from textual.timer import Timer
-from textual.widgets import Static
 
 from steps.status import StepStatus
+from tui.widgets.repaint import Part, update_static
 
 SECRET = "new_secret"
 MASK = "●" * 12
@@ -29,7 +29,7 @@ def secret_in_use(session) -> bool:
     return True
 
 
-class SecretReveal(Static):
+class SecretReveal(Part):
     """Shows that the new secret exists, never its value, until the operator asks.
 
     `ask(step_id)` asks first; yes writes `secret.revealed` to the audit log and shows
@@ -61,20 +61,22 @@ class SecretReveal(Static):
         if not self.display:
             return
         if self.revealed:
-            self.update(
+            update_static(
+                self,
                 Content.from_markup(
                     "New secret access key: [b reverse]$value[/]  [b]hides in $left s[/b]",
                     value=self.session.secrets[SECRET].reveal(),
                     left=str(max(1, math.ceil(self.left))),
-                )
+                ),
             )
         else:
-            self.update(
+            update_static(
+                self,
                 Content.from_markup(
                     "New secret access key: $mask  [dim](v reveals it for $seconds s; audited)[/dim]",
                     mask=MASK,
                     seconds=f"{self.seconds:g}",
-                )
+                ),
             )
 
     def ask(self, step_id: str | None) -> bool:

@@ -8,6 +8,7 @@ from textual.widgets.option_list import Option
 
 from steps.status import StepStatus
 from tui.states import Shown, look, step_status
+from tui.widgets.repaint import update_static
 
 
 def step_prompt(number: str, title: str, status: str) -> Content:
@@ -22,22 +23,24 @@ class StepList(OptionList):
 
     def __init__(self, session, **kwargs) -> None:
         self.session = session
-        super().__init__(*self._options(), **kwargs)
+        self._shown = self._statuses()  # each step's status as its option shows it
+        options = [Option(step_prompt(s.step.number, s.step.title, self._shown[s.step.id]), id=s.step.id) for s in session.step_states()]
+        super().__init__(*options, **kwargs)
 
-    def _options(self) -> list[Option]:
+    def _statuses(self) -> dict[str, str]:
         current = self.session.current()
         current_id = current.step.id if current else None
-        return [
-            Option(step_prompt(s.step.number, s.step.title, step_status(self.session, s, current_id)), id=s.step.id)
-            for s in self.session.step_states()
-        ]
+        return {s.step.id: step_status(self.session, s, current_id) for s in self.session.step_states()}
 
     def refresh_states(self) -> None:
-        current = self.session.current()
-        current_id = current.step.id if current else None
+        """Re-render only the steps whose status changed: replacing a prompt drops the
+        list's whole render cache, and this runs on every engine event."""
+        statuses = self._statuses()
         for state in self.session.step_states():
-            status = step_status(self.session, state, current_id)
-            self.replace_option_prompt(state.step.id, step_prompt(state.step.number, state.step.title, status))
+            status = statuses[state.step.id]
+            if self._shown.get(state.step.id) != status:
+                self.replace_option_prompt(state.step.id, step_prompt(state.step.number, state.step.title, status))
+        self._shown = statuses
 
     @property
     def highlighted_step(self) -> str | None:
@@ -65,4 +68,4 @@ class Prerequisites(Static):
             Content.from_markup("[$success]☑[/] $text" if ok else "[$text-muted]☐[/] $text", text=text)
             for text, ok in self.session.prerequisites()
         ]
-        self.update(Content("\n").join(lines) if lines else "none")
+        update_static(self, Content("\n").join(lines) if lines else "none")
