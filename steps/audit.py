@@ -19,10 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from steps.paths import private_file
 from steps.secrets import redact
+
+if TYPE_CHECKING:
+    from steps.db import Backend, Tx
+    from steps.journal import Journal
 
 GENESIS = "0" * 64
 
@@ -47,13 +51,97 @@ class _Pending:
     error: BaseException | None = None
 
 
-class AuditLog:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        private_file(self.path)
+class Audit(Protocol):
+    """What the engine and the commands ask of an audit chain, wherever it lives."""
+
+    where: str
+
+    def append(
+        self, action: str, *, session: str | None = None, actor: str | None = None, context: dict[str, Any] | None = None, **fields: Any
+    ) -> int: ...
+
+    def records(self) -> Iterator[dict[str, Any]]: ...
+
+    def find(self, session: str, action: str) -> int | None: ...
+
+    def for_session(self, session: str) -> list[dict[str, Any]]: ...
+
+    def verify(self) -> Verdict: ...
+
+
+class _GroupCommit:
+    """Group commit: the threads of one process (a campaign's sessions) that append
+    while another is writing hand their records to the next writer, which chains and
+    writes them all at once (one file lock and fsync, or one transaction), in the order
+    they came."""
+
+    def __init__(self) -> None:
         self._queue_lock = threading.Lock()
         self._pending: list[_Pending] = []
-        self._writer = threading.Lock()  # one writer at a time in this process; flock orders processes
+        self._writer = threading.Lock()  # one writer at a time in this process; the file lock or the database orders processes
+
+    def append(
+        self, action: str, *, session: str | None = None, actor: str | None = None, context: dict[str, Any] | None = None, **fields: Any
+    ) -> int:
+        """Append one record; returns its sequence number (1-based)."""
+        record: dict[str, Any] = {
+            "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "action": action,
+            "actor": actor or "",
+            "session": session,
+        }
+        if context is not None:
+            record["context"] = context
+        record.update({k: v for k, v in fields.items() if v is not None})
+        item = _Pending(record)
+        with self._queue_lock:
+            self._pending.append(item)
+        with self._writer:
+            if item.seq is None and item.error is None:
+                with self._queue_lock:
+                    batch, self._pending = self._pending, []
+                try:
+                    self._write(batch)
+                except BaseException as exc:
+                    for pending in batch:
+                        pending.seq, pending.error = None, exc
+                    raise
+        if item.error is not None:
+            raise item.error
+        assert item.seq is not None
+        return item.seq
+
+    def _write(self, batch: list[_Pending]) -> None:
+        raise NotImplementedError
+
+    def for_session(self, session: str) -> list[dict[str, Any]]:
+        return [r for r in self.records() if r.get("session") == session]
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
+
+
+def chain(batch: list[_Pending], seq: int, prev: str) -> list[tuple[int, _Pending, bytes]]:
+    """Number and link a batch after (seq, prev): (seq, item, line) each, redacted."""
+    out = []
+    for item in batch:
+        seq += 1
+        record = {"seq": seq, **item.record, "prev": prev}
+        line = redact(json.dumps(record, separators=(",", ":"), default=str)).encode()
+        out.append((seq, item, line))
+        prev = line_hash(line)
+        item.seq = seq
+    return out
+
+
+class AuditLog(_GroupCommit):
+    """The chain in a JSON-lines file (the journal in SQLite keeps its audit here)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.where = str(self.path)
+        private_file(self.path)
 
     @property
     def head_path(self) -> Path:
@@ -75,65 +163,23 @@ class AuditLog:
         except (OSError, ValueError):
             return None
 
-    def append(
-        self, action: str, *, session: str | None = None, actor: str | None = None, context: dict[str, Any] | None = None, **fields: Any
-    ) -> int:
-        """Append one record; returns its line number (1-based).
-
-        Group commit: the threads of one process (a campaign's sessions) that append
-        while another is writing hand their records to the next writer, which chains and
-        writes them all under one file lock and one fsync, in the order they came."""
-        record: dict[str, Any] = {
-            "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "action": action,
-            "actor": actor or "",
-            "session": session,
-        }
-        if context is not None:
-            record["context"] = context
-        record.update({k: v for k, v in fields.items() if v is not None})
-        item = _Pending(record)
-        with self._queue_lock:
-            self._pending.append(item)
-        with self._writer:
-            if item.seq is None and item.error is None:
-                with self._queue_lock:
-                    batch, self._pending = self._pending, []
-                self._write(batch)
-        if item.error is not None:
-            raise item.error
-        assert item.seq is not None
-        return item.seq
-
     def _write(self, batch: list[_Pending]) -> None:
-        try:
-            with open(self.path, "a+b") as fh:
-                fcntl.flock(fh, fcntl.LOCK_EX)
-                try:
-                    last = _last_line(fh)
-                    if last is None:
-                        seq, prev = 0, GENESIS
-                    else:
-                        seq, prev = int(json.loads(last)["seq"]), line_hash(last)
-                    lines = []
-                    for item in batch:
-                        seq += 1
-                        record = {"seq": seq, **item.record, "prev": prev}
-                        line = redact(json.dumps(record, separators=(",", ":"), default=str)).encode()
-                        lines.append(line)
-                        prev = line_hash(line)
-                        item.seq = seq
-                    fh.seek(0, os.SEEK_END)
-                    fh.write(b"".join(line + b"\n" for line in lines))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                    self._write_head(seq, prev)
-                finally:
-                    fcntl.flock(fh, fcntl.LOCK_UN)
-        except BaseException as exc:
-            for item in batch:
-                item.seq, item.error = None, exc
-            raise
+        with open(self.path, "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                last = _last_line(fh)
+                if last is None:
+                    seq, prev = 0, GENESIS
+                else:
+                    seq, prev = int(json.loads(last)["seq"]), line_hash(last)
+                lines = [line for _, _, line in chain(batch, seq, prev)]
+                fh.seek(0, os.SEEK_END)
+                fh.write(b"".join(line + b"\n" for line in lines))
+                fh.flush()
+                os.fsync(fh.fileno())
+                self._write_head(seq + len(lines), line_hash(lines[-1]))
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def records(self) -> Iterator[dict[str, Any]]:
         with open(self.path, "rb") as fh:
@@ -158,9 +204,6 @@ class AuditLog:
                 if record.get("action") == "session.started":
                     return None  # nothing of this session comes before its start
         return None
-
-    def for_session(self, session: str) -> list[dict[str, Any]]:
-        return [r for r in self.records() if r.get("session") == session]
 
     def verify(self) -> Verdict:
         prev = GENESIS
@@ -196,6 +239,101 @@ class AuditLog:
         if digest != prev:
             return Verdict(False, n, n, "the last line does not match the head file: it was changed")
         return Verdict(True, n)
+
+
+class DatabaseAuditLog(_GroupCommit):
+    """The chain in the journal's database: one chain per database, whichever process or
+    host appends. Each append is one short transaction that locks the chain's head row
+    (SELECT … FOR UPDATE), so concurrent appenders queue for a moment and never fork
+    the chain; the head row anchors the last line as the head file does for the file."""
+
+    PAGE = 1000
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self.backend = backend
+        self.where = f"{backend.where} (table audit)"
+
+    def _write(self, batch: list[_Pending]) -> None:
+        with self.backend.tx() as tx:
+            self.write_in(tx, batch)
+
+    def write_in(self, tx: Tx, batch: list[_Pending]) -> None:
+        """Chain `batch` inside the caller's transaction (an import writes it with the rows)."""
+        head = tx.one("SELECT seq, hash FROM audit_head WHERE id = 1{for_update}")
+        if head is None:
+            raise RuntimeError(f"{self.where}: the audit chain has no head row (run `handrail db upgrade`)")
+        lines = chain(batch, int(head["seq"]), head["hash"])
+        tx.many(
+            "INSERT INTO audit (seq, session, action, line) VALUES (?, ?, ?, ?)",
+            [(seq, item.record.get("session"), item.record["action"], line.decode()) for seq, item, line in lines],
+        )
+        tx.run("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (lines[-1][0], line_hash(lines[-1][2])))
+
+    def _lines(self) -> Iterator[tuple[int, str]]:
+        after = 0
+        while True:
+            with self.backend.read() as tx:
+                rows = tx.rows("SELECT seq, line FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (after, self.PAGE))
+            if not rows:
+                return
+            for row in rows:
+                yield int(row["seq"]), row["line"]
+            after = int(rows[-1]["seq"])
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        for _, line in self._lines():
+            yield json.loads(line)
+
+    def find(self, session: str, action: str) -> int | None:
+        with self.backend.read() as tx:
+            row = tx.one("SELECT seq FROM audit WHERE session = ? AND action = ? ORDER BY seq DESC LIMIT 1", (session, action))
+        return int(row["seq"]) if row else None
+
+    def for_session(self, session: str) -> list[dict[str, Any]]:
+        with self.backend.read() as tx:
+            rows = tx.rows("SELECT line FROM audit WHERE session = ? ORDER BY seq", (session,))
+        return [json.loads(r["line"]) for r in rows]
+
+    def verify(self) -> Verdict:
+        prev = GENESIS
+        n = 0
+        for n, (seq, line) in enumerate(self._lines(), start=1):
+            if seq != n:
+                return Verdict(False, n - 1, n, f"sequence number {seq} where {n} was expected: a record was removed")
+            try:
+                record = json.loads(line)
+            except ValueError:
+                return Verdict(False, n, n, "not valid JSON")
+            if not isinstance(record, dict):
+                return Verdict(False, n, n, "not a JSON object")
+            if record.get("prev") != prev:
+                return Verdict(False, n, n, "its 'prev' hash does not match the record before: a record was changed, removed or inserted")
+            if record.get("seq") != n:
+                return Verdict(False, n, n, f"sequence number {record.get('seq')!r}, expected {n}")
+            prev = line_hash(line.encode())
+        with self.backend.read() as tx:
+            head = tx.one("SELECT seq, hash FROM audit_head WHERE id = 1")
+        if head is None:
+            return Verdict(False, n, n + 1, "the chain's head row is missing")
+        if int(head["seq"]) != n:
+            where = n + 1 if int(head["seq"]) > n else int(head["seq"]) + 1
+            return Verdict(
+                False,
+                n,
+                where,
+                f"the head row records {head['seq']} records, the table has {n}: records were removed or added outside handrail",
+            )
+        if head["hash"] != prev:
+            return Verdict(False, n, n, "the last record does not match the head row: it was changed")
+        return Verdict(True, n)
+
+
+def open_audit(journal: Journal, path: Path) -> Audit:
+    """The chain in the journal's database when it is a shared one, else the local file."""
+    if journal.kind == "sqlite":
+        return AuditLog(path)
+    return DatabaseAuditLog(journal.backend)
 
 
 def _lines_backwards(fh: BinaryIO, block: int = 65536) -> Iterator[bytes]:

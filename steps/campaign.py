@@ -105,10 +105,14 @@ def create(
     account: str,
     operator_arn: str,
     options: dict[str, Any] | None = None,
+    campaign_id: str | None = None,
 ) -> str:
-    """Record a confirmed plan as a campaign (journal and audit log); returns its id."""
+    """Record a confirmed plan as a campaign (journal and audit log); returns its id
+    (`campaign_id`, else a new one)."""
     check_plan(targets)
+    fixed = {"id": campaign_id} if campaign_id else {}
     row = engine.journal.create_campaign(
+        **fixed,
         name=name,
         kind=kind,
         mode=mode,
@@ -256,10 +260,15 @@ class Opener(Protocol):
 
 
 Progress = Callable[[Counter[str], int], None]
+Opened = Callable[[int, "Session"], None]
 
 
 class Runner:
-    """Drives a campaign's targets, `concurrency` at a time."""
+    """Drives a campaign's targets, `concurrency` at a time.
+
+    `keep_open` (the app's board): every session opened stays open between drives, so a
+    person can take a target on in its checklist; `drive` then runs some targets and
+    `close` ends them all. `opened(position, session)` is told of each session opened."""
 
     def __init__(
         self,
@@ -269,21 +278,29 @@ class Runner:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: Progress | None = None,
+        keep_open: bool = False,
+        opened: Opened | None = None,
     ) -> None:
         if concurrency < 1:
             raise PlanError("--concurrency must be at least 1")
         self.journal, self.campaign_id, self.opener = journal, campaign_id, opener
         self.concurrency = concurrency
+        self.keep_open = keep_open
         self._progress = progress
+        self._opened = opened
         self._lock = threading.Lock()
         self._states: dict[int, TargetState] = {}
+        self._details: dict[int, str] = {}
         self._sessions: dict[int, Session] = {}
+        self._driving: set[int] = set()  # the targets a drive holds now (the board opens none of them)
 
     # -- progress ---------------------------------------------------------------------------
 
     def _set(self, target: TargetRow, state: TargetState, detail: str | None = None, session: Session | None = None) -> None:
         with self._lock:
             self._states[target.position] = state
+            if detail is not None or state is TargetState.RUNNING:
+                self._details[target.position] = redact(detail or "")
             counts = Counter(str(s) for s in self._states.values())
         fields: dict[str, Any] = {"state": str(state)}
         if detail is not None:
@@ -293,6 +310,64 @@ class Runner:
         self.journal.update_target(self.campaign_id, target.position, **fields)
         if self._progress is not None:
             self._progress(counts, len(self._states))
+
+    def where(self) -> dict[int, tuple[TargetState, str]]:
+        """Every target's state and its one-line detail, as this runner knows them (memory only)."""
+        with self._lock:
+            return {p: (s, self._details.get(p, "")) for p, s in self._states.items()}
+
+    def driving(self, position: int) -> bool:
+        with self._lock:
+            return position in self._driving
+
+    def session(self, position: int) -> Session | None:
+        with self._lock:
+            return self._sessions.get(position)
+
+    def load(self) -> list[TargetRow]:
+        """Where each target stands, from the journal (a runner that has not run yet)."""
+        targets = self.journal.targets(self.campaign_id)
+        sessions = self.journal.campaign_sessions(self.campaign_id)
+        with self._lock:
+            for t in targets:
+                self._states.setdefault(t.position, state_of(t, sessions.get(t.session_id or "")))
+                self._details.setdefault(t.position, t.detail)
+        return targets
+
+    def note(self, position: int, state: TargetState, detail: str = "") -> None:
+        """A target moved outside a drive (a person ran its steps in the app): recorded."""
+        target = next(t for t in self.journal.targets(self.campaign_id) if t.position == position)
+        session = self.session(position)
+        self._set(target, state, detail, session)
+
+    def open_target(self, position: int) -> Session | None:
+        """The target's session (opened, resumed or started), or None with its state and
+        one-line reason recorded (refused, failed, held by another session)."""
+        target = next(t for t in self.journal.targets(self.campaign_id) if t.position == position)
+        return self._open(target)
+
+    def drive(self, positions: Iterable[int], opts: DriveOptions) -> Summary:
+        """Drive these targets (the board's "go on"), `concurrency` at a time; targets that
+        have ended or that a drive already holds are left alone."""
+        wanted = set(positions)
+        with self._lock:
+            todo = [
+                t
+                for t in self.journal.targets(self.campaign_id)
+                if t.position in wanted and t.position not in self._driving and not self._states.get(t.position, TargetState.PLANNED).ended
+            ]
+            self._driving.update(t.position for t in todo)
+        try:
+            self._each(todo, lambda t: self._drive(t, opts))
+        finally:
+            with self._lock:
+                self._driving.difference_update(t.position for t in todo)
+            self.opener.save(force=True)
+        return summary(self.journal, self.campaign_id)
+
+    def fast_forward_gates(self, positions: Iterable[int] | None = None) -> set[int]:
+        """Training: move the shared clock once past the gates of these targets (all by default)."""
+        return self._fast_forward_gates(None if positions is None else set(positions))
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -335,6 +410,7 @@ class Runner:
         """The target's session: already open, resumed from the journal, or started."""
         from steps.engine import BindingRefused, Refused
         from steps.journal import LockHeld, SessionBusy
+        from steps.roles import RoleRefused
         from steps.wiring import NoSuchUser
 
         session = self._sessions.get(target.position)
@@ -352,7 +428,7 @@ class Runner:
         except (LockHeld, SessionBusy) as exc:
             self._set(target, TargetState.STOPPED, _line(exc))
             return None
-        except (NoSuchUser, BindingRefused, Refused) as exc:
+        except (NoSuchUser, BindingRefused, Refused, RoleRefused) as exc:
             self._set(target, TargetState.REFUSED, _line(exc))
             return None
         except Exception as exc:  # one target's bad input or outage is its own failure
@@ -361,6 +437,8 @@ class Runner:
             return None
         with self._lock:
             self._sessions[target.position] = session
+        if self._opened is not None:
+            self._opened(target.position, session)
         return session
 
     def _drive(self, target: TargetRow, opts: DriveOptions) -> None:
@@ -378,7 +456,8 @@ class Runner:
                 self._set(target, TargetState.FAILED, _line(exc), session)
                 return
             finally:
-                session.wiring.close()  # its adapters (connections); the world and clients stay
+                if not self.keep_open:
+                    session.wiring.close()  # its adapters (connections); the world and clients stay
             self._set(target, TargetState.of(session.status), self._hint(message, session.id), session)
         finally:
             self.opener.save()
@@ -389,12 +468,14 @@ class Runner:
             f"`handrail rollback {session_id}`", f"`handrail campaign rollback {self.campaign_id}`"
         )
 
-    def _fast_forward_gates(self) -> set[int]:
+    def _fast_forward_gates(self, only: set[int] | None = None) -> set[int]:
         """Training: every target waiting at a gate; the shared clock is moved to each
         gate's opening in turn, earliest first, so it moves once in all (each session
         records its own fast-forward in its journal and the audit log)."""
         waiting = []
-        for position, session in self._sessions.items():
+        with self._lock:
+            open_sessions = [(p, s) for p, s in self._sessions.items() if only is None or p in only]
+        for position, session in open_sessions:
             current = session.current()
             gate = session.gate_state(current.step) if current is not None else None
             if gate is not None and not gate.open and gate.opens_at is not None:

@@ -23,9 +23,11 @@ from steps.status import Mode
 from steps.text import shown
 
 if TYPE_CHECKING:
+    from steps.audit import Audit
     from steps.engine import Engine, Session
     from steps.inventory import Inventory
-    from steps.journal import CampaignRow, SessionRow, TargetRow
+    from steps.journal import CampaignRow, Journal, SessionRow, TargetRow
+    from steps.roles import Governance
     from steps.sandbox.scenario import Scenario
     from steps.sandbox.world import World
     from steps.wiring import Wiring
@@ -52,6 +54,7 @@ class Request:
     profile: str | None = None
     region: str | None = None
     inventory: str | None = None  # a path; else $HANDRAIL_INVENTORY, else the config dir's
+    roles: str | None = None  # a path; else $HANDRAIL_ROLES, else roles.yaml beside the inventory
     check_call: str | None = None
     allow_self_rotation: bool = False
     retire_key: str | None = None  # checked to be one of the user's keys before anything is written
@@ -68,6 +71,60 @@ class Prepared:
     options: dict[str, Any]
     inventory: Inventory | None
     scenario: Scenario | None
+    governance: Governance | None = None  # None: found when the session starts (a campaign's fleet has it)
+
+
+# -- the journal --------------------------------------------------------------------------------
+
+_database: str | None = None  # `handrail --database URL`, for this process
+
+
+def use_database(url: str | None) -> None:
+    """What `--database` gave (None: $HANDRAIL_DATABASE_URL, else the local SQLite file)."""
+    global _database
+    _database = url or None
+
+
+def journal_location() -> str | Path:
+    """Where the journal is: --database, then $HANDRAIL_DATABASE_URL, then HANDRAIL_HOME's file."""
+    from steps.paths import journal_path
+
+    return _database or os.environ.get("HANDRAIL_DATABASE_URL") or journal_path()
+
+
+_opened: list[Journal] = []
+
+
+def open_journal(now: Callable[[], str] | None = None) -> Journal:
+    from steps.journal import Journal
+
+    journal = Journal(journal_location(), now) if now else Journal(journal_location())
+    _opened.append(journal)
+    return journal
+
+
+def close_journals() -> None:
+    """Close what open_journal opened (a command is over: its pool's connections go back)."""
+    while _opened:
+        try:
+            _opened.pop().close()
+        except Exception:
+            log.debug("closing a journal failed", exc_info=True)
+
+
+def open_audit(journal: Journal) -> Audit:
+    """The audit chain beside the journal: its database's when shared, else the local file."""
+    from steps.audit import open_audit as opener
+    from steps.paths import audit_path
+
+    return opener(journal, audit_path())
+
+
+def open_engine(os_user: str | None = None, now: Callable[[], str] | None = None) -> Engine:
+    from steps.engine import Engine
+
+    journal = open_journal(now)
+    return Engine(journal, open_audit(journal), os_user=os_user)
 
 
 # -- the inventory ------------------------------------------------------------------------------
@@ -100,6 +157,42 @@ def find_inventory(given: str | None, *, must_exist: bool = True) -> tuple[Path 
     if path is not None and must_exist and not path.exists():
         raise ComposeError(f"{path}: no such file (--inventory)")
     return path, load_inventory(path) if path is not None and path.exists() else None
+
+
+# -- the roles file -------------------------------------------------------------------------------
+
+
+def roles_file(given: str | None, inventory: Path | None = None) -> Path | None:
+    """--roles, else $HANDRAIL_ROLES, else roles.yaml beside the inventory in use, else the
+    config dir's roles.yaml, if there is one."""
+    from steps.paths import config_dir
+
+    if given:
+        return Path(given).expanduser()
+    if os.environ.get("HANDRAIL_ROLES"):
+        return Path(os.environ["HANDRAIL_ROLES"]).expanduser()
+    for folder in ([inventory.parent] if inventory is not None else []) + [config_dir()]:
+        if (folder / "roles.yaml").exists():
+            return folder / "roles.yaml"
+    return None
+
+
+def find_governance(mode: Mode, given: str | None, inventory: Path | None, scenario: Scenario | None = None) -> Governance:
+    """The roles in force: training plays by its scenario's; live and dry-run by the roles
+    file (a named file that is missing is bad input; a bad file is one line)."""
+    from steps import roles
+
+    if mode is Mode.TRAINING:
+        if given:
+            raise ComposeError("--roles is for live and dry-run: training plays by its scenario's roles")
+        governance = scenario.governance() if scenario is not None else roles.Governance.open()
+        return governance
+    path = roles_file(given, inventory)
+    if path is None:
+        return roles.Governance(None, "", enforce_approvals=mode is Mode.LIVE)
+    if not path.exists():
+        raise ComposeError(f"{path}: no such file (--roles or $HANDRAIL_ROLES)")
+    return roles.Governance(roles.load(path), str(path.resolve()), enforce_approvals=mode is Mode.LIVE)
 
 
 # -- wiring -------------------------------------------------------------------------------------
@@ -231,6 +324,7 @@ def prepare(request: Request) -> Prepared:
         inputs["reason"] = request.reason
     if "check_call" not in runbook.inputs and not request.check_call:
         inputs.pop("check_call", None)  # found in the inventory for a runbook that does not take it
+    governance = find_governance(mode, request.roles, inv_path, scenario)
     options = {
         "profile": request.profile,
         "region": request.region,
@@ -238,7 +332,7 @@ def prepare(request: Request) -> Prepared:
         "inventory": str(inv_path.resolve()) if inv_path else None,
         **request.options,
     }
-    return Prepared(request, inputs, options, inventory, scenario)
+    return Prepared(request, inputs, options, inventory, scenario, governance)
 
 
 def start(
@@ -270,11 +364,39 @@ def _start_wired(
 ) -> Session:
     req = prepared.request
     try:
+        target = str(prepared.inputs.get("target_user") or "")
         if req.retire_key:
-            _check_retire_key(wiring, str(prepared.inputs.get("target_user") or ""), req.retire_key)
-        return engine.start(req.runbook, prepared.inputs, wiring, options=prepared.options, session_id=session_id, campaign_id=campaign_id)
+            _check_retire_key(wiring, target, req.retire_key)
+        authority = _authorise(engine, prepared, wiring, target, campaign_id)
+        options = {**prepared.options, "governance": authority.as_dict()}
+        return engine.start(req.runbook, prepared.inputs, wiring, options=options, session_id=session_id, campaign_id=campaign_id)
     except BaseException:
         wiring.close()
+        raise
+
+
+def _authorise(engine: Engine, prepared: Prepared, wiring: Wiring, target: str, campaign_id: str | None) -> Any:
+    """The runbook's roles, checked before anything is written; a refusal is audited."""
+    from steps import roles
+    from steps.loader import load
+
+    governance = prepared.governance or roles.Governance(None, "")
+    runbook = load(prepared.request.runbook)
+    try:
+        return roles.authorise(wiring, runbook, target, governance)
+    except roles.RoleRefused as exc:
+        _, operator = wiring.identity()
+        engine.audit.append(
+            "session.refused",
+            actor=operator,
+            context={
+                "runbook": runbook.id,
+                "iam_user": target,
+                "mode": wiring.mode,
+                "why": str(exc),
+                **({"campaign": campaign_id} if campaign_id else {}),
+            },
+        )
         raise
 
 
@@ -338,8 +460,10 @@ class Fleet:
         inventory: Inventory | None = None,
         inventory_path: Path | None = None,
         scenario_ref: str | None = None,
+        governance: Governance | None = None,
     ) -> None:
         self.mode = mode
+        self.governance = governance
         self.world = world
         self.profile, self.region = profile, region
         self._inventory = inventory
@@ -368,6 +492,9 @@ class Fleet:
             "region": self.region,
             "scenario": self.scenario_ref,
             "inventory": str(self.inventory_path.resolve()) if self.inventory_path else None,
+            "roles": self.governance.source
+            if self.governance is not None and self.mode is not Mode.TRAINING and self.governance.roles
+            else None,
         }
 
     def snapshot(self) -> tuple[str | None, float | None]:
@@ -391,6 +518,7 @@ def open_fleet(
     profile: str | None = None,
     region: str | None = None,
     inventory: str | None = None,
+    roles: str | None = None,
     headless: bool = True,
     world_factory: WorldFactory | None = None,
 ) -> Fleet:
@@ -411,9 +539,10 @@ def open_fleet(
         if sc.faults:
             raise ComposeError(f"scenario {sc.id} schedules faults at steps: that is for one session (handrail run), not a campaign's many")
         world = world_factory(sc) if world_factory else World.create(sc, training_clock(headless))
-        return Fleet(checked, world=world, scenario_ref=sc.source or sc.id)
+        return Fleet(checked, world=world, scenario_ref=sc.source or sc.id, governance=find_governance(checked, roles, None, sc))
     path, inv = find_inventory(inventory)
-    return Fleet(checked, profile=profile, region=region, inventory=inv, inventory_path=path)
+    governance = find_governance(checked, roles, path)
+    return Fleet(checked, profile=profile, region=region, inventory=inv, inventory_path=path, governance=governance)
 
 
 FLEET_SCENARIO = "fleet"
@@ -429,14 +558,16 @@ def restore_fleet(row: CampaignRow, *, headless: bool = True) -> Fleet:
         if not row.world:
             raise ComposeError(f"campaign {row.id}: its simulated world was not saved")
         world = World.restore(json.loads(row.world), training_clock(headless, offset=row.sim_offset or 0.0))
-        return Fleet(mode, world=world, scenario_ref=row.options.get("scenario"))
+        return Fleet(mode, world=world, scenario_ref=row.options.get("scenario"), governance=world.scenario.governance())
     path = row.options.get("inventory")
+    inv_path = Path(path) if path else None
     return Fleet(
         mode,
         profile=row.options.get("profile"),
         region=row.options.get("region"),
-        inventory=load_inventory(Path(path)) if path else None,
-        inventory_path=Path(path) if path else None,
+        inventory=load_inventory(inv_path) if inv_path else None,
+        inventory_path=inv_path,
+        governance=find_governance(mode, row.options.get("roles"), inv_path),
     )
 
 
@@ -473,7 +604,7 @@ class CampaignOpener:
         if "check_call" not in load(target.runbook).inputs:
             inputs.pop("check_call", None)
         options = {**self.fleet.options(), "campaign": self.campaign_id}
-        prepared = Prepared(request, inputs, options, inventory, None)
+        prepared = Prepared(request, inputs, options, inventory, None, self.fleet.governance)
         return _start_wired(self.engine, prepared, self.fleet.wiring(), campaign_id=self.campaign_id)
 
     def resume(self, session_id: str, *, recover: bool = True) -> Session:
@@ -498,3 +629,78 @@ class CampaignOpener:
                 return
             self.engine.journal.update_campaign(self.campaign_id, world=world, sim_offset=offset)
             self._saved_at = now
+
+
+# -- a second operator --------------------------------------------------------------------------
+
+
+@dataclass
+class Approver:
+    """Who runs `handrail approve`, as STS says, and the roles they are judged by."""
+
+    account: str
+    arn: str
+    wiring: Wiring
+    governance: Governance
+    closer: Callable[[], None]
+
+    def close(self) -> None:
+        self.closer()
+
+
+def approver(row: SessionRow, *, profile: str | None = None, region: str | None = None, roles: str | None = None) -> Approver:
+    """The approving identity. Live and dry-run: boto3's credential chain (--profile), in
+    another terminal or on another machine. Training: the session's simulated world, signed
+    as its second operator (another IAM user of the same account: another STS principal)."""
+    from steps import roles as roles_mod
+
+    mode = check_mode(row.mode)
+    if mode is Mode.TRAINING:
+        from steps.sandbox.aws import SECOND_OPERATOR
+
+        if roles or profile or region:
+            raise ComposeError("--roles, --profile and --region are for live sessions: training approves as its world's second operator")
+        if row.campaign_id and not row.world:
+            fleet = restore_fleet_of(row.campaign_id)
+            wiring: Wiring = fleet.wiring()
+            world: Any = fleet.world
+            close = fleet.close
+        else:
+            wiring = wiring_for_session(row)
+            world, close = getattr(wiring, "world", None), wiring.close
+        pair = world.aws.pair_of(SECOND_OPERATOR) if world is not None else None
+        if pair is None:
+            close()
+            raise ComposeError(
+                f"session {row.id}: its training world has no second operator (a scenario gives one with `second_operator:`)"
+            )
+        wiring.switch_operator(pair)
+        governance = world.scenario.governance() if world is not None else roles_mod.Governance.open()
+        try:
+            account, arn = wiring.identity()
+        except BaseException:
+            close()
+            raise
+        return Approver(account, arn, wiring, governance, close)
+    live = make_wiring(mode, profile=profile, region=region)
+    try:
+        account, arn = live.identity()
+        recorded = (row.options.get("governance") or {}).get("roles_source")
+        given = roles or (recorded if recorded and recorded != "none" and Path(recorded).exists() else None)
+        inventory = row.options.get("inventory")
+        governance = find_governance(mode, given, Path(inventory) if inventory else None)
+    except BaseException:
+        live.close()
+        raise
+    return Approver(account, arn, live, governance, live.close)
+
+
+def restore_fleet_of(campaign_id: str) -> Fleet:
+    from steps.journal import Journal
+    from steps.paths import journal_path
+
+    journal = Journal(journal_path())
+    try:
+        return restore_fleet(journal.campaign(campaign_id))
+    finally:
+        journal.close()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from steps.audit import AuditLog
+from steps.audit import Audit
 from steps.journal import EventRow, Journal, SessionRow
 from steps.status import SessionStatus, StepStatus
 
@@ -38,11 +38,23 @@ class Debrief:
     end_state: list[str]
     rollback: str
     faults: list[str] = field(default_factory=list)
+    mode: str = "training"
+
+    @property
+    def training(self) -> bool:
+        return self.mode == "training"
+
+    @property
+    def where(self) -> str:
+        """The header's words for where it ran: a scenario in training, else the mode."""
+        return f"scenario {self.scenario}" if self.training and self.scenario else f"{self.mode} mode"
 
     def as_dict(self) -> dict[str, Any]:
+        training = {"scenario": self.scenario} if self.training else {}
         return {
             "session": self.session,
-            "scenario": self.scenario,
+            "mode": self.mode,
+            **training,
             "title": self.title,
             "teaches": self.teaches,
             "status": self.status,
@@ -225,6 +237,15 @@ def _delete_user_order(f: _Facts) -> tuple[str, str]:
     return NOT_REACHED, "the user was not deleted"
 
 
+def _elevated_role(f: _Facts) -> tuple[str, str]:
+    governance = f.row.options.get("governance") or {}
+    elevated = governance.get("elevated")
+    roles = ", ".join(governance.get("roles") or []) or "no role"
+    if elevated:
+        return HANDLED, f"the rotation ran as {roles}: the elevated user's role was held ({elevated})"
+    return NOT_REACHED, "an operator without the elevated role is refused before a session exists (exit 3)"
+
+
 @dataclass(frozen=True)
 class Check:
     name: str  # what the gotcha is about, without the answer (for a briefing)
@@ -250,8 +271,15 @@ CHECKS: dict[str, Check] = {
     "contain-before-delete": Check(
         "Contain before you delete", "Contain, observe, then tear down: a use after deactivation stops it", _contain_before_delete
     ),
+    "elevated-needs-superadmin": Check(
+        "Who may rotate an elevated user", "An elevated user needs the elevated role, checked before anything changes", _elevated_role
+    ),
     "delete-user-order": Check("What DeleteUser needs first", "Tear down in DeleteUser's order, then delete the user", _delete_user_order),
 }
+
+
+# The gotchas of the offboarding runbook; every other one is the rotation's.
+_GOTCHA_RUNBOOK = {"contain-before-delete": "aws-iam-user-offboarding", "delete-user-order": "aws-iam-user-offboarding"}
 
 
 def gotcha_name(gotcha_id: str) -> str:
@@ -260,7 +288,9 @@ def gotcha_name(gotcha_id: str) -> str:
     return check.name if check else gotcha_id.replace("-", " ").capitalize()
 
 
-def _end_state(world: dict[str, Any] | None, target: str) -> list[str]:
+def _end_state(world: dict[str, Any] | None, target: str, key_ids: set[str] | None = None) -> list[str]:
+    """The target's keys and attachments, and the places holding a pair; `key_ids` (a
+    campaign's shared world): only the places holding one of these keys or the target's."""
     if not world:
         return ["(the simulated world was not saved)"]
     lines: list[str] = []
@@ -277,8 +307,11 @@ def _end_state(world: dict[str, Any] | None, target: str) -> list[str]:
     if attached:  # what else the user has (offboarding removes all of it)
         lines.append(f"{target} also has: " + ", ".join(attached))
     active = {k["id"] for k in keys if k["status"] == "Active"}
+    mine = None if key_ids is None else key_ids | {k["id"] for k in keys}
     for place, held in sorted(world.get("places", {}).items()):
         key_id, owner = held.get("key_id"), held.get("secret_of")
+        if mine is not None and key_id not in mine:
+            continue
         status = next((k["status"] for k in keys if k["id"] == key_id), None)
         if key_id is None:
             state = "holds no pair"
@@ -291,6 +324,16 @@ def _end_state(world: dict[str, Any] | None, target: str) -> list[str]:
         else:
             state = f"holds {key_id} ({status}): it is broken"
         lines.append(f"{place}: {state}")
+    return lines
+
+
+def _journal_end_state(f: _Facts) -> list[str]:
+    """Outside training there is no saved world: the end state as the journal records it."""
+    target = f.row.target or "-"
+    if f.facts.get("target_deleted_at"):
+        return [f"{target}: deleted at {f.facts['target_deleted_at']}"]
+    old, new = f.facts.get("old_key_id"), f.facts.get("new_key_id")
+    lines = [f"{target}: old key {old or '-'}, new key {new or '-'} (as the journal records them; AWS was not asked)"]
     return lines
 
 
@@ -313,13 +356,18 @@ def _changed_anything(f: _Facts) -> bool:
     return False
 
 
-def build(journal: Journal, audit: AuditLog, ref: str) -> Debrief:
+def build(journal: Journal, audit: Audit, ref: str, *, world: dict[str, Any] | None = None) -> Debrief:
+    """A session's debrief; `world`: the one it shared with its campaign (a campaign's
+    sessions save none of their own)."""
     from steps.sandbox import scenario as scenarios
 
     row = journal.find_session(ref)
-    world = json.loads(row.world) if row.world else None
+    shared = world is not None
+    if world is None:
+        world = json.loads(row.world) if row.world else None
     facts = _Facts(row, journal.events(row.id), journal.facts(row.id), audit.for_session(row.id), world)
-    scenario_id = (world or {}).get("scenario") or row.options.get("scenario")
+    training = row.mode == "training"
+    scenario_id = ((world or {}).get("scenario") or row.options.get("scenario")) if training else None
     scenario = None
     if scenario_id:
         try:
@@ -328,6 +376,8 @@ def build(journal: Journal, audit: AuditLog, ref: str) -> Debrief:
             scenario = None
     verdicts = []
     for gotcha in scenario.gotchas if scenario else []:
+        if shared and _GOTCHA_RUNBOOK.get(gotcha, "aws-iam-access-key") != row.runbook_id:
+            continue  # a campaign mixes runbooks: each target is judged on its own runbook's gotchas
         known = CHECKS.get(gotcha)
         verdict, detail = known.check(facts) if known else (NOT_REACHED, "no check for this gotcha")
         verdicts.append(Verdict(gotcha, known.title if known else gotcha, verdict, detail))
@@ -353,20 +403,130 @@ def build(journal: Journal, audit: AuditLog, ref: str) -> Debrief:
         status=row.status,
         timeline=timeline,
         gotchas=verdicts,
-        end_state=_end_state(world, row.target),
+        end_state=_end_state(world, row.target, _keys_of(facts.facts) if shared else None) if training else _journal_end_state(facts),
         rollback=rollback,
+        mode=row.mode,
     )
+
+
+def _keys_of(facts: dict[str, str]) -> set[str]:
+    return {facts[name] for name in ("old_key_id", "new_key_id", "retired_key_id") if facts.get(name)}
+
+
+# -- a campaign ---------------------------------------------------------------------------------
+
+
+@dataclass
+class TargetDebrief:
+    position: int
+    user: str
+    runbook: str
+    why: str
+    state: str
+    detail: str
+    debrief: Debrief | None  # None: no session was started
+
+
+@dataclass
+class CampaignDebrief:
+    """A campaign's debrief: each target's verdicts and end state, and where the campaign ended."""
+
+    campaign: str
+    name: str
+    kind: str
+    mode: str
+    ended: bool
+    exit_code: int
+    counts: dict[str, int]
+    targets: list[TargetDebrief]
+
+    @property
+    def end(self) -> str:
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(self.counts.items()))
+        where = "ended" if self.ended else "open (not every target has ended)"
+        return f"{len(self.targets)} target(s): {counts or 'none'}; {where}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "campaign": self.campaign,
+            "name": self.name,
+            "kind": self.kind,
+            "mode": self.mode,
+            "ended": self.ended,
+            "exit_code": self.exit_code,
+            "counts": dict(sorted(self.counts.items())),
+            "end": self.end,
+            "targets": [
+                {
+                    "position": t.position,
+                    "user": t.user,
+                    "runbook": t.runbook,
+                    "why": t.why,
+                    "state": t.state,
+                    "detail": t.detail,
+                    "debrief": t.debrief.as_dict() if t.debrief else None,
+                }
+                for t in self.targets
+            ],
+        }
+
+
+def build_campaign(journal: Journal, audit: Audit, ref: str) -> CampaignDebrief:
+    """Every target's debrief on the campaign's one saved world, and the campaign's end state."""
+    from steps import campaign as campaigns
+
+    row = journal.find_campaign(ref)
+    summary = campaigns.summary(journal, row.id)
+    world = json.loads(row.world) if row.world else None
+    targets = []
+    for r in summary.results:
+        d = build(journal, audit, r.session_id, world=world if world is not None else {}) if r.session_id else None
+        targets.append(TargetDebrief(r.position, r.user, r.runbook, r.why, str(r.state), r.detail, d))
+    return CampaignDebrief(row.id, row.name, row.kind, row.mode, summary.ended, summary.code, dict(summary.counts), targets)
+
+
+def campaign_to_text(d: CampaignDebrief) -> str:
+    out = [f"debrief: campaign {d.campaign} ({d.name}, {d.mode})", f"  end: {d.end}; exit {d.exit_code}"]
+    for t in d.targets:
+        out.append(f"  {t.user} ({t.runbook}): {t.state}" + (f" - {t.detail}" if t.detail and t.state not in ("done",) else ""))
+        if t.debrief is None:
+            out.append("    never started: nothing changed")
+            continue
+        for v in t.debrief.gotchas:
+            out.append(f"    [{v.verdict}] {v.title}: {v.detail}")
+        out.append(f"    rollback: {t.debrief.rollback}")
+        out += [f"    end: {line}" for line in t.debrief.end_state]
+    return "\n".join(out)
+
+
+def campaign_to_markdown(d: CampaignDebrief) -> str:
+    out = [f"# Debrief: campaign {d.name}", "", f"Campaign `{d.campaign}` · {d.kind} · {d.mode} · **{d.end}** (exit {d.exit_code})", ""]
+    out += ["| target | runbook | state | verdicts |", "|---|---|---|---|"]
+    for t in d.targets:
+        verdicts = ", ".join(f"{v.title}: {v.verdict}" for v in (t.debrief.gotchas if t.debrief else [])) or "-"
+        out.append(f"| {t.user} | {t.runbook} | **{t.state}** | {verdicts} |")
+    for t in d.targets:
+        out += ["", f"## {t.user}", "", f"*{t.why}*", ""]
+        if t.debrief is None:
+            out.append("Never started: nothing changed.")
+            continue
+        out += [f"Session `{t.debrief.session}` · {t.debrief.status}", ""]
+        out += [f"- **{v.verdict}** {v.title}: {v.detail}" for v in t.debrief.gotchas]
+        out += ["", f"Rollback: {t.debrief.rollback}", "", "End state:", ""]
+        out += [f"- {line}" for line in t.debrief.end_state]
+    return "\n".join(out) + "\n"
 
 
 def to_text(d: Debrief) -> str:
     out = [f"debrief: {d.title} (session {d.session}, {d.status})"]
     if d.teaches:
         out.append(f"  teaches: {d.teaches}")
-    out.append("  gotchas:")
-    for v in d.gotchas or []:
-        out.append(f"    [{v.verdict}] {v.title}: {v.detail}")
-    if not d.gotchas:
-        out.append("    (none in this scenario)")
+    if d.training:  # the gotchas are a scenario's
+        out.append("  gotchas:")
+        for v in d.gotchas or []:
+            out.append(f"    [{v.verdict}] {v.title}: {v.detail}")
+        if not d.gotchas:
+            out.append("    (none in this scenario)")
     out.append(f"  rollback: {d.rollback}")
     out.append("  end state:")
     out += [f"    {line}" for line in d.end_state]
@@ -374,12 +534,15 @@ def to_text(d: Debrief) -> str:
 
 
 def to_markdown(d: Debrief) -> str:
-    out = [f"# Debrief: {d.title}", "", f"Session `{d.session}` · scenario `{d.scenario}` · status **{d.status}**", ""]
+    where = f"scenario `{d.scenario}`" if d.training and d.scenario else f"{d.mode} mode"
+    out = [f"# Debrief: {d.title}", "", f"Session `{d.session}` · {where} · status **{d.status}**", ""]
     if d.teaches:
         out += [f"*{d.teaches}*", ""]
-    out += ["## Gotchas", "", "| gotcha | verdict | what happened |", "|---|---|---|"]
-    out += [f"| {v.title} | **{v.verdict}** | {v.detail} |" for v in d.gotchas]
-    out += ["", "## Rollback", "", d.rollback, "", "## End state of the world", ""]
+    if d.training:
+        out += ["## Gotchas", "", "| gotcha | verdict | what happened |", "|---|---|---|"]
+        out += [f"| {v.title} | **{v.verdict}** | {v.detail} |" for v in d.gotchas]
+        out.append("")
+    out += ["## Rollback", "", d.rollback, "", "## End state of the world" if d.training else "## End state", ""]
     out += [f"- {line}" for line in d.end_state]
     out += ["", "## Timeline", "", "| simulated | real | step | event | status | summary |", "|---|---|---|---|---|---|"]
     for t in d.timeline:

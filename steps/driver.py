@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from steps.clock import human_duration
-from steps.engine import EngineError, Event, Prompt, Session, UndoItem
+from steps.engine import NOT_READY, EngineError, Event, Prompt, Session, UndoItem
 from steps.secrets import redact
 from steps.status import Needs, SessionStatus, StepStatus
 
@@ -61,6 +61,7 @@ class Printer:
         self.echo = lambda line: echo(redact(line))
         self.progress = progress
         self._last_progress: dict[str, int] = {}
+        self._shown: set[str] = set()
 
     def event(self, event: Event) -> None:
         if event.kind == "output":
@@ -84,13 +85,18 @@ class Printer:
             self.echo(f"    $ {line}")
         for line in prompt.preview:
             self.echo(f"    {line}")
+        # A dry run's evidence restates the commands and preview just printed: said once.
+        self._shown = {*prompt.preview, *(f"would run: {line}" for line in prompt.command.splitlines())}
 
     def outcome(self, session: Session, step_id: str) -> None:
         state = session.states[step_id]
         mark = _MARKS.get(state.status, state.status)
-        self.echo(f"    -> {mark}: {state.summary}")
+        summary = state.summary.removeprefix(f"{mark}: ")
+        self.echo(f"    -> {mark}: {summary}")
         for line in state.evidence:
-            self.echo(f"       {line}")
+            if line not in self._shown:
+                self.echo(f"       {line}")
+        self._shown = set()
 
     def stop(self, text: str) -> None:
         self.echo(text)
@@ -117,6 +123,9 @@ def drive(session: Session, opts: DriveOptions, printer: Printer, asker: Asker |
         state = session.current()
         if state is None:
             if session.status is SessionStatus.DONE:
+                not_ready = session.values().get(NOT_READY)
+                if not_ready:  # a dry run is a rehearsal: a place it would write fails it
+                    return EXIT_FAILED, f"session {session.id}: dry run done, but NOT READY: {not_ready}"
                 return EXIT_DONE, f"session {session.id}: done"
             return EXIT_FAILED, f"session {session.id}: {session.status}"
         prompt = session.prompt(state.step.id)
@@ -124,6 +133,7 @@ def drive(session: Session, opts: DriveOptions, printer: Printer, asker: Asker |
         try:
             if prompt.needs is Needs.GATE:
                 _pass_gate(session, prompt, opts, printer)
+            _wait_for_approval(session, prompt)
             _drive_step(session, prompt, opts, printer, asker)
         except _Skipped:
             continue
@@ -147,6 +157,19 @@ def _pass_gate(session: Session, prompt: Prompt, opts: DriveOptions, printer: Pr
             EXIT_STOPPED,
             f"stopped at step {step.number} ({step.id}): {gate.describe()}. "
             f"Resume then with `handrail resume {session.id}`, or pass it early with {hint}--override-gate REASON",
+        )
+
+
+def _wait_for_approval(session: Session, prompt: Prompt) -> None:
+    """A step that waits for a second operator stops the run: nobody here can give it."""
+    if prompt.approval is None:
+        return
+    approval = session.approval_state(prompt.step)  # the gate may have just opened: asked afresh
+    if approval is not None and not approval.open:
+        step = prompt.step
+        raise _Stop(
+            EXIT_STOPPED,
+            f"stopped before step {step.number} ({step.id}): {approval.describe()}; then `handrail resume {session.id}`",
         )
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steps.actions import registry
-from steps.actions.base import ActionFailed, ActionSpec, Choice, Outcome, Preview, StepContext
-from steps.audit import AuditLog
+from steps.actions.base import ActionFailed, ActionSpec, Choice, Outcome, Preflight, Preview, StepContext
+from steps.audit import Audit
 from steps.clock import SimClock, human_duration, iso, parse_iso
-from steps.journal import Journal, SessionRow
+from steps.journal import ApprovalRow, Journal, SessionRow
 from steps.loader import load, render
 from steps.model import Runbook, Step, parse_duration
 from steps.secrets import Secret, redact
@@ -44,6 +44,14 @@ class InputError(EngineError):
 
 class Refused(EngineError):
     """A guard said no: no skip and no override; roll back, abandon, or start again."""
+
+
+class AwaitingApproval(EngineError):
+    """The step waits for a second operator (exit 3): the message has the command to give them."""
+
+    def __init__(self, approval: ApprovalState) -> None:
+        self.approval = approval
+        super().__init__(approval.describe())
 
 
 class GateClosed(EngineError):
@@ -103,6 +111,28 @@ class GateState:
 
 
 @dataclass
+class ApprovalState:
+    """A step that waits for a second operator: who must not approve it, and what they run."""
+
+    step_id: str
+    why: str
+    operator: str  # the session's operator: their own approval does not count
+    command: str
+    granted: ApprovalRow | None = None
+    expired: ApprovalRow | None = None  # the latest approval, when it has run out
+
+    @property
+    def open(self) -> bool:
+        return self.granted is not None
+
+    def describe(self) -> str:
+        if self.granted is not None:
+            return f"approved by {self.granted.approver} ({self.granted.reason}), valid until {self.granted.expires_at}"
+        lapsed = f"; the approval by {self.expired.approver} expired at {self.expired.expires_at}" if self.expired else ""
+        return f"waiting for a second operator ({self.why}){lapsed}: another identity than {self.operator} runs `{self.command}`"
+
+
+@dataclass
 class Prompt:
     """What the operator must see and answer before a step runs.
 
@@ -127,6 +157,7 @@ class Prompt:
     mutates: bool
     fast_forward: bool  # the wait before it can pass on the simulated clock (training)
     irreversible: bool = False  # it deletes what no undo brings back: the key id is typed, always
+    approval: ApprovalState | None = None  # a second operator's approval this step needs (granted or not)
     warnings: list[str] = field(default_factory=list)  # said before the confirmation (skipped safety steps, re-opened steps)
 
 
@@ -180,6 +211,7 @@ MIN_REASON = 3
 # The fact an action sets when it deleted the session's own IAM user: a resume, rollback
 # or abandon then accepts that the user is gone.
 TARGET_DELETED = "target_deleted_at"
+NOT_READY = "dry_run_not_ready"  # fact: the places a dry run's pre-flight found not ready
 
 
 def check_reason(reason: str | None, what: str) -> str:
@@ -223,7 +255,7 @@ def validate_inputs(runbook: Runbook, given: dict[str, str | None]) -> dict[str,
 
 
 class Engine:
-    def __init__(self, journal: Journal, audit: AuditLog, os_user: str | None = None) -> None:
+    def __init__(self, journal: Journal, audit: Audit, os_user: str | None = None) -> None:
         self.journal = journal
         self.audit = audit
         self.os_user = os_user or _os_user()
@@ -246,9 +278,14 @@ class Engine:
         account, operator_arn = wiring.identity()
         target = values.get("target_user", "")
         binding = Binding(account, operator_arn, *(wiring.target_identity(target) if target else ("", "")))
-        if not wiring.dry_run and target:
+        locks = not wiring.dry_run and bool(target)
+        if locks:
             self.journal.check_lock(account, target)  # refuse before writing anything
+        # The session and its lease in one transaction: two processes racing for the same
+        # user leave one session, and the other nothing but its refusal (LockHeld).
         row = self.journal.create_session(
+            lock=(account, target) if locks else None,
+            operator=f"{self.os_user} as {operator_arn}",
             **({"id": session_id} if session_id else {}),
             runbook_id=runbook.id,
             runbook_path=str(path),
@@ -259,17 +296,10 @@ class Engine:
             actor=f"{self.os_user} as {operator_arn}",
             reason=values.get("reason", ""),
             inputs=values,
-            options={**(options or {}), "binding": binding.as_dict()},
+            options={**(options or {}), "binding": binding.as_dict(), "runbook_version": runbook.version},
             sim_offset=getattr(wiring.clock, "offset", None),
             campaign_id=campaign_id,
         )
-        if not wiring.dry_run and target:
-            try:
-                self.journal.acquire_lock(account, target, row.id)
-            except Exception:
-                self.journal.update_session(row.id, status=SessionStatus.ABANDONED)
-                self.journal.add_event(row.id, "refused", summary="lock held by another session")
-                raise
         session = Session(self, row, runbook, wiring)
         self.audit.append(
             "session.started",
@@ -283,6 +313,11 @@ class Engine:
                 "reason": values.get("reason", ""),
                 "os_user": self.os_user,
                 **({"campaign": campaign_id} if campaign_id else {}),
+                **(
+                    {"roles": session.governance.get("roles"), "role_needed": session.governance.get("needed")}
+                    if session.governance
+                    else {}
+                ),
             },
         )
         session.checkpoint()
@@ -304,7 +339,7 @@ class Engine:
         if sha != row.runbook_sha:
             self.journal.add_event(row.id, "note", summary=f"runbook file changed since the session started ({path})")
         if not wiring.dry_run and row.target:
-            self.journal.acquire_lock(row.account, row.target, row.id)
+            self.journal.acquire_lock(row.account, row.target, row.id, operator=f"{self.os_user} resuming for {row.actor}")
         if recover:
             session.recover_secrets()
         self.audit.append("session.resumed", session=row.id, actor=row.actor, context={"status": row.status})
@@ -400,11 +435,15 @@ class Session:
         # (step id, facts generation, when, prompt).
         self._prompted: tuple[str, int, float, Prompt] | None = None
         self._generation = 0
+        binding = Binding.of(row)
+        # Whose approval does not count as a second operator's: whoever drives the session.
+        self.operator_arn = binding.operator_arn if binding else row.actor.rpartition(" as ")[2]
         self._replay()
 
     def take_over(self, started_by: str, operator: str) -> None:
         """Another operator of the same account goes on with this session (audited)."""
         self.row.actor = f"{self.engine.os_user} as {operator}"
+        self.operator_arn = operator
         self.journal.add_event(self.id, "note", summary=f"resumed by {operator}, started by {started_by}")
         self.audit.append("session.taken_over", session=self.id, actor=operator, context={"started_by": started_by, "resumed_by": operator})
 
@@ -680,6 +719,39 @@ class Session:
             return Needs.BLOCKED
         return Needs.GATE if self._closed_gate(state.step) else None
 
+    # -- a second operator ----------------------------------------------------------------
+
+    @property
+    def governance(self) -> dict[str, Any]:
+        """What the roles decided at start (steps.roles.Authority), or {} (older sessions)."""
+        found = self.row.options.get("governance")
+        return found if isinstance(found, dict) else {}
+
+    def approval_reason(self, step: Step) -> str | None:
+        """Why this step waits for a second operator, or None (never in a dry run)."""
+        if self.wiring.dry_run:
+            return None
+        if step.approval == "second-operator":
+            return "the runbook asks it for this step"
+        if step.irreversible and self.governance.get("approvals_irreversible"):
+            return f"the roles file asks it for every irreversible step ({self.governance.get('roles_source')})"
+        return None
+
+    def approval_state(self, step: Step) -> ApprovalState | None:
+        why = self.approval_reason(step)
+        if why is None:
+            return None
+        now = self.journal.now()
+        state = ApprovalState(step.id, why, self.operator_arn, f'handrail approve {self.id} --step {step.id} --reason "WHY"')
+        for approval in reversed(self.journal.approvals(self.id, step.id)):
+            if approval.approver == self.operator_arn:
+                continue  # recorded before a take-over by that approver: not a second person now
+            if approval.valid_at(now):
+                state.granted = approval
+                break
+            state.expired = state.expired or approval
+        return state
+
     def _closed_gate(self, step: Step) -> GateState | None:
         gate = self.gate_state(step)
         return gate if gate is not None and not gate.open and not self.wiring.dry_run else None
@@ -722,7 +794,10 @@ class Session:
             if step.undo:
                 undo_spec = registry().get(step.undo.run) if step.undo.run else None
                 undo_command = render(step.undo.command or (undo_spec.command if undo_spec else None) or step.undo.manual, values)
-            needs = self.obstacle(state) or confirm
+            obstacle = self.obstacle(state)
+            # Nothing to do (no key in the way): nothing for a second operator to approve.
+            approval = self.approval_state(step) if obstacle is not Needs.REFUSED and not preview.nothing_to_do else None
+            needs = obstacle or (Needs.APPROVAL if approval is not None and not approval.open else None) or confirm
             prompt = Prompt(
                 step=step,
                 command=render(step.command, values),
@@ -739,6 +814,7 @@ class Session:
                 mutates=bool(spec and spec.mutates) or shape.manual,
                 fast_forward=needs is Needs.GATE and self.wiring.clock.simulated,
                 irreversible=irreversible,
+                approval=approval,
                 warnings=self._warnings(state),
             )
             self._prompted = (step.id, self._generation, time.monotonic(), prompt)
@@ -806,6 +882,12 @@ class Session:
             if gate is not None:
                 self._set_status(SessionStatus.WAITING)
                 raise GateClosed(gate)
+            approval = None
+            if self.approval_reason(step) is not None:
+                if (self._shown(step.id) or self.prompt(step.id)).approval is not None:
+                    approval = self.approval_state(step)  # afresh: it may have come in since the prompt
+                if approval is not None and not approval.open:
+                    raise AwaitingApproval(approval)
             if override is not None:
                 if current.status is StepStatus.REFUSED:
                     raise Refused(f"step {step.number} ({step.id}) refused: it cannot be overridden. {self.remedy(step.id)}")
@@ -823,13 +905,24 @@ class Session:
                 prompt = self.prompt(step.id)
                 commands = [line for line in prompt.command.splitlines() if not line.lstrip().startswith("#")]
                 lines = [f"would run: {line}" for line in commands] + prompt.preview
+                not_ready: list[str] = []
                 if manual:
                     lines.append("manual step: the operator would do this outside handrail")
                 elif spec is not None and spec.preflight is not None:
-                    lines += self._preflight(step, spec)
-                outcome = Outcome(
-                    StepStatus.WOULD_RUN, f"would run: {prompt.command.splitlines()[0] if prompt.command else step.title}", lines
-                )
+                    found = self._preflight(step, spec)
+                    not_ready, lines = found.not_ready, lines + found.lines
+                what = prompt.command.splitlines()[0] if prompt.command else step.title
+                if not_ready:
+                    # Recorded as a fact so the dry run's end (and a resumed one) says it.
+                    earlier = [n for n in self.values().get(NOT_READY, "").split(", ") if n]
+                    outcome = Outcome(
+                        StepStatus.WOULD_RUN,
+                        f"would run, but NOT READY: {', '.join(not_ready)}",
+                        lines,
+                        {NOT_READY: ", ".join(dict.fromkeys([*earlier, *not_ready]))},
+                    )
+                else:
+                    outcome = Outcome(StepStatus.WOULD_RUN, f"would run: {what}", lines)
             elif manual:
                 outcome = Outcome.done(
                     "done by the operator outside handrail (confirmed)",
@@ -847,6 +940,15 @@ class Session:
                 finally:
                     self.wiring.after_step(step.id)
                     self._end_skipped_waits()
+            if approval is not None and approval.granted is not None:
+                granted = approval.granted
+                outcome.evidence.append(f"approved by {granted.approver} at {granted.created_at}: {granted.reason}")
+                self.audit.append(
+                    "approval.used",
+                    session=self.id,
+                    actor=self.row.actor,
+                    context={"step": step.id, "approver": granted.approver, "approval": granted.id, "outcome": outcome.status},
+                )
             if override:
                 # The decision is audited whatever came of it.
                 outcome.evidence.append(f"override by {self.engine.os_user}: {override}")
@@ -859,15 +961,16 @@ class Session:
             self._apply(current, outcome)
             return outcome
 
-    def _preflight(self, step: Step, spec: ActionSpec) -> list[str]:
-        """A dry run's read-only look at what the step would change; never fatal."""
+    def _preflight(self, step: Step, spec: ActionSpec) -> Preflight:
+        """A dry run's read-only look at what the step would change; a probe that fails
+        outright makes the step's places not ready, and the dry run says so at its end."""
         assert spec.preflight is not None
         try:
             return spec.preflight(self._context(step, spec))
         except ActionFailed as exc:
-            return [f"pre-flight failed: {exc.summary}", *exc.evidence]
+            return Preflight([f"step {step.number}"], [f"pre-flight failed: {exc.summary}", *exc.evidence])
         except Exception as exc:
-            return [f"pre-flight failed: {type(exc).__name__}: {redact(str(exc))}"]
+            return Preflight([f"step {step.number}"], [f"pre-flight failed: {type(exc).__name__}: {redact(str(exc))}"])
 
     def _check_typed(self, state: StepState, answer: str | None, how: str) -> None:
         """The engine, not the screen, holds the line: a typed step runs only on its value."""

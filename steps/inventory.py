@@ -108,6 +108,9 @@ Consumer = Annotated[HerokuEntry | GitHubEntry | SshEntry, Field(discriminator="
 
 class UserEntry(_Strict):
     check_call: str | None = None
+    # Rotating or offboarding it needs the runbook's elevated_role (steps.roles), even
+    # when none of its policies is admin-equivalent.
+    elevated: bool = False
     vault: InfisicalEntry | None = None
     consumers: list[Consumer] = Field(default_factory=list)
 

@@ -167,6 +167,9 @@ class Step(_Strict):
     gate: Gate | None = None
     irreversible: bool = False
     point_of_no_return: bool = False
+    # `second-operator`: the step waits until another identity runs `handrail approve`
+    # (steps.roles; a roles file can ask it of every irreversible step in live mode).
+    approval: Literal["second-operator"] | None = None
     # May the operator skip it? A guard (pre-checks) may not be skipped at all.
     skippable: bool = True
     # A safety step: when it was skipped, the next step's confirmation says this first.

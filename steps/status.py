@@ -84,10 +84,11 @@ class Needs(StrEnum):
     GATE = "gate"  # a time gate is closed
     BLOCKED = "blocked"  # evidence said stop: a retry, or an audited override
     REFUSED = "refused"  # a guard said no: no skip, no override
+    APPROVAL = "approval"  # waits for a second operator's `handrail approve`
 
     @property
     def obstacle(self) -> bool:
-        return self in (Needs.GATE, Needs.BLOCKED, Needs.REFUSED)
+        return self in (Needs.GATE, Needs.BLOCKED, Needs.REFUSED, Needs.APPROVAL)
 
 
 class TargetState(StrEnum):

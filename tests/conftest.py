@@ -91,7 +91,88 @@ def handrail_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # The journal is the home's SQLite file unless a test asks for PostgreSQL (`backend`).
+    monkeypatch.delenv("HANDRAIL_DATABASE_URL", raising=False)
+    if "steps.compose" in sys.modules:
+        sys.modules["steps.compose"].use_database(None)
     return home
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+#
+# A real server: $HANDRAIL_TEST_DATABASE_URL (.ci/run starts one and exports it), else one
+# this worker starts for itself (tests/pgserver.py). Skipped only where
+# HANDRAIL_TEST_NO_POSTGRES=1 says PostgreSQL is deliberately absent; CI never sets it, so a
+# missing server fails the PostgreSQL tests there. Each test gets its own database, made
+# from a template this worker upgraded once.
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    url = os.environ.get("HANDRAIL_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    if os.environ.get("HANDRAIL_TEST_NO_POSTGRES") == "1":
+        pytest.skip("HANDRAIL_TEST_NO_POSTGRES=1: PostgreSQL deliberately absent")
+    import pgserver
+
+    try:
+        server = pgserver.start()
+    except pgserver.NoPostgres as exc:
+        pytest.fail(f"PostgreSQL is needed for this test and none could be started: {exc} (HANDRAIL_TEST_NO_POSTGRES=1 skips)")
+    yield server.url
+    server.stop()
+
+
+def _admin(url: str, *statements: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def _with_database(url: str, name: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server: str, worker_id: str) -> Iterator[str]:
+    from steps.db_postgres import PostgresBackend
+
+    name = f"handrail_tpl_{worker_id}_{os.getpid()}"
+    _admin(pg_server, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
+    backend = PostgresBackend(_with_database(pg_server, name), check_schema=False)
+    backend.upgrade()
+    backend.close()
+    yield name
+    _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+_pg_count = [0]
+
+
+@pytest.fixture
+def pg_url(pg_server: str, pg_template: str, worker_id: str) -> Iterator[str]:
+    """A fresh, upgraded database for this test (dropped after it)."""
+    _pg_count[0] += 1
+    name = f"handrail_t_{worker_id}_{os.getpid()}_{_pg_count[0]}"
+    _admin(pg_server, f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    yield _with_database(pg_server, name)
+    _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on each journal backend: the home's SQLite file, then a PostgreSQL
+    database ($HANDRAIL_DATABASE_URL, as a team sets it)."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("HANDRAIL_DATABASE_URL", request.getfixturevalue("pg_url"))
+    return str(request.param)
 
 
 # -- engine and worlds --------------------------------------------------------------------------
@@ -101,17 +182,18 @@ def handrail_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 def make_engine(handrail_home: Path) -> Iterator[Callable[..., Engine]]:
     """Engine(Journal, AuditLog) on HANDRAIL_HOME's files; each call is a new 'process'."""
     from steps import paths
-    from steps.audit import AuditLog
+    from steps.audit import open_audit
     from steps.engine import Engine
     from steps.journal import Journal
 
     journals: list[Journal] = []
 
     def make(home: Path | None = None) -> Engine:
+        """On the home's files, or the shared database when HANDRAIL_DATABASE_URL is set."""
         base = home or paths.state_dir()
-        journal = Journal(base / paths.journal_path().name)
+        journal = Journal(os.environ.get("HANDRAIL_DATABASE_URL") or base / paths.journal_path().name)
         journals.append(journal)
-        return Engine(journal, AuditLog(base / paths.audit_path().name), os_user="tester")
+        return Engine(journal, open_audit(journal, base / paths.audit_path().name), os_user="tester")
 
     yield make
     for journal in journals:
@@ -190,7 +272,14 @@ class Rig:
     def __init__(self, worlds: Worlds, make_engine: Callable[..., Engine]) -> None:
         self.worlds = worlds
         self.make_engine = make_engine
-        self.engine = make_engine()
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """Made at first use: after every fixture (a journal backend among them) is set up."""
+        if self._engine is None:
+            self._engine = self.make_engine()
+        return self._engine
 
     @staticmethod
     def keys(world, user: str | None = None) -> dict[str, str]:

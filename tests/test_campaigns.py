@@ -444,3 +444,113 @@ def test_a_live_campaign_rotates_with_the_gate_passed_by_an_audited_reason(live_
     records = [json.loads(line) for line in cli("audit", "show").stdout.splitlines()]
     overrides = [r["context"]["reason"] for r in records if r["action"] == "gate.override"]
     assert overrides == ["test: observed elsewhere"]
+
+
+# -- progress on stderr, and the campaign's debrief ---------------------------------------------------
+
+
+def _stderr_on_a_terminal(args: list[str], tmp_path: Path) -> tuple[int, str, str]:
+    """Run `handrail ARGS` with stderr on a pseudo-terminal (80 columns): (exit, stdout, stderr)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_CURRENT_TEST", "COLUMNS")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from tui.cli import main; main(prog_name='handrail')", *args],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=env,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    code = proc.wait(timeout=120)
+    os.close(master)
+    return code, out, b"".join(chunks).decode()
+
+
+@pytest.mark.slow
+def test_progress_on_a_terminal_is_a_bar_with_counts_redrawn_in_place(tmp_path) -> None:
+    scenario = small_fleet(tmp_path, due=4, fresh=1)
+    args = ["campaign", "start", "--due", "--all-users", "--mode", "training", "--scenario", str(scenario), "--yes"]
+    code, out, err = _stderr_on_a_terminal([*args, "--fast-forward", "--confirm-irreversible", "--json"], tmp_path)
+    assert code == 0, err
+    assert json.loads(out)["counts"] == {"done": 4}
+    draws = [d for d in err.replace("\r\n", "\n").split("\r") if d.startswith("[")]
+    assert draws, err
+    last = draws[-1].split("\x1b[K")[0]
+    assert last.startswith("[" + "#" * 30 + "] 4/4") and "4 done" in last, last
+    assert all(len(d.split("\x1b[K")[0]) < 80 for d in draws), "each draw fits the terminal's width"
+    assert any("running" in d for d in draws), "the counts are shown as the targets move"
+    assert "[1/4]" not in err.replace("\r", "\n").split("\n"), "no plain progress lines on a terminal"
+
+
+def test_the_bar_shows_ended_and_stopped_targets_and_fits_its_width() -> None:
+    from tui.cli import _Bar
+
+    line = _Bar.line(3, 1, 4, "1 done, 2 waiting, 1 running", columns=200)
+    assert line == "[#######===============........] 3/4  1 done, 2 waiting, 1 running"
+    cut = _Bar.line(3, 1, 4, "1 done, 2 waiting, 1 running", columns=40)
+    assert len(cut) == 39 and cut.endswith("…")
+
+
+def test_off_a_terminal_progress_stays_plain_lines(cli, tmp_path) -> None:
+    scenario = small_fleet(tmp_path, due=2, fresh=1)
+    result = cli("campaign", "start", "--due", "--all-users", "--mode", "training", "--scenario", scenario, "--yes", "--json")
+    assert result.exit_code == 3, result.output
+    lines = result.stderr.splitlines()
+    assert lines[-1] == "[2/2] 1 stopped, 1 waiting", lines  # one waits at its gate, one at its typed choice
+    assert "\r" not in result.stderr and "#" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_campaigns_debrief_has_each_targets_verdicts_and_where_it_ended(cli, tmp_path) -> None:
+    started = cli("offboard", "dana", "--mode", "training", "--scenario", "offboarding", "--yes", "--json")
+    assert started.exit_code == 3, started.output  # every target at its gate
+    debrief = cli("campaign", "debrief", "last", "--format", "json")
+    assert debrief.exit_code == 0, debrief.output
+    d = json.loads(debrief.stdout)
+    assert d["ended"] is False and d["exit_code"] == 3 and d["counts"] == {"waiting": 4}
+    by_user = {t["user"]: t for t in d["targets"]}
+    assert set(by_user) == {"dana", "raxx-reports", "raxx-deploy", "raxx-vault-operator"}
+    dana = by_user["dana"]["debrief"]
+    assert [v["id"] for v in dana["gotchas"]] == ["contain-before-delete", "delete-user-order"]
+    assert {v["verdict"] for v in dana["gotchas"]} == {"not reached"}, "the teardown waits behind the gate"
+    assert by_user["raxx-reports"]["debrief"]["gotchas"] == [], "a rotation is not judged on the offboarding's gotchas"
+    # Each rotation's end state names only its own places, on the campaign's one world.
+    reports = by_user["raxx-reports"]["debrief"]["end_state"]
+    assert any(line.startswith("heroku:raxx-reports: holds") for line in reports)
+    assert not any("raxx-deploy" in line or "raxx-api-prod" in line for line in reports)
+
+    finished = cli("campaign", "resume", "last", "--yes", "--confirm-irreversible", "--fast-forward", "--json")
+    assert finished.exit_code == 0, finished.output
+    text = cli("campaign", "debrief", "last")
+    assert "end: 4 target(s): 4 done; ended; exit 0" in text.stdout
+    assert "[handled] Tear down in DeleteUser's order" in text.stdout and "end: dana: deleted" in text.stdout
+    markdown = tmp_path / "d.md"
+    assert cli("campaign", "debrief", "last", "--format", "markdown", "--out", markdown).exit_code == 0
+    assert markdown.read_text().startswith("# Debrief: campaign offboard dana")
+
+
+def test_a_campaign_that_is_not_there_has_no_board_and_no_debrief(cli) -> None:
+    for args in (("board", "nope"), ("campaign", "debrief", "nope")):
+        result = cli(*args)
+        assert result.exit_code == 2
+        assert result.stderr.strip() == "handrail: no campaign 'nope' (handrail campaign list lists them)"

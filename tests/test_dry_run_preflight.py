@@ -129,7 +129,9 @@ def test_dry_run_commands_show_the_inventory_names(served_world, cli):
         text = section(out, number)
         for name in names:
             assert re.search(rf"^\s+\$ .*{re.escape(name)}", text, re.M), f"step {number} does not show {name!r}:\n{text}"
-            assert re.search(rf"^\s+would run: .*{re.escape(name)}", text, re.M), f"no would-run line with {name!r}:\n{text}"
+        # The commands are shown once, as `$` lines; the outcome says "would run" once, not again per line.
+        assert len(re.findall(r"^\s+-> would run: ", text, re.M)) == 1, text
+        assert "would run: would run" not in text and not re.search(r"^\s+would run: ", text, re.M), text
     for placeholder in ("<app>", "<vault host>", "<service>", "<vault_command>", "<consumer_commands>", "$INFISICAL_PROJECT_ID"):
         assert placeholder not in out, placeholder
     # Key ids not known in a dry run show as placeholders, as everywhere else.
@@ -153,7 +155,9 @@ def test_a_broken_consumer_is_reported_in_one_line_and_the_dry_run_goes_on(serve
 
     result = dry_run(cli, "--inventory", str(inventory))
 
-    assert result.exit_code == 0, result.output
+    # A rehearsal that finds a place it would write not ready fails, and its last line names them.
+    assert result.exit_code == 1, result.output
+    assert "dry run done, but NOT READY: heroku:raxx-api-prod, github:raxx/infra, ssh:vault-host" in result.output.strip().splitlines()[-1]
     propagate = section(result.stdout, "5")
     assert (
         "pre-flight (read-only): 0 of 3 consumer(s) ready; NOT READY: heroku:raxx-api-prod, github:raxx/infra, ssh:vault-host" in propagate
@@ -180,8 +184,10 @@ def test_a_missing_config_var_is_named(served_world, cli):
     world = served_world
     world.heroku.seed_app("raxx-api-prod", {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLEEXAMPLE01"})  # the secret half is gone
 
-    propagate = section(dry_run(cli).stdout, "5")
+    result = dry_run(cli)
+    propagate = section(result.stdout, "5")
 
+    assert result.exit_code == 1 and "NOT READY: heroku:raxx-api-prod" in result.output.strip().splitlines()[-1]
     assert "heroku:raxx-api-prod: NOT READY: AWS_SECRET_ACCESS_KEY not set on raxx-api-prod" in propagate
     assert "2 of 3 consumer(s) ready; NOT READY: heroku:raxx-api-prod" in propagate
 
@@ -295,7 +301,7 @@ def test_a_consumer_that_cannot_be_set_up_is_reported_not_a_traceback(served_wor
 
     result = dry_run(cli, "--inventory", str(inventory))
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     propagate = section(result.stdout, "5")
     assert f"ssh:vault-host: NOT READY: cannot set up ssh:vault-host: key file {tmp_path / 'no-such-key'} not found" in propagate
     assert "2 of 3 consumer(s) ready; NOT READY: ssh:vault-host" in propagate

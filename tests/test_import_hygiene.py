@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-SDKS = ("boto3", "botocore", "moto", "paramiko", "github", "infisical_sdk", "textual")
+SDKS = ("boto3", "botocore", "moto", "paramiko", "github", "infisical_sdk", "textual", "psycopg", "psycopg_pool")
 
 # Runs the CLI (or imports modules) and prints the watched packages found in sys.modules
 # at interpreter exit, after click's own sys.exit.

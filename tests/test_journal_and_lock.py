@@ -22,7 +22,7 @@ def mode_of(path: Path) -> int:
 # -- the lock -----------------------------------------------------------------------------------
 
 
-def test_a_second_session_on_the_same_user_is_refused_naming_the_holder(rig, lean):
+def test_a_second_session_on_the_same_user_is_refused_naming_the_holder(backend, rig, lean):
     world = rig.world(lean)
     first = rig.start(world)
     rig.run_steps(first, 3)
@@ -40,14 +40,14 @@ def test_a_second_session_on_the_same_user_is_refused_naming_the_holder(rig, lea
     assert rig.keys(world) == keys  # the refused session touched nothing
 
 
-def test_the_lock_is_refused_from_another_process_too(rig, lean):
+def test_the_lock_is_refused_from_another_process_too(backend, rig, lean):
     world = rig.world(lean)
     first = rig.start(world)
     with pytest.raises(LockHeld, match=first.id):
         rig.start(world, engine=rig.new_engine())
 
 
-def test_a_refused_session_writes_nothing_to_the_journal(rig, lean):
+def test_a_refused_session_writes_nothing_to_the_journal(backend, rig, lean):
     world = rig.world(lean)
     first = rig.start(world)
     with pytest.raises(LockHeld):
@@ -56,7 +56,7 @@ def test_a_refused_session_writes_nothing_to_the_journal(rig, lean):
     assert rig.engine.journal.unfinished() == [rig.engine.journal.session(first.id)]
 
 
-def test_a_session_open_in_another_live_process_cannot_be_resumed_until_that_process_ends(rig, lean):
+def test_a_session_open_in_another_live_process_cannot_be_resumed_until_that_process_ends(backend, rig, lean):
     import socket
     import subprocess
 
@@ -64,8 +64,9 @@ def test_a_session_open_in_another_live_process_cannot_be_resumed_until_that_pro
     first = rig.start(world)
     other = subprocess.Popen(["sleep", "60"])
     try:
-        db = rig.engine.journal._db
-        db.execute("UPDATE locks SET holder = ? WHERE session_id = ?", (f"{socket.gethostname()}:{other.pid}", first.id))
+        # The lease as that process would hold it: live, and not expired.
+        with rig.engine.journal.backend.tx() as tx:
+            tx.run("UPDATE locks SET holder = ? WHERE session_id = ?", (f"{socket.gethostname()}:{other.pid}", first.id))
         with pytest.raises(SessionBusy, match=str(other.pid)):
             rig.new_engine().resume(first.id, lambda row: TrainingWiring(world))
     finally:
@@ -76,7 +77,7 @@ def test_a_session_open_in_another_live_process_cannot_be_resumed_until_that_pro
 
 
 @pytest.mark.parametrize("how", ["done", "rolled-back", "abandoned"])
-def test_after_the_first_session_ends_a_new_one_may_start(rig, lean, how):
+def test_after_the_first_session_ends_a_new_one_may_start(backend, rig, lean, how):
     world = rig.world(lean)
     first = rig.start(world)
     if how == "done":
@@ -95,8 +96,7 @@ def test_after_the_first_session_ends_a_new_one_may_start(rig, lean, how):
     assert rig.engine.journal.lock_of(second.id) == (world.aws.account_id, "raxx-vault-operator")
 
 
-def test_abandoning_needs_a_reason_and_is_audited(rig, lean):
-    from steps.audit import AuditLog
+def test_abandoning_needs_a_reason_and_is_audited(backend, rig, lean):
     from steps.engine import EngineError
 
     session = rig.start(rig.world(lean))
@@ -104,11 +104,11 @@ def test_abandoning_needs_a_reason_and_is_audited(rig, lean):
         session.abandon("  ")
     assert rig.engine.journal.lock_of(session.id) is not None
     session.abandon("wrong user picked")
-    records = [r for r in AuditLog(paths.audit_path()).records() if r.get("session") == session.id]
+    records = [r for r in rig.engine.audit.records() if r.get("session") == session.id]
     assert any(r["action"] == "session.abandon" and r["context"]["reason"] == "wrong user picked" for r in records)
 
 
-def test_a_session_whose_process_died_keeps_its_lock_and_resumes_with_it(rig, lean):
+def test_a_session_whose_process_died_keeps_its_lock_and_resumes_with_it(backend, rig, lean):
     world = rig.world(lean)
     first = rig.start(world)
     rig.run_steps(first, 3)
@@ -122,7 +122,7 @@ def test_a_session_whose_process_died_keeps_its_lock_and_resumes_with_it(rig, le
     assert resumed.journal.lock_of(first_id) is None
 
 
-def test_the_lock_is_per_user_another_user_in_the_same_account_may_rotate(rig, scenario_file):
+def test_the_lock_is_per_user_another_user_in_the_same_account_may_rotate(backend, rig, scenario_file):
     path = scenario_file("two-users", other_users={"raxx-s3-backup": [{"status": "Active", "age": "40d", "last_used": "1h"}]})
     world = rig.world(path)
     first = rig.start(world)
@@ -135,7 +135,7 @@ def test_the_lock_is_per_user_another_user_in_the_same_account_may_rotate(rig, s
     assert rig.keys(world, "raxx-s3-backup") == {second.facts["new_key_id"]: "Active"}
 
 
-def test_the_cli_refuses_a_second_run_on_a_locked_user_with_exit_3(live_world, cli):
+def test_the_cli_refuses_a_second_run_on_a_locked_user_with_exit_3(backend, live_world, cli):
     first = cli("run", "--mode", "live", "--user", "raxx-vault-operator", "--json")  # no --yes: stops before step 2
     assert first.exit_code == 3, first.output
     holder = json.loads(first.stdout)["session"]
@@ -212,13 +212,13 @@ def test_the_cli_journal_is_0600(handrail_home, cli, lean):
 # -- what the journal records -------------------------------------------------------------------
 
 
-def test_the_journal_records_sessions_events_and_key_id_facts(rig, lean):
+def test_the_journal_records_sessions_events_and_key_id_facts(backend, rig, lean):
     world = rig.world(lean)
     (old_id,) = rig.keys(world)
     session = rig.start(world)
     assert rig.drive(session).code == 0
 
-    journal = Journal(paths.journal_path())
+    journal = Journal(os.environ.get("HANDRAIL_DATABASE_URL") or paths.journal_path())
     row = journal.session(session.id)
     assert (row.runbook_id, row.mode, row.target, row.account, row.status) == (
         "aws-iam-access-key",
@@ -236,7 +236,7 @@ def test_the_journal_records_sessions_events_and_key_id_facts(rig, lean):
     journal.close()
 
 
-def test_find_session_by_prefix_suffix_and_last(rig, lean):
+def test_find_session_by_prefix_suffix_and_last(backend, rig, lean):
     world = rig.world(lean)
     session = rig.start(world)
     journal = rig.engine.journal
@@ -247,10 +247,10 @@ def test_find_session_by_prefix_suffix_and_last(rig, lean):
         journal.find_session("19990101-000000-dead")
 
 
-def test_last_is_the_session_touched_most_recently(tmp_path: Path):
+def test_last_is_the_session_touched_most_recently(backend, tmp_path: Path):
     """A resumed older session is `last`, not a newer one left alone since."""
     clock = ["2026-01-01T10:00:00Z"]
-    journal = Journal(tmp_path / "journal.db", now=lambda: clock[0])
+    journal = Journal(os.environ.get("HANDRAIL_DATABASE_URL") or tmp_path / "journal.db", now=lambda: clock[0])
     fields = {"runbook_id": "r", "runbook_path": "r.yaml", "runbook_sha": "0", "mode": "training"}
     older = journal.create_session(id="20260101-100000-aaaa", **fields)
     clock[0] = "2026-01-01T11:00:00Z"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import pickle
 from pathlib import Path
 
@@ -38,10 +39,31 @@ def assert_clean(where: str, data: bytes | str, values: set[str]) -> None:
 
 
 def home_files(home: Path) -> dict[str, bytes]:
-    """Every file handrail wrote under HANDRAIL_HOME (journal, its side files, audit log)."""
+    """Every file handrail wrote under HANDRAIL_HOME (journal, its side files, audit log),
+    and with a shared journal every row of every table of its database."""
     files = {str(p.relative_to(home)): p.read_bytes() for p in home.rglob("*") if p.is_file()}
+    url = os.environ.get("HANDRAIL_DATABASE_URL")
+    if url:
+        files.update(database_dump(url))
+        assert "table audit" in files and "table sessions" in files, sorted(files)
+        return files
     assert "journal.sqlite3" in files and "audit.jsonl" in files, sorted(files)
     return files
+
+
+def database_dump(url: str) -> dict[str, bytes]:
+    """Every table of the shared journal's schema, every row, as text (the tables other
+    features add are found, not listed)."""
+    import psycopg
+
+    out: dict[str, bytes] = {}
+    with psycopg.connect(url) as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")]
+        assert tables, "no tables in the journal database"
+        for table in tables:
+            rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()
+            out[f"table {table}"] = json.dumps([list(map(str, row)) for row in rows]).encode()
+    return out
 
 
 def world_secrets(world) -> set[str]:
@@ -62,7 +84,7 @@ def world_secrets(world) -> set[str]:
 # -- in-process: the values are known --------------------------------------------------------------
 
 
-def test_a_full_rotation_leaks_no_secret_anywhere(rig, cli, handrail_home):
+def test_a_full_rotation_leaks_no_secret_anywhere(backend, rig, cli, handrail_home):
     world = rig.world()
     secrets = world_secrets(world)  # the old key's and the operator's
     session = rig.start(world)
@@ -89,7 +111,7 @@ def test_a_full_rotation_leaks_no_secret_anywhere(rig, cli, handrail_home):
         assert_clean(f"handrail {' '.join(args)}", result.stdout + result.stderr, secrets)
 
 
-def test_a_rollback_leaks_no_secret(rig, cli, handrail_home):
+def test_a_rollback_leaks_no_secret(backend, rig, cli, handrail_home):
     world = rig.world()
     secrets = world_secrets(world)
     session = rig.start(world)

@@ -489,3 +489,43 @@ async def test_the_resume_list_tells_sessions_apart_and_the_arrows_move_it():
         await pilot.press("down", "ctrl+r")  # resume the highlighted one
         await wait_until(pilot, lambda: checklist(app) is not None, "the resumed session")
         assert checklist(app).session.id == "20261127-140000-demo"
+
+
+@pilot_test
+async def test_the_app_waits_for_a_second_operator_and_names_the_command():
+    from steps import approval
+    from steps.sandbox.aws import SECOND_OPERATOR
+    from steps.status import Needs
+    from tui.screens.modals import TypedConfirmScreen
+
+    app = frozen_app("second-operator")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_session(pilot)
+        session = screen.session
+        await run_steps(pilot, screen, until=lambda: session.current().step.id == "delete-old-key")
+        await pilot.press("f")  # the observation gate
+        await idle(pilot, screen)
+        if screen.shown_step != "delete-old-key":
+            await pilot.press("r")
+            await wait_until(pilot, lambda: screen.shown_step == "delete-old-key", "step 7b to show")
+        await wait_until(pilot, lambda: screen.prompt is not None and screen.prompt.needs is Needs.APPROVAL, "the approval prompt")
+        await pilot.press("r")  # asks afresh, then says it still waits
+        await settle(pilot)
+        text = screen_text(app)
+        assert "Waiting for a second operator" in text, text
+        callout = str(screen.query_one("#d-gate").render())
+        assert f'handrail approve {session.id} --step delete-old-key --reason "WHY"' in callout, callout
+        assert session.states["delete-old-key"].status == "pending"
+        # From another terminal: the world's second operator approves.
+        world = session.wiring.world
+        second = world.aws.client("sts", world.aws.pair_of(SECOND_OPERATOR)).get_caller_identity()["Arn"]
+        grant = approval.Grant(session.row, "delete-old-key", second, world.aws.account_id, "dashboards are quiet")
+        iam = world.aws.client("iam")
+        groups = lambda user: [g["GroupName"] for g in iam.list_groups_for_user(UserName=user)["Groups"]]  # noqa: E731
+        approval.grant(session.journal, session.audit, grant, world.scenario.governance(), groups, "tester")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, TypedConfirmScreen), "the typed confirmation")
+        await pilot.press(*list(app.screen.accepted[0]), "enter")
+        await idle(pilot, screen)
+        assert session.states["delete-old-key"].status == "done", screen_text(app)
+        assert any("approved by" in line and SECOND_OPERATOR in line for line in session.states["delete-old-key"].evidence)

@@ -258,3 +258,29 @@ def test_debrief(snap_compare, size):
         await debrief_on_quit(pilot)
 
     assert compare(snap_compare, training_app(), size, debriefed)
+
+
+# -- campaigns: the board ------------------------------------------------------------------------
+
+
+@sizes
+def test_campaign_board(snap_compare, size):
+    """Offboarding dana on the board: started, the gates fast-forwarded, raxx-reports taken
+    to the end in its checklist, escape back: one done, three waiting for their typed
+    confirmation, the progress bar at one in four, dana's next step and why in the detail."""
+    from tui_helpers import board_idle, open_board, open_target, start_board
+
+    async def board(pilot):
+        screen = await open_board(pilot, 0)
+        await start_board(pilot, screen)
+        await pilot.press("f")
+        await pilot.pause()
+        await board_idle(pilot, screen)
+        checklist = await open_target(pilot, screen, 1)
+        await run_steps(pilot, checklist)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: pilot.app.screen is screen and screen.board.rows()[1].state == "done", "the board")
+        await pilot.press("up")  # dana: her next step, irreversible, in the detail
+        pilot.app.clear_notifications()
+
+    assert compare(snap_compare, frozen_app("happy-path"), size, board)

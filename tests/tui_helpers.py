@@ -199,3 +199,60 @@ async def debrief_on_quit(pilot):
     await wait_until(pilot, lambda: isinstance(app.screen, DebriefScreen) and app.screen.debrief is not None, "the debrief")
     await settle(pilot)
     return app.screen
+
+
+# -- campaigns: the board --------------------------------------------------------------------------
+
+
+def board_screen(app: HandrailApp):
+    from tui.screens.board import BoardScreen
+
+    return next((s for s in app.screen_stack if isinstance(s, BoardScreen)), None)
+
+
+async def open_board(pilot, choice: int = 0):
+    """From the start screen, keys only: ctrl+b, the `choice`-th training campaign, its plan on the board."""
+    from tui.screens.board import CampaignsScreen
+
+    app = pilot.app
+    await wait_until(pilot, lambda: app.start_screen.loaded, "the start screen's form")
+    await pilot.press("ctrl+b")
+    await wait_until(pilot, lambda: isinstance(app.screen, CampaignsScreen), "the campaigns")
+    await pilot.press(*(["down"] * choice), "enter")
+    await wait_until(pilot, lambda: board_screen(app) is not None and board_screen(app).board is not None, "the plan", timeout=60)
+    await settle(pilot)
+    return board_screen(app)
+
+
+async def board_idle(pilot, board) -> None:
+    await wait_until(pilot, lambda: board.busy is None, "the board's worker", timeout=120)
+    await settle(pilot)
+
+
+async def start_board(pilot, board) -> None:
+    """ctrl+s, y: the campaign starts and every target drives to its first stop."""
+    from tui.screens.modals import AskScreen
+
+    await pilot.press("ctrl+s")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, AskScreen), "the plan's confirmation")
+    await pilot.press("y")
+    await wait_until(pilot, lambda: board.board.started, "the campaign to start")
+    await board_idle(pilot, board)
+
+
+async def open_target(pilot, board, position: int):
+    """Highlight target `position` (0-based) on the board, enter: its checklist, its prompt ready."""
+    from tui.screens.board import TargetChecklist
+
+    app = pilot.app
+    table = board.query_one("#board-table")
+    await pilot.press(
+        *(["down"] * (position - table.cursor_row)) if position >= table.cursor_row else ["up"] * (table.cursor_row - position)
+    )
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: isinstance(app.screen, TargetChecklist) and app.screen.position == position, "the target's checklist")
+    screen = app.screen
+    if screen.session.current() is not None:
+        await wait_until(pilot, lambda: screen.prompt is not None, "the target's prompt")
+    await settle(pilot)
+    return screen

@@ -94,9 +94,11 @@ class HandrailApp(App):
         training: bool = False,
         frozen: Frozen | None = None,
         reveal_seconds: float = 10.0,
+        campaign: str | None = None,
     ) -> None:
         super().__init__()
         self.training = training
+        self.campaign = campaign  # `handrail board C`: open on that campaign's board
         self.scenario = scenario
         self.inventory = inventory
         self.frozen = frozen
@@ -122,6 +124,10 @@ class HandrailApp(App):
             from tui.screens.training import TrainingScreen
 
             self.push_screen(TrainingScreen(self.scenario))
+        if self.campaign:
+            from tui.screens.board import BoardScreen
+
+            self.push_screen(BoardScreen(ref=self.campaign))
         # After the first frame: the catalog's imports (pydantic, yaml) must not delay it.
         self.call_after_refresh(self.refresh_catalog)
         self._loop_for_gc = asyncio.get_running_loop()
@@ -249,9 +255,14 @@ class HandrailApp(App):
     # -- app-wide actions ---------------------------------------------------------------
 
     async def action_quit(self) -> None:
+        from tui.screens.board import BoardScreen
         from tui.screens.checklist import ChecklistScreen
         from tui.screens.debrief import DebriefScreen, QuitTrainingScreen
 
+        board = next((s for s in self.screen_stack if isinstance(s, BoardScreen)), None)
+        if board is not None:  # the board owns its targets' sessions
+            board.action_quit_board()
+            return
         checklist = next((s for s in self.screen_stack if isinstance(s, ChecklistScreen)), None)
         if checklist is None:
             self.exit()
@@ -274,6 +285,7 @@ class HandrailApp(App):
         self.push_screen("help")
 
     def help_sections(self) -> list[Section]:
+        from tui.screens.board import BoardScreen, CampaignDebriefScreen, CampaignsScreen, TargetChecklist
         from tui.screens.briefing import BriefingScreen
         from tui.screens.checklist import ChecklistScreen
         from tui.screens.debrief import DebriefScreen, ExportScreen, QuitTrainingScreen
@@ -303,6 +315,9 @@ class HandrailApp(App):
             ("Confirm a step", rows(ConfirmRunScreen, TypedConfirmScreen, ReasonScreen)),
             ("Manual step", rows(ManualStepScreen)),
             ("Rollback plan", rows(RollbackScreen)),
+            ("Campaign board (many sessions)", rows(BoardScreen, CampaignsScreen)),
+            ("A target's checklist, from the board", rows(TargetChecklist)[:1]),
+            ("Campaign debrief", rows(CampaignDebriefScreen)),
         ]
 
 
@@ -322,10 +337,11 @@ def run_app(
     training: bool = False,
     profile: str | None = None,
     region: str | None = None,
+    campaign: str | None = None,
 ) -> None:
     """Run the app in this terminal until the operator quits (`training`: on the
-    scenario list, or on `scenario`'s briefing)."""
-    app = HandrailApp(runbook, user, mode, scenario, inventory, profile=profile, region=region, training=training)
+    scenario list, or on `scenario`'s briefing; `campaign`: on that campaign's board)."""
+    app = HandrailApp(runbook, user, mode, scenario, inventory, profile=profile, region=region, training=training, campaign=campaign)
     loop = asyncio.new_event_loop()
     try:
         app.run(loop=loop)

@@ -37,18 +37,65 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 def _engine():
+    from steps.compose import open_engine
+
+    return open_engine()
+
+
+def _journal():
+    from steps.compose import open_journal
+
+    return open_journal()
+
+
+def _audit(must_exist: bool = True):
+    """The journal's audit chain: the shared database's, or the local file (the file is
+    read without opening the journal)."""
+    from steps.compose import journal_location, open_audit
+    from steps.db import is_url
+
+    if is_url(journal_location()):
+        return open_audit(_journal())
     from steps.audit import AuditLog
-    from steps.engine import Engine
-    from steps.journal import Journal
-    from steps.paths import audit_path, journal_path
+    from steps.paths import audit_path
 
-    return Engine(Journal(journal_path()), AuditLog(audit_path()))
+    path = audit_path()
+    if must_exist and not path.exists():
+        fail(f"{path}: no such file")
+    return AuditLog(path)
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+class _Handrail(click.Group):
+    """The journal's own failures, whatever the command: one line, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from steps.db import DatabaseUrlError, JournalUnavailable, SchemaMismatch
+            from steps.journal import LeaseLost
+
+            if isinstance(exc, JournalUnavailable):
+                fail(f"{exc}: stopped, nothing recorded is lost; run the command again when the database is back", EXIT_FAILED)
+            if isinstance(exc, LeaseLost):
+                fail(str(exc), EXIT_FAILED)
+            if isinstance(exc, SchemaMismatch | DatabaseUrlError):
+                fail(str(exc), EXIT_BAD_INPUT)
+            raise
+        finally:
+            if "steps.compose" in sys.modules:
+                sys.modules["steps.compose"].close_journals()
+
+
+@click.group(cls=_Handrail, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="handrail")
+@click.option(
+    "--database",
+    metavar="URL",
+    help="The journal in a team's shared PostgreSQL (postgresql://…); default $HANDRAIL_DATABASE_URL, else the local SQLite file.",
+)
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, database: str | None = None) -> None:
     """handrail: an SOP as a live checklist. Each step shows the command it stands for,
     runs when you confirm, shows what it validated, and can be rolled back.
 
@@ -56,6 +103,10 @@ def main(ctx: click.Context) -> None:
     """
     from steps import logs
 
+    if database is not None or "steps.compose" in sys.modules:
+        from steps.compose import use_database
+
+        use_database(database)
     logs.install()
     sys.excepthook = logs.excepthook
     if ctx.invoked_subcommand is None:
@@ -90,14 +141,20 @@ def plan(runbook: str, fmt: str) -> None:
         book = load(runbook)
     except RunbookError as exc:
         fail(str(exc))
-    from steps.journal import Journal
-    from steps.paths import journal_path
     from steps.validate import describe_last
 
-    click.echo(render_plan(book, fmt, last_validated=describe_last(Journal(journal_path()), book)))
+    click.echo(render_plan(book, fmt, last_validated=describe_last(_journal(), book)))
 
 
 # -- running ------------------------------------------------------------------------------------
+
+
+_roles_option = click.option(
+    "--roles",
+    "roles_path",
+    metavar="FILE",
+    help="Live/dry-run: who holds which role (default: $HANDRAIL_ROLES, then roles.yaml beside the inventory or in the config dir).",
+)
 
 
 def _run_options(f):
@@ -230,11 +287,12 @@ def _refusals() -> Iterator[None]:
     from steps.engine import EngineError
     from steps.journal import LockHeld, SessionBusy, SessionNotFound
     from steps.loader import RunbookError
+    from steps.roles import RoleRefused
     from steps.wiring import WiringError
 
     try:
         yield
-    except (LockHeld, SessionBusy) as exc:
+    except (LockHeld, SessionBusy, RoleRefused) as exc:
         fail(str(exc), EXIT_STOPPED)
     except (ComposeError, SessionNotFound, EngineError, RunbookError, WiringError, AwsCallFailed, PlanError) as exc:
         fail(_one_line(exc))
@@ -246,10 +304,18 @@ def _drive_session(session, opts, as_json: bool, world_out: str | None) -> None:
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     printer = Printer(echo, progress=sys.stderr.isatty())
     printer.header(session)
+    from steps.db import JournalUnavailable
+    from steps.journal import LeaseLost
+
     try:
         code, message = drive(session, opts, printer, _asker(as_json))
     except KeyboardInterrupt:
         code, message = EXIT_STOPPED, f"interrupted: the journal has where the session stands; `handrail resume {session.id}`"
+    except (JournalUnavailable, LeaseLost) as exc:
+        # Nothing more can be recorded: stop here (no checkpoint, no debrief); the journal
+        # has every step up to this one, and resume runs this one again (it looks first).
+        session.wiring.close()
+        fail(f"{exc}: step stopped; `handrail resume {session.id}` when the database is back", EXIT_FAILED)
     _finish(session, code, message, as_json, world_out)
 
 
@@ -276,6 +342,7 @@ def _drive_session(session, opts, as_json: bool, world_out: str | None) -> None:
     metavar="FILE",
     help="Live/dry-run: where each user's pair lives and who consumes it (default: $HANDRAIL_INVENTORY, then the config dir's inventory.yaml).",
 )
+@_roles_option
 @_run_options
 def run(
     runbook,
@@ -289,6 +356,7 @@ def run(
     profile,
     region,
     inventory_path,
+    roles_path,
     yes,
     fast_forward,
     override_gate,
@@ -322,6 +390,7 @@ def run(
         profile=profile,
         region=region,
         inventory=inventory_path,
+        roles=roles_path,
         check_call=check_call,
         allow_self_rotation=allow_self_rotation,
         retire_key=retire_key,
@@ -425,6 +494,45 @@ def abandon(session_ref: str, reason: str) -> None:
     click.echo(f"session {row.id}: abandoned; lock released")
 
 
+@main.command()
+@click.argument("session_ref", metavar="SESSION")
+@click.option("--step", "step_id", required=True, metavar="STEP", help="The step id that waits for a second operator.")
+@click.option("--reason", required=True, help="Why you approve it (audited).")
+@click.option("--expires", metavar="DURATION", help="How long the approval stands (default: the roles file's, else 1h; at most 24h).")
+@click.option("--profile", metavar="PROFILE", help="Live: the AWS profile you approve as.")
+@click.option("--region", metavar="REGION")
+@_roles_option
+def approve(session_ref, step_id, reason, expires, profile, region, roles_path) -> None:
+    """Approve a step that waits for a second operator, as another identity than the
+    session's operator (live: your own credentials; training: the world's second operator)."""
+    from steps import approval as approvals
+    from steps import compose
+    from steps.engine import EngineError
+    from steps.journal import SessionNotFound
+    from steps.roles import iam_groups
+
+    engine = _engine()
+    try:
+        row = engine.journal.find_session(session_ref)
+        expires_in = approvals.expiry(expires, row.options.get("governance") or {}) if expires else None
+    except (SessionNotFound, EngineError) as exc:
+        fail(str(exc))
+    with _refusals():
+        who = compose.approver(row, profile=profile, region=region, roles=roles_path)
+    try:
+        with _refusals():
+            grant = approvals.Grant(row, step_id, who.arn, who.account, reason, expires_in)
+            try:
+                done = approvals.grant(engine.journal, engine.audit, grant, who.governance, iam_groups(who.wiring), engine.os_user)
+            except approvals.ApprovalRefused as exc:
+                fail(str(exc), EXIT_STOPPED)
+    finally:
+        who.close()
+    click.echo(
+        f"session {row.id}: step {done.step_id} approved by {done.approver} until {done.expires_at}; the operator goes on with `handrail resume {row.id}`"
+    )
+
+
 # -- sessions and audit -------------------------------------------------------------------------
 
 
@@ -433,10 +541,7 @@ def abandon(session_ref: str, reason: str) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Include finished sessions.")
 def sessions(as_json: bool, show_all: bool) -> None:
     """List sessions from the journal (unfinished ones by default)."""
-    from steps.journal import Journal
-    from steps.paths import journal_path
-
-    journal = Journal(journal_path())
+    journal = _journal()
     rows = journal.sessions() if show_all else journal.unfinished()
     if as_json:
         click.echo(json.dumps([_session_json(journal, r) for r in rows], indent=2))
@@ -475,10 +580,9 @@ def _session_json(journal, row) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True)
 def show(session_ref: str, as_json: bool) -> None:
     """One session's timeline from the journal."""
-    from steps.journal import Journal, SessionNotFound
-    from steps.paths import journal_path
+    from steps.journal import SessionNotFound
 
-    journal = Journal(journal_path())
+    journal = _journal()
     try:
         row = journal.find_session(session_ref)
     except SessionNotFound as exc:
@@ -544,13 +648,12 @@ def validate(runbook: str, mode: str, yes: bool, profile: str | None, region: st
 def debrief(session_ref: str, fmt: str, out: str | None) -> None:
     """A training session's debrief: timeline, gotchas and whether each was handled, end state."""
     from steps import debrief as debriefs
-    from steps.audit import AuditLog
-    from steps.journal import Journal, SessionNotFound
-    from steps.paths import audit_path, journal_path
+    from steps.journal import SessionNotFound
     from steps.secrets import redact
 
+    engine = _engine()
     try:
-        d = debriefs.build(Journal(journal_path()), AuditLog(audit_path()), session_ref)
+        d = debriefs.build(engine.journal, engine.audit, session_ref)
     except SessionNotFound as exc:
         fail(str(exc))
     text = {"text": debriefs.to_text, "markdown": debriefs.to_markdown}.get(fmt, lambda x: json.dumps(x.as_dict(), indent=2))(d)
@@ -560,6 +663,39 @@ def debrief(session_ref: str, fmt: str, out: str | None) -> None:
         click.echo(f"debrief written to {out}")
     else:
         click.echo(text)
+
+
+@main.command()
+@click.argument("ref", metavar="SESSION|CAMPAIGN|last", default="last")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+@click.option("--out", "out", metavar="FILE", help="Write it to FILE (refused if FILE exists, unless --force).")
+@click.option("--force", is_flag=True, help="With --out: replace FILE if it exists.")
+def report(ref: str, fmt: str, out: str | None, force: bool) -> None:
+    """The report of a session or a campaign, in any mode: who (operator, roles,
+    approvers), what (runbook, version, sha256), when, each step's evidence, every
+    override and skip, CloudTrail findings, the end state and the audit chain's check."""
+    from steps import report as reports
+    from steps.compose import ComposeError, check_output_path
+    from steps.journal import SessionNotFound
+
+    target = None
+    if out:
+        try:
+            target = check_output_path(out, "--out")
+        except ComposeError as exc:
+            fail(str(exc))
+        if target.exists() and not force:
+            fail(f"--out: {out} exists; pass --force to replace it (nothing written)")
+    try:
+        data = reports.build(_journal(), _audit(must_exist=False), ref)
+    except SessionNotFound as exc:
+        fail(str(exc))
+    text = reports.to_markdown(data) if fmt == "markdown" else reports.to_json(data) + "\n"
+    if target is None:
+        click.echo(text, nl=False)
+        return
+    target.write_text(text, encoding="utf-8")
+    click.echo(f"report of {data['kind']} {data.get('session') or data.get('campaign')} written to {target}")
 
 
 @main.command()
@@ -607,18 +743,22 @@ def audit() -> None:
 @audit.command("verify")
 @click.argument("file", required=False)
 def audit_verify(file: str | None) -> None:
-    """Check the hash chain; exit 1 naming the first line that breaks it."""
+    """Check the hash chain (a file given, else the journal's: the shared database's, or
+    the local file); exit 1 naming the first record that breaks it."""
     from steps.audit import AuditLog
-    from steps.paths import audit_path
 
-    path = Path(file) if file else audit_path()
-    if not path.exists():
-        fail(f"{path}: no such file")
-    verdict = AuditLog(path).verify()
+    if file:
+        if not Path(file).exists():
+            fail(f"{file}: no such file")
+        log = AuditLog(Path(file))
+    else:
+        log = _audit()
+    verdict = log.verify()
+    unit = "lines" if isinstance(log, AuditLog) else "records"
     if verdict.ok:
-        click.echo(f"{path}: ok, {verdict.lines} lines, chain intact" + (f" ({verdict.note})" if verdict.note else ""))
+        click.echo(f"{log.where}: ok, {verdict.lines} {unit}, chain intact" + (f" ({verdict.note})" if verdict.note else ""))
         return
-    click.echo(f"{path}: line {verdict.bad_line}: {verdict.reason}", err=True)
+    click.echo(f"{log.where}: {unit[:-1]} {verdict.bad_line}: {verdict.reason}", err=True)
     sys.exit(EXIT_FAILED)
 
 
@@ -628,13 +768,72 @@ def audit_verify(file: str | None) -> None:
 def audit_show(session_ref: str | None, file: str | None) -> None:
     """Print audit records as JSON lines."""
     from steps.audit import AuditLog
-    from steps.paths import audit_path
 
-    log = AuditLog(Path(file) if file else audit_path())
+    log = AuditLog(Path(file)) if file else _audit(must_exist=False)
     for record in log.records():
         if session_ref and not str(record.get("session") or "").startswith(session_ref) and record.get("session") != session_ref:
             continue
         click.echo(json.dumps(record))
+
+
+@main.group()
+def db() -> None:
+    """The journal's database: its schema, and bringing an old journal in."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations the journal's database lacks (needs CREATE on the schema)."""
+    from steps.compose import journal_location
+    from steps.db import SCHEMA_VERSION, is_url
+    from steps.journal import open_backend
+
+    where = journal_location()
+    if is_url(where):
+        from steps.db_postgres import PostgresBackend
+
+        backend = PostgresBackend(str(where), check_schema=False)
+    else:
+        backend = open_backend(where, upgrade=False)
+    try:
+        applied = backend.upgrade()
+    finally:
+        backend.close()
+    if applied:
+        click.echo(f"{backend.where}: schema upgraded to version {SCHEMA_VERSION} (applied {', '.join(map(str, applied))})")
+    else:
+        click.echo(f"{backend.where}: schema at version {SCHEMA_VERSION}, nothing to do")
+
+
+@db.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--audit",
+    "audit_file",
+    type=click.Path(dir_okay=False),
+    help="Its audit log (default: audit.jsonl beside FILE, when there is one).",
+)
+def db_import(file: str, audit_file: str | None) -> None:
+    """Bring a SQLite journal (and its audit log) into the shared database, all or nothing."""
+    from steps.compose import open_journal
+    from steps.db_import import ImportRefused, import_journal
+    from steps.engine import _os_user
+
+    source = Path(file)
+    audit = Path(audit_file) if audit_file else source.with_name("audit.jsonl")
+    if audit_file and not audit.is_file():
+        fail(f"--audit {audit_file}: no such file")
+    journal = open_journal()
+    try:
+        done = import_journal(source, journal, audit if audit.is_file() else None, actor=_os_user())
+    except ImportRefused as exc:
+        fail(str(exc))
+    finally:
+        journal.close()
+    counts = ", ".join(f"{n} {table}" for table, n in done.counts.items() if n)
+    click.echo(
+        f"{journal.where}: imported {counts or 'nothing'}; {done.audit_lines} audit line(s) re-chained after a journal.imported record"
+    )
 
 
 @main.group()
@@ -785,29 +984,53 @@ def campaign() -> None:
 
 
 class _Bar:
-    """Progress on stderr: a bar with counts, redrawn in place on a terminal; else a line
-    each time another tenth of the targets settles (or ends)."""
+    """Progress on stderr: a bar with counts, redrawn in place on a terminal (fitted to its
+    width); else a line each time another tenth of the targets settles (or ends). Called
+    from the campaign's worker threads: one redraw at a time."""
+
+    WIDTH = 30
 
     def __init__(self) -> None:
+        import threading
+
         self.tty = sys.stderr.isatty()
         self._shown = (-1, -1)
+        self._lock = threading.Lock()
+        self._drawn = False
 
     def __call__(self, counts, total: int) -> None:
         settled = total - counts.get("running", 0) - counts.get("planned", 0)
         ended = sum(n for state, n in counts.items() if TargetState(state).ended)
         words = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if n)
-        if self.tty:
-            filled = int(30 * settled / max(1, total))
-            click.echo(f"\r[{'#' * filled}{'.' * (30 - filled)}] {settled}/{total}  {words}\033[K", err=True, nl=False)
-            return
-        tenths = (settled * 10 // max(1, total), ended * 10 // max(1, total))
-        if tenths[0] > self._shown[0] or tenths[1] > self._shown[1]:
-            self._shown = (max(tenths[0], self._shown[0]), max(tenths[1], self._shown[1]))
-            click.echo(f"[{settled}/{total}] {words}", err=True)
+        with self._lock:
+            if self.tty:
+                click.echo("\r" + self.line(settled, ended, total, words) + "\033[K", err=True, nl=False)
+                self._drawn = True
+                return
+            tenths = (settled * 10 // max(1, total), ended * 10 // max(1, total))
+            if tenths[0] > self._shown[0] or tenths[1] > self._shown[1]:
+                self._shown = (max(tenths[0], self._shown[0]), max(tenths[1], self._shown[1]))
+                click.echo(f"[{settled}/{total}] {words}", err=True)
+
+    @classmethod
+    def line(cls, settled: int, ended: int, total: int, words: str, columns: int | None = None) -> str:
+        """`[####==....] 7/20 settled  3 done, 4 waiting, 13 running`: # ended, = stopped
+        on the way (waiting, failed...), . not there yet; cut to the terminal's width."""
+        import shutil
+
+        whole = max(1, total)
+        done = int(cls.WIDTH * ended / whole)
+        stopped = int(cls.WIDTH * settled / whole) - done
+        bar = "#" * done + "=" * max(0, stopped)
+        text = f"[{bar}{'.' * (cls.WIDTH - len(bar))}] {settled}/{total}  {words}"
+        width = (columns or shutil.get_terminal_size((80, 24)).columns) - 1
+        return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
     def end(self) -> None:
-        if self.tty:
-            click.echo("", err=True)
+        with self._lock:
+            if self.tty and self._drawn:
+                click.echo("", err=True)
+                self._drawn = False
 
 
 def _campaign_result(summary, as_json: bool, note: str | None = None, extra: dict | None = None, code: int | None = None) -> None:
@@ -886,6 +1109,7 @@ def _drive_campaign(engine, fleet, campaign_id: str, opts, concurrency: int, as_
 )
 @_concurrency
 @_fleet_options
+@_roles_option
 @_run_options
 def campaign_start(
     due_users,
@@ -901,6 +1125,7 @@ def campaign_start(
     profile,
     region,
     inventory_path,
+    roles_path,
     yes,
     fast_forward,
     override_gate,
@@ -937,7 +1162,7 @@ def campaign_start(
         kind="due" if due_users else "users",
         name=name or (f"due at {cadence}, {stamp}" if due_users else f"{len(users)} user(s), {stamp}"),
         options={"cadence": cadence, "all_users": all_users},
-        fleet_args=(mode, scenario, profile, region, inventory_path),
+        fleet_args=(mode, scenario, profile, region, inventory_path, roles_path),
         run_args=(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out),
         concurrency=concurrency,
     )
@@ -956,7 +1181,7 @@ def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tu
     from steps import compose
     from steps.loader import load
 
-    mode, scenario, profile, region, inventory_path = fleet_args
+    mode, scenario, profile, region, inventory_path, roles_path = fleet_args
     yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out = run_args
     if fast_forward and mode != "training":
         fail("--fast-forward is for training only: live time cannot be skipped (use --override-gate REASON)")
@@ -966,7 +1191,7 @@ def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tu
     engine = _engine()
     echo = _echo_err(as_json)
     with _refusals():
-        fleet = compose.open_fleet(mode, scenario=scenario, profile=profile, region=region, inventory=inventory_path)
+        fleet = compose.open_fleet(mode, scenario=scenario, profile=profile, region=region, inventory=inventory_path, roles=roles_path)
     try:
         with _refusals():
             reader = fleet.wiring()
@@ -1012,6 +1237,7 @@ def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tu
 @click.argument("person")
 @_concurrency
 @_fleet_options
+@_roles_option
 @_run_options
 def offboard(
     person,
@@ -1021,6 +1247,7 @@ def offboard(
     profile,
     region,
     inventory_path,
+    roles_path,
     yes,
     fast_forward,
     override_gate,
@@ -1050,19 +1277,14 @@ def offboard(
         kind="offboard",
         name=f"offboard {person}, {_stamp()}",
         options={"person": person},
-        fleet_args=(mode, scenario, profile, region, inventory_path),
+        fleet_args=(mode, scenario, profile, region, inventory_path, roles_path),
         run_args=(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out),
         concurrency=concurrency,
     )
 
 
 def _find_campaign(engine, ref: str):
-    from steps.journal import CampaignNotFound
-
-    try:
-        return engine.journal.find_campaign(ref)
-    except CampaignNotFound as exc:
-        fail(str(exc))
+    return _find_campaign_in(engine.journal, ref)
 
 
 @campaign.command("list")
@@ -1070,10 +1292,8 @@ def _find_campaign(engine, ref: str):
 def campaign_list(as_json: bool) -> None:
     """The campaigns in the journal, newest first, with where their targets stand."""
     from steps import campaign as campaigns
-    from steps.journal import Journal
-    from steps.paths import journal_path
 
-    journal = Journal(journal_path())
+    journal = _journal()
     summaries = [campaigns.summary(journal, row.id) for row in journal.campaigns()]
     if as_json:
         click.echo(json.dumps([{k: v for k, v in s.as_dict().items() if k != "targets"} for s in summaries], indent=2))
@@ -1093,12 +1313,8 @@ def campaign_show(campaign_ref: str, as_json: bool) -> None:
     """One campaign: every target, why it is there, its session and where it stands.
     Exits like the campaign: 0 all done, 1 any failed or blocked, 3 any waiting."""
     from steps import campaign as campaigns
-    from steps.audit import AuditLog
-    from steps.engine import Engine
-    from steps.journal import Journal
-    from steps.paths import audit_path, journal_path
 
-    engine = Engine(Journal(journal_path()), AuditLog(audit_path()))
+    engine = _engine()
     row = _find_campaign(engine, campaign_ref)
     summary = campaigns.summary(engine.journal, row.id)
     if as_json:
@@ -1106,6 +1322,35 @@ def campaign_show(campaign_ref: str, as_json: bool) -> None:
         _campaign_result(summary, True, extra={"why": {t.target: t.why for t in targets}})
     click.echo(f"campaign {row.id}: {row.name}; {row.mode}, account {row.account}, by {row.actor}, started {row.created_at}")
     _campaign_result(summary, False)
+
+
+@campaign.command("debrief")
+@click.argument("campaign_ref", metavar="CAMPAIGN", default="last")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="Write it to a file (e.g. debrief.md).")
+def campaign_debrief(campaign_ref: str, fmt: str, out: str | None) -> None:
+    """A campaign's debrief: each target's verdicts, rollback and end state, and where the
+    campaign ended (what the board shows at its end)."""
+    from steps import debrief as debriefs
+    from steps.journal import CampaignNotFound
+    from steps.secrets import redact
+
+    if out:
+        from steps.compose import check_output_path
+
+        with _refusals():
+            check_output_path(out, "--out")
+    try:
+        d = debriefs.build_campaign(_journal(), _audit(must_exist=False), campaign_ref)
+    except CampaignNotFound as exc:
+        fail(str(exc))
+    render = {"text": debriefs.campaign_to_text, "markdown": debriefs.campaign_to_markdown}
+    text = redact(render[fmt](d) if fmt in render else json.dumps(d.as_dict(), indent=2))
+    if out:
+        Path(out).write_text(text if text.endswith("\n") else text + "\n")
+        click.echo(f"debrief written to {out}")
+    else:
+        click.echo(text)
 
 
 @campaign.command("resume")
@@ -1184,6 +1429,30 @@ def campaign_rollback(campaign_ref, yes, as_json, world_out, concurrency) -> Non
 
 
 # -- the app ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("campaign_ref", metavar="CAMPAIGN", default="last")
+def board(campaign_ref: str) -> None:
+    """Open the app on a campaign's board (default: the newest campaign): one row per
+    target; enter opens a target's checklist, escape comes back, g drives them on."""
+    journal = _journal()
+    try:
+        row = _find_campaign_in(journal, campaign_ref)
+    finally:
+        journal.close()
+    from tui.app import run_app
+
+    run_app(campaign=row.id)
+
+
+def _find_campaign_in(journal, ref: str):
+    from steps.journal import CampaignNotFound
+
+    try:
+        return journal.find_campaign(ref)
+    except CampaignNotFound as exc:
+        fail(str(exc))
 
 
 @main.command()

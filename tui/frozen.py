@@ -46,6 +46,9 @@ class Frozen:
     os_user: str = "operator"
     seed: int = 2026
     account_id: str = "198698730797"
+    campaign_id: str = "c-20261127-140000-demo"
+    # A campaign's sessions share one world and clock: one at a time, they move it the same way every run.
+    concurrency: int = 1
 
     def clock(self) -> FrozenClock:
         return FrozenClock(self.now)
@@ -64,6 +67,13 @@ class Frozen:
 
         self.seed_moto("world")
         return World.create(scenario, self.clock(), account_id=self.account_id)
+
+    def fleet_world(self, scenario: Any):
+        """A campaign's shared world: seeded like `world`, but its waits pass at once in
+        simulated time (a drive has nobody to press f), as a headless campaign's do."""
+        world = self.world(scenario)
+        world.clock.release()
+        return world
 
     def seed_moto(self, salt: str) -> None:
         """Seed moto's random source: called before each step runs, so a step's key ids

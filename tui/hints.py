@@ -45,6 +45,8 @@ def hints(
         return [("r", f"retry {again}"), ("s", "skip…"), ("u", "roll back"), ("q", "quit, resume later")]
     if status is StepStatus.BLOCKED:
         return [("o", "override…"), ("r", f"retry {again}"), ("s", "skip…"), ("u", "roll back"), ("q", "quit, resume later")]
+    if prompt is not None and prompt.needs is Needs.APPROVAL and prompt.step.id == step_id:
+        return [("", "Waiting for a second operator."), ("r", "check again"), ("u", "roll back"), ("q", "quit, resume later")]
     if status is Shown.WAITING:
         ff = [("f", "fast-forward to the opening")] if simulated else []
         return ff + [("o", "pass early…"), ("u", "roll back"), ("q", "quit, resume later")]

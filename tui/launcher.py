@@ -104,9 +104,10 @@ def _one_line() -> Iterator[None]:
         from steps.engine import EngineError
         from steps.journal import LockHeld, SessionBusy, SessionNotFound
         from steps.loader import RunbookError
+        from steps.roles import RoleRefused
         from steps.wiring import WiringError
 
-        known = (ComposeError, EngineError, LockHeld, SessionBusy, SessionNotFound, RunbookError, WiringError)
+        known = (ComposeError, EngineError, LockHeld, SessionBusy, SessionNotFound, RunbookError, WiringError, RoleRefused)
         text = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
         raise LaunchError(text.strip().splitlines()[0] if text.strip() else type(exc).__name__) from None
 
@@ -222,10 +223,9 @@ def _inventory(given: str | None):
 
 
 def _journal():
-    from steps.journal import Journal
-    from steps.paths import journal_path
+    from steps.compose import open_journal
 
-    return Journal(journal_path())
+    return open_journal()
 
 
 class Launcher:
@@ -246,12 +246,12 @@ class Launcher:
 
     def _make_engine(self) -> Engine:
         if self._engine is None:
-            from steps.audit import AuditLog
+            from steps.compose import open_audit
             from steps.engine import Engine
-            from steps.paths import audit_path, journal_path
+            from steps.paths import journal_path
 
             journal = self.frozen.journal(journal_path()) if self.frozen else _journal()
-            self._engine = Engine(journal, AuditLog(audit_path()), os_user=self.frozen.os_user if self.frozen else None)
+            self._engine = Engine(journal, open_audit(journal), os_user=self.frozen.os_user if self.frozen else None)
         return self._engine
 
     def journal(self):

@@ -101,3 +101,52 @@ class Exported(Message):
         super().__init__()
         self.path = path
         self.error = error
+
+
+# -- the campaign board --------------------------------------------------------------------------
+
+
+class BoardReady(Message):
+    """A campaign's board is planned or reopened (`tui.campaigns.Board`), or could not be (`error`)."""
+
+    def __init__(self, board: Any, error: str = "") -> None:
+        super().__init__()
+        self.board = board
+        self.error = error
+
+
+class TargetMoved(Message):
+    """A target of the board moved (its step, its state); -1: any of them."""
+
+    def __init__(self, position: int) -> None:
+        super().__init__()
+        self.position = position
+
+
+class BoardWorkDone(Message):
+    """A board worker ended: started, drove, fast-forwarded, closed; `error` when it could not."""
+
+    def __init__(self, what: str, error: str = "") -> None:
+        super().__init__()
+        self.what = what
+        self.error = error
+
+
+class TargetOpened(Message):
+    """The session of a target, opened for its checklist (None: refused or failed, see its row)."""
+
+    def __init__(self, position: int, session: Session | None, error: str = "", rollback: bool = False) -> None:
+        super().__init__()
+        self.position = position
+        self.session = session
+        self.error = error
+        self.rollback = rollback  # open it on its rollback plan
+
+
+class CampaignsLoaded(Message):
+    """The journal's campaigns for the campaign chooser: (id, one-line label, ended)."""
+
+    def __init__(self, campaigns: list[tuple[str, str, bool]], error: str = "") -> None:
+        super().__init__()
+        self.campaigns = campaigns
+        self.error = error

@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from steps.actions.base import ActionSpec, Outcome, Params, Preview, StepContext
+from steps.actions.base import ActionSpec, Outcome, Params, Preflight, Preview, StepContext
 
 _ACTIONS: dict[str, ActionSpec] = {}
 _MODULES = (
@@ -37,7 +37,7 @@ def action(
     mutates: bool,
     params: type[Params] | None = None,
     preview: Callable[[StepContext], Preview] | None = None,
-    preflight: Callable[[StepContext], list[str]] | None = None,
+    preflight: Callable[[StepContext], Preflight] | None = None,
     available: Callable[[Any, Mapping[str, str]], str | None] | None = None,
 ) -> Callable[[Callable[[StepContext], Outcome]], Callable[[StepContext], Outcome]]:
     def register(fn: Callable[[StepContext], Outcome]) -> Callable[[StepContext], Outcome]:

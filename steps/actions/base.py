@@ -26,6 +26,15 @@ Status = StepStatus
 
 
 @dataclass
+class Preflight:
+    """A dry run's read-only look at the places a step would write: which of them are not
+    ready (a dry run that finds one ends non-zero), and the evidence lines."""
+
+    not_ready: list[str]
+    lines: list[str]
+
+
+@dataclass
 class Outcome:
     status: Status
     summary: str
@@ -169,7 +178,7 @@ class ActionSpec:
     preview: Callable[[StepContext], Preview] | None = None
     # A dry run's read-only look at every system the action would change (evidence
     # lines, one verdict per system): the engine calls it where it does not run the action.
-    preflight: Callable[[StepContext], list[str]] | None = None
+    preflight: Callable[[StepContext], Preflight] | None = None
     # An action that needs something of the wiring (e.g. an inventory entry): returns
     # None when it can run, else the reason it cannot (the step then falls back to
     # its manual instructions).

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from steps.actions import action
-from steps.actions.base import ActionFailed, Outcome, Preview, StepContext, WaitParams
+from steps.actions.base import ActionFailed, Outcome, Preflight, Preview, StepContext, WaitParams
 from steps.clock import human_duration, iso, parse_iso
 from steps.consumers.base import AdapterError, Consumer, Pair, ProbeResult, Result, Vault
 from steps.secrets import redact
@@ -111,26 +111,30 @@ def _probe_all(ctx: StepContext) -> list[tuple[Consumer, ProbeResult]]:
         return list(zip(consumers, pool.map(ctx.wiring.probe, consumers), strict=True))
 
 
-def _verdict(found: list[tuple[Consumer, ProbeResult]]) -> str:
+def _verdict(found: list[tuple[Consumer, ProbeResult]]) -> tuple[list[str], str]:
     bad = [c.name for c, r in found if not r.ok]
     head = f"pre-flight (read-only): {len(found) - len(bad)} of {len(found)} consumer(s) ready"
-    return head + (f"; NOT READY: {', '.join(bad)}" if bad else "")
+    return bad, head + (f"; NOT READY: {', '.join(bad)}" if bad else "")
 
 
-def vault_preflight(ctx: StepContext) -> list[str]:
-    found = ctx.wiring.probe(_vault(ctx))
-    return [f"pre-flight (read-only): the vault is {'ready' if found.ok else 'NOT READY'}", *_probe_lines(found)]
+def vault_preflight(ctx: StepContext) -> Preflight:
+    vault = _vault(ctx)
+    found = ctx.wiring.probe(vault)
+    line = f"pre-flight (read-only): the vault is {'ready' if found.ok else 'NOT READY'}"
+    return Preflight([] if found.ok else [vault.name], [line, *_probe_lines(found)])
 
 
-def propagate_preflight(ctx: StepContext) -> list[str]:
+def propagate_preflight(ctx: StepContext) -> Preflight:
     found = _probe_all(ctx)
-    return [_verdict(found), *(line for _, r in found for line in _probe_lines(r))]
+    bad, head = _verdict(found)
+    return Preflight(bad, [head, *(line for _, r in found for line in _probe_lines(r))])
 
 
-def verify_preflight(ctx: StepContext) -> list[str]:
+def verify_preflight(ctx: StepContext) -> Preflight:
     # What step 5's pre-flight found (the same probes): one line per consumer.
     found = _probe_all(ctx)
-    return [_verdict(found), *(r.summary() for _, r in found)]
+    bad, head = _verdict(found)
+    return Preflight(bad, [head, *(r.summary() for _, r in found)])
 
 
 # -- step 4: the vault --------------------------------------------------------------------------

@@ -41,6 +41,8 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 OPERATOR_USER = "handrail-operator"
+# Training's second person: `handrail approve` signs as this user (another STS principal).
+SECOND_OPERATOR = "handrail-second-operator"
 _MAX_CLIENTS = 64
 REGION = "us-east-1"
 
@@ -341,6 +343,27 @@ class AwsWorld:
         key = self._new_key(user, SeedKey(age=86400, last_used=None))
         self.operator = Pair(key.access_key_id, Secret(key.secret_access_key, "operator"))
         return self.operator
+
+    def join_groups(self, user: str, groups: list[str]) -> None:
+        for group in groups:
+            iam_user.ensure_group(self.iam, group)
+            self.iam.add_user_to_group(group, user)
+
+    def create_user_with_key(self, user: str, groups: list[str]) -> Pair:
+        """Another person's IAM user with one key (not the operator)."""
+        if user not in self.iam.users:
+            self.iam.create_user(self.region, user_name=user, path="/")
+        self.join_groups(user, groups)
+        key = self._new_key(user, SeedKey(age=86400, last_used=None))
+        return Pair(key.access_key_id, Secret(key.secret_access_key, user))
+
+    def pair_of(self, user: str) -> Pair | None:
+        """The first Active key of `user`, with its secret as this process knows it."""
+        found = self.iam.users.get(user)
+        for key in list(found.access_keys) if found is not None else []:
+            if key.status == "Active":
+                return Pair(key.access_key_id, Secret(key.secret_access_key, user))
+        return None
 
     def seed_user(
         self, name: str, keys: list[SeedKey], check_call: str | None = None, attached: iam_user.AttachmentSeed | None = None

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from steps.inventory import Person
 from steps.model import SLUG, parse_duration
+from steps.roles import Governance, RolesFile
 from steps.yamlfile import RunbookError, parse_file
 
 
@@ -173,6 +174,15 @@ class ForgottenSeed(_Strict):
 class Operator(_Strict):
     # The self-rotation trap: the operator's credentials are the target user's own key.
     as_target: bool = False
+    # The IAM groups the operator's own user is in (what a roles file's iam_groups match).
+    groups: list[str] = Field(default_factory=list)
+
+
+class SecondOperator(_Strict):
+    """Another IAM user with a key, in the same simulated account: the identity
+    `handrail approve` signs as in training (a different STS principal)."""
+
+    groups: list[str] = Field(default_factory=list)
 
 
 class Scenario(_Strict):
@@ -186,6 +196,9 @@ class Scenario(_Strict):
     target_user: str
     aws: AwsSeed
     operator: Operator = Operator()
+    second_operator: SecondOperator | None = None
+    # The roles file training plays by; without one, the operator holds every role.
+    roles: RolesFile | None = None
     vault: VaultSeed | None = None
     consumers: list[ConsumerSeed] = Field(default_factory=list)
     forgotten: list[ForgottenSeed] = Field(default_factory=list)
@@ -210,6 +223,9 @@ class Scenario(_Strict):
         out = [(self.target_user, self.vault, list(self.consumers))]
         out += [(name, u.vault, list(u.consumers)) for name, u in self.aws.users.items() if name != self.target_user and u.in_inventory]
         return out
+
+    def governance(self) -> Governance:
+        return Governance(self.roles, f"scenario {self.id}") if self.roles is not None else Governance.open()
 
     def inventory_users(self) -> list[str]:
         return [name for name, _, _ in self.places()]

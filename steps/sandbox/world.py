@@ -28,7 +28,7 @@ from steps.consumers.base import Pair
 from steps.consumers.factory import Credentials
 from steps.inventory import GitHubEntry, HerokuEntry, InfisicalEntry, Inventory, SshEntry, UserEntry
 from steps.sandbox import scenario as scenarios
-from steps.sandbox.aws import AwsWorld, SeedKey
+from steps.sandbox.aws import OPERATOR_USER, SECOND_OPERATOR, AwsWorld, SeedKey
 from steps.sandbox.iam_user import AttachmentSeed
 from steps.sandbox.scenario import ConsumerSeed, Holds, Scenario, VaultSeed
 from steps.secrets import Secret
@@ -119,6 +119,9 @@ class World:
             self.aws.operator = self._initial_pair(pairs, "active")
         else:
             self.aws.create_operator()
+            self.aws.join_groups(OPERATOR_USER, self.scenario.operator.groups)
+        if self.scenario.second_operator is not None:
+            self.aws.create_user_with_key(SECOND_OPERATOR, self.scenario.second_operator.groups)
         return pairs
 
     def _initial_pair(self, pairs: dict[str, list[Pair]], holds: str, user: str | None = None) -> Pair | None:

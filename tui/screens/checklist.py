@@ -77,6 +77,7 @@ class ChecklistScreen(Screen):
         self.waits: dict[str, Wait] = {}
         self.notes: dict[str, str] = {}
         self.answers: dict[str, str] = {}
+        self._approval_rechecked = False  # r asked for a fresh prompt while the step waited for a second operator
         self.busy: str | None = None  # what a step worker is doing
         self.running_step: str | None = None
         self.rolling_back = False
@@ -464,6 +465,15 @@ class ChecklistScreen(Screen):
             hint = "f fast-forwards (training), " if prompt.fast_forward else ""
             self.notify(f"{prompt.gate.describe()}. {hint}o passes it early with a reason.", title="The gate is closed", severity="warning")
             return
+        if prompt.needs is Needs.APPROVAL and prompt.approval is not None:
+            if not self._approval_rechecked:  # the approval may have come in since: ask afresh once
+                self._approval_rechecked = True
+                self.refresh_prompt(then_run=True)
+                return
+            self._approval_rechecked = False
+            self.notify(prompt.approval.describe(), title="Waiting for a second operator", severity="warning", timeout=20)
+            return
+        self._approval_rechecked = False
         attempts = session.states[step.id].attempts
         attempt = attempts + 1 if attempts else None  # a retry says which one it is
         if prompt.confirm is Needs.MANUAL:

@@ -56,9 +56,8 @@ class DebriefScreen(Screen):
     def compose(self) -> ComposeResult:
         world = getattr(self.session.wiring, "world", None)
         title = world.scenario.title if world is not None else self.session.runbook.title
-        yield TrainingHeader(
-            *self._header(title, self.session.id, self.session.status, world.scenario.id if world is not None else "-"), id="debrief-header"
-        )
+        where = f"scenario {world.scenario.id}" if world is not None else f"{self.session.mode} mode"
+        yield TrainingHeader(*self._header(title, self.session.id, self.session.status, where), id="debrief-header")
         with VerticalScroll(id="debrief-body"):
             yield Static(Content.from_markup("[dim]building the debrief from the journal…[/dim]"), id="debrief-teaches")
             for part, title in (
@@ -75,11 +74,12 @@ class DebriefScreen(Screen):
         yield Footer()
 
     @staticmethod
-    def _header(title: str, session_id: str, status: str, scenario: str) -> tuple[Content, ...]:
+    def _header(title: str, session_id: str, status: str, where: str) -> tuple[Content, ...]:
+        """`where`: "scenario ID" in training, else the mode (no training-only words)."""
         return (
             Content.from_markup("[b]Debrief[/b] · $title", title=title),
             Content.from_markup("session $id · [b]$status[/b]", id=session_id, status=status),
-            Content.from_markup("[dim]scenario $scenario · m: Markdown file · c: copy[/dim]", scenario=scenario),
+            Content.from_markup("[dim]$where · m: Markdown file · c: copy[/dim]", where=where),
         )
 
     def on_mount(self) -> None:
@@ -114,7 +114,7 @@ class DebriefScreen(Screen):
     def show(self, d: Debrief) -> None:
         self.debrief = d
         colors = self.app.theme_variables
-        self.query_one(TrainingHeader).set_lines(*self._header(d.title, d.session, d.status, d.scenario or "-"))
+        self.query_one(TrainingHeader).set_lines(*self._header(d.title, d.session, d.status, d.where))
         teaches = self.query_one("#debrief-teaches", Static)
         teaches.update(Content.from_markup("[b]What it teaches[/b] $teaches", teaches=d.teaches) if d.teaches else Content(""))
         teaches.display = bool(d.teaches)

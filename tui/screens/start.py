@@ -44,6 +44,7 @@ class StartScreen(Screen):
         Binding("ctrl+s", "start", "Start", priority=True),
         Binding("ctrl+r", "resume", "Resume selected"),
         Binding("ctrl+o", "scenarios", "Scenarios", tooltip="Training: the scenarios, each with its briefing"),
+        Binding("ctrl+b", "campaigns", "Campaigns", tooltip="Many sessions on one board: offboard a person, rotate every due key"),
         Binding("q", "app.quit", "Quit"),
         # The arrows move the resume list's highlight wherever the focus is not using them.
         Binding("up", "resume_cursor('up')", "Previous session", show=False),
@@ -127,6 +128,8 @@ class StartScreen(Screen):
 
     def on_resize(self) -> None:
         self.set_class(self.size.height < 30, "-compact")
+        # Narrow: the palette's key gives its room to the screen's keys (ctrl+p still works; ? lists it).
+        self.query_one(Footer).show_command_palette = self.size.width >= 100
 
     # -- the catalog (runbooks, scenarios, unfinished sessions) -------------------------
 
@@ -339,6 +342,12 @@ class StartScreen(Screen):
 
         if not self.opening:
             self.app.push_screen(TrainingScreen())
+
+    def action_campaigns(self) -> None:
+        from tui.screens.board import CampaignsScreen
+
+        if not self.opening:
+            self.app.push_screen(CampaignsScreen())
 
     def on_launch_failed(self, message: LaunchFailed) -> None:
         self.opening = False

@@ -152,6 +152,14 @@ class StepDetail(VerticalScroll):
 
     def _show_gate(self, view: StepView) -> None:
         gate = view.gate
+        approval = view.prompt.approval if view.prompt is not None else None
+        if approval is not None and (gate is None or gate.open) and view.status in (Shown.NEXT, Shown.WAITING):
+            if approval.open:
+                self._set("d-gate", Content(approval.describe()), "Second operator")
+            else:
+                text = f"Waiting for a second operator ({approval.why}).\nAnother identity than {approval.operator} runs:\n  {approval.command}"
+                self._set("d-gate", Content(text), "Waiting for a second operator")
+            return
         if gate is None or view.status not in (Shown.NEXT, Shown.WAITING):
             self._set("d-gate", None)
             return
