@@ -232,6 +232,36 @@ class NoSuchUser(WiringError):
         self.user = user
 
 
+_loaders: dict[Any, Any] = {}  # botocore's data_path setting -> its loader
+_loaders_lock = threading.Lock()
+
+
+def _boto3_session(profile: str | None, region: str | None) -> Any:
+    """A boto3 session whose botocore loader is shared with every other in the process.
+
+    A loader parses botocore's JSON models (endpoints, each service's API) when first
+    asked and keeps them: ~0.1 s of CPU that every session of a live campaign paid again.
+    The models are read-only data; credentials and configuration stay the session's own."""
+    import boto3
+    import botocore.session
+
+    core = botocore.session.get_session()
+    if profile is not None:
+        core.set_config_variable("profile", profile)
+    data_path = core.get_config_variable("data_path")
+    with _loaders_lock:
+        loader = _loaders.get(data_path)
+        if loader is None:
+            _loaders[data_path] = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", loader)
+        session = boto3.Session(botocore_session=core, profile_name=profile, region_name=region)
+        # boto3 adds its own data folder to the loader's paths: once is enough.
+        paths = core.get_component("data_loader").search_paths
+        paths[:] = list(dict.fromkeys(paths))
+    return session
+
+
 def _client_config() -> Any:
     from botocore.config import Config
 
@@ -265,10 +295,8 @@ class LiveWiring(Wiring):
         key = (service, f"{pair.key_id}:{pair.fingerprint()}" if pair else "operator", region or "")
         with self._lock:
             if key not in self._clients:
-                import boto3
-
                 if self._session is None:
-                    self._session = boto3.Session(profile_name=self.profile, region_name=self.region)
+                    self._session = _boto3_session(self.profile, self.region)
                 region = region or self._session.region_name or "us-east-1"
                 if pair is None:
                     client = self._session.client(service, region_name=region, config=_client_config())

@@ -78,13 +78,31 @@ def _rule(path: str, method: str, name: str) -> Rule:
     return rule
 
 
+Route = tuple[str, str, str]  # (name, method, path)
+
+# One Map per route table in the process: werkzeug compiles each rule into Python code
+# (a few ms apiece), and every world starts its own fake APIs with the same routes. A
+# Map only turns a path into a route name; the handlers stay each server's own.
+_maps: dict[tuple[Route, ...], Map] = {}
+_maps_lock = threading.Lock()
+
+
+def _map_for(routes: tuple[Route, ...]) -> Map:
+    with _maps_lock:
+        routing = _maps.get(routes)
+        if routing is None:
+            # No slash merging: "/apps//x" is no route, not a redirect to "/apps/x".
+            routing = _maps[routes] = Map([_rule(path, method, name) for name, method, path in routes], merge_slashes=False)
+        return routing
+
+
 class LoopbackServer:
     """A threaded WSGI server on 127.0.0.1 with named routes, call counts and faults."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        # No slash merging: "/apps//x" is no route, not a redirect to "/apps/x".
-        self._map = Map(merge_slashes=False)
+        self._routes: list[Route] = []
+        self._map: Map | None = None  # made from _routes when first needed
         self._handlers: dict[str, Handler] = {}
         self._faults: dict[str, Fault] = {}
         self._lock = threading.Lock()
@@ -99,8 +117,9 @@ class LoopbackServer:
         called as handler(request, **values); `name` is what calls and faults use."""
         if name in self._handlers:
             raise ValueError(f"{self.name}: route {name!r} is already registered")
-        self._map.add(_rule(path, method, name))
+        self._routes.append((name, method, path))
         self._handlers[name] = handler
+        self._map = None
 
     def fail(self, route_name: str, times: int = 1, status: int = 500, body: Any = None) -> None:
         """Make the next `times` calls to `route_name` answer `status`."""
@@ -117,7 +136,7 @@ class LoopbackServer:
     def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
         try:
-            name, values = self._map.bind_to_environ(environ).match()
+            name, values = self._routing().bind_to_environ(environ).match()
         except (NotFound, MethodNotAllowed, RequestRedirect):
             # A wrong method is a 404 too: GitHub, Heroku and Infisical answer 404, not 405;
             # and no redirects (e.g. to add a slash): the real APIs do not send them.
@@ -125,6 +144,12 @@ class LoopbackServer:
         else:
             reply = self._faulted(name) or self._handle(name, request, values)
         return reply.to_response()(environ, start_response)
+
+    def _routing(self) -> Map:
+        routing = self._map
+        if routing is None:
+            routing = self._map = _map_for(tuple(self._routes))
+        return routing
 
     def _faulted(self, name: str) -> Reply | None:
         """Count the call; the injected fault's answer if one is pending."""
@@ -153,6 +178,7 @@ class LoopbackServer:
         return Reply(404, {"message": f"sandbox {self.name}: no route for {request.method} {request.path}"})
 
     def start(self) -> LoopbackServer:
+        self._routing()
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=QuietRequestHandler)
         # A short poll interval: stop() waits for serve_forever to notice, 0.5 s by default.
         self._thread = threading.Thread(
