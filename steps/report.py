@@ -253,42 +253,6 @@ def _cell(text: Any) -> str:
     return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
 
 
-def _cloudtrail_lines(found: dict[str, Any]) -> list[str]:
-    """The findings in words: who used the old key before, who used it after its
-    deactivation, and which of the session's writes CloudTrail shows."""
-    out: list[str] = []
-    callers = found.get("callers")
-    if callers:
-        out.append(f"- Before the rotation: {len(callers.get('callers') or [])} caller(s) of `{callers['value']}` in the last 7 days")
-        for c in callers.get("callers") or []:
-            match = f"= {c['consumer']}" if c.get("consumer") else "**matches no consumer**"
-            events = ", ".join(f"{name} x{n}" for name, n in (c.get("events") or {}).items())
-            out.append(f"  - {c['source_ip']} ({_cell(c['user_agent'])}): {events}; last seen {c['last_seen']}; {match}")
-    after = found.get("after_deactivation")
-    if after:
-        uses = after.get("uses") or []
-        head = (
-            f"- After the deactivation at {after.get('deactivated_at')}: {after.get('uses_total', len(uses))} use(s) of `{after['value']}`"
-        )
-        if after.get("inconclusive_until"):
-            head += f" (not yet conclusive until {after['inconclusive_until']})"
-        out.append(head)
-        for u in uses:
-            out.append(f"  - {u['time']} {u['event']} in {u['region']} from {u['source_ip']} ({_cell(u['user_agent'])})")
-    corroboration = found.get("corroboration")
-    if corroboration:
-        writes = corroboration.get("writes") or []
-        out.append(
-            f"- The session's writes in CloudTrail: {corroboration.get('missing', 0)} missing, {corroboration.get('pending', 0)} pending"
-        )
-        for w in writes:
-            what = f"{w['event']} {w.get('key_id') or w.get('user', '')}"
-            seen = f"event `{w['event_id']}`" if w.get("state") == "found" else str(w.get("state", "")).upper()
-            out.append(f"  - {what} at {w['at']}: {seen}")
-    out += [f"- Partial: {line}" for line in found.get("partial") or []]
-    return out
-
-
 def session_markdown(r: dict[str, Any], level: int = 1) -> list[str]:
     h = "#" * level
     who, what, when, end = r["who"], r["what"], r["when"], r["end_state"]
@@ -338,7 +302,12 @@ def session_markdown(r: dict[str, Any], level: int = 1) -> list[str]:
         out.append("- none: every step went the runbook's way")
     ct = r["cloudtrail"]
     out += ["", f"{h}# CloudTrail", ""]
-    out += _cloudtrail_lines(ct["findings"]) if ct["gathered"] else [f"- {ct['note']}"]
+    if ct["gathered"]:  # as `handrail evidence` says it (one renderer of the findings)
+        from steps.cloudtrail import to_text
+
+        out += ["```", *to_text(r["session"], ct["findings"])[2:], "```"]
+    else:
+        out.append(f"- {ct['note']}")
     out += ["", f"{h}# End state", "", f"- Status: {end['status']}"]
     out += [f"- {name.replace('_', ' ')}: {value}" for name, value in end.items() if name != "status"]
     audit = r["audit"]
