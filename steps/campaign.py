@@ -21,6 +21,7 @@ runs to its gate, then the clock moves once, to the last gate's opening.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -67,12 +68,31 @@ class PlanError(ValueError):
 
 
 def check_plan(targets: list[Target]) -> None:
-    """One session per IAM user: two would only meet at the user's lock."""
+    """One session per IAM user (two would only meet at the user's lock), and each
+    target's inputs as its runbook takes them: a name no session could start with is bad
+    input before the campaign is recorded, not a failed target after."""
+    from steps.loader import load
+    from steps.text import shown
+
     seen: dict[str, Target] = {}
     for t in targets:
         if t.user in seen:
             raise PlanError(f"{t.user} is in the plan twice ({seen[t.user].runbook} and {t.runbook}): one session per IAM user")
         seen[t.user] = t
+    for t in targets:
+        runbook = load(t.runbook)
+        for name, value in {"target_user": t.user, **t.inputs}.items():
+            spec = runbook.inputs.get(name)
+            if spec is None:
+                continue
+            if name == "target_user" and not value.strip():
+                raise PlanError("an IAM user name is empty: name the user to rotate")
+            if spec.choices and value not in spec.choices:
+                raise PlanError(f"{shown(t.user)}: input {name!r}: {shown(value)} is not one of {', '.join(spec.choices)}")
+            if spec.pattern and not re.fullmatch(spec.pattern, value):
+                raise PlanError(
+                    f"input {name!r}: {shown(value)} is not {spec.hint or 'a valid value for: ' + spec.prompt}; nothing started"
+                )
 
 
 def due_targets(rows: Iterable[DueRow], cadence_days: float, *, runbook: str = ROTATION) -> list[Target]:

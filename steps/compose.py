@@ -82,14 +82,21 @@ _database: str | None = None  # `handrail --database URL`, for this process
 def use_database(url: str | None) -> None:
     """What `--database` gave (None: $HANDRAIL_DATABASE_URL, else the local SQLite file)."""
     global _database
-    _database = url or None
+    _database = url
 
 
 def journal_location() -> str | Path:
-    """Where the journal is: --database, then $HANDRAIL_DATABASE_URL, then HANDRAIL_HOME's file."""
+    """Where the journal is: --database, then $HANDRAIL_DATABASE_URL, then HANDRAIL_HOME's
+    file. A URL given is checked (DatabaseUrlError): a garbage value never becomes a file."""
+    from steps.db import check_url
     from steps.paths import journal_path
 
-    return _database or os.environ.get("HANDRAIL_DATABASE_URL") or journal_path()
+    if _database is not None:
+        return check_url(_database, "--database")
+    env = os.environ.get("HANDRAIL_DATABASE_URL")
+    if env:
+        return check_url(env, "$HANDRAIL_DATABASE_URL")
+    return journal_path()
 
 
 _opened: list[Journal] = []
@@ -260,6 +267,14 @@ def check_output_path(path: str, flag: str) -> Path:
         raise ComposeError(f"{flag}: the folder of {shown(path)} does not exist")
     if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise ComposeError(f"{flag}: {shown(path)} cannot be written (permission denied)")
+    existed = target.exists()
+    try:  # what access() cannot tell (root, /proc, a read-only mount): open it, change nothing
+        with open(target, "a"):
+            pass
+    except OSError as exc:
+        raise ComposeError(f"{flag}: {shown(path)} cannot be written ({exc.strerror or type(exc).__name__})") from None
+    if not existed:
+        target.unlink(missing_ok=True)
     return target
 
 
@@ -697,9 +712,8 @@ def approver(row: SessionRow, *, profile: str | None = None, region: str | None 
 
 def restore_fleet_of(campaign_id: str) -> Fleet:
     from steps.journal import Journal
-    from steps.paths import journal_path
 
-    journal = Journal(journal_path())
+    journal = Journal(journal_location())
     try:
         return restore_fleet(journal.campaign(campaign_id))
     finally:
