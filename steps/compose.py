@@ -431,8 +431,53 @@ def _check_retire_key(wiring: Wiring, user: str, key_id: str) -> None:
 
 
 def resume(engine: Engine, ref: str, *, headless: bool = True, recover: bool = True) -> Session:
-    """Resume an unfinished session from the journal with the wiring it started with."""
-    return engine.resume(ref, lambda row: wiring_for_session(row, headless=headless), recover=recover)
+    """Resume an unfinished session from the journal with the wiring it started with; the
+    operator's roles are checked again (a take-over, or roles changed since)."""
+    return engine.resume(ref, lambda row: wiring_for_session(row, headless=headless), recover=recover, authorise=reauthoriser(engine))
+
+
+def session_governance(row: SessionRow, wiring: Wiring) -> Governance:
+    """The roles a session is judged by when it is opened again: training plays by its
+    world's scenario; live and dry-run by the roles file it started with, read again (a
+    role taken away since counts), else the one found as at a start."""
+    from steps import roles
+
+    mode = check_mode(row.mode)
+    if mode is Mode.TRAINING:
+        world = getattr(wiring, "world", None)
+        return world.scenario.governance() if world is not None else roles.Governance.open()
+    recorded = (row.options.get("governance") or {}).get("roles_source")
+    inventory = row.options.get("inventory")
+    if recorded and recorded != "none":
+        if not Path(recorded).exists():
+            raise ComposeError(f"session {row.id}: its roles file {recorded} is gone: put it back (or abandon the session)")
+        return find_governance(mode, recorded, None)
+    return find_governance(mode, None, Path(inventory) if inventory else None)
+
+
+def reauthoriser(engine: Engine, governance: Governance | None = None) -> Callable[[SessionRow, Any, Wiring], None]:
+    """The role check of `_start_wired`, for a session opened again (resume, rollback,
+    abandon, a take-over by another operator): before anything is written, a refusal
+    audited. The target's elevation is looked at again, unless the session deleted it."""
+    from steps import roles
+    from steps.engine import TARGET_DELETED
+
+    def check(row: SessionRow, runbook: Any, wiring: Wiring) -> None:
+        rules = governance or session_governance(row, wiring)
+        target = "" if engine.journal.facts(row.id).get(TARGET_DELETED) else row.target
+        try:
+            roles.authorise(wiring, runbook, target, rules)
+        except roles.RoleRefused as exc:
+            _, operator = wiring.identity()
+            engine.audit.append(
+                "session.refused",
+                session=row.id,
+                actor=operator,
+                context={"runbook": runbook.id, "iam_user": row.target, "mode": row.mode, "why": str(exc), "reopened": True},
+            )
+            raise
+
+    return check
 
 
 def _in_campaign_world(row: SessionRow) -> None:
@@ -444,13 +489,17 @@ def _in_campaign_world(row: SessionRow) -> None:
         )
 
 
-def reopen(engine: Engine, row: SessionRow, *, headless: bool = True, wiring: Wiring | None = None) -> Session:
+def reopen(
+    engine: Engine, row: SessionRow, *, headless: bool = True, wiring: Wiring | None = None, governance: Governance | None = None
+) -> Session:
     """A session opened where it stands, nothing resumed: to read a finished session's
     rollback plan, or to abandon one. Refused, like a resume, in another account or on a
     re-created user; another operator of the account takes it over (audited)."""
     from steps.loader import load
 
-    return engine.open_bound(row, load(row.runbook_path), wiring or wiring_for_session(row, headless=headless))
+    return engine.open_bound(
+        row, load(row.runbook_path), wiring or wiring_for_session(row, headless=headless), authorise=reauthoriser(engine, governance)
+    )
 
 
 # -- campaigns: many sessions at once -------------------------------------------------------------
@@ -623,10 +672,11 @@ class CampaignOpener:
         return _start_wired(self.engine, prepared, self.fleet.wiring(), campaign_id=self.campaign_id)
 
     def resume(self, session_id: str, *, recover: bool = True) -> Session:
-        return self.engine.resume(session_id, lambda row: self.fleet.wiring(), recover=recover)
+        check = reauthoriser(self.engine, self.fleet.governance)
+        return self.engine.resume(session_id, lambda row: self.fleet.wiring(), recover=recover, authorise=check)
 
     def reopen(self, row: SessionRow) -> Session:
-        return reopen(self.engine, row, wiring=self.fleet.wiring())
+        return reopen(self.engine, row, wiring=self.fleet.wiring(), governance=self.fleet.governance)
 
     def save(self, *, force: bool = False) -> None:
         """Save the shared world on the campaign (training); at most every `save_every` s
