@@ -126,13 +126,18 @@ def create(
     operator_arn: str,
     options: dict[str, Any] | None = None,
     campaign_id: str | None = None,
+    world: tuple[str | None, float | None] = (None, None),
 ) -> str:
     """Record a confirmed plan as a campaign (journal and audit log); returns its id
-    (`campaign_id`, else a new one)."""
+    (`campaign_id`, else a new one). Training gives its shared world (snapshot, clock
+    offset), saved in the same transaction: a campaign killed before its first session
+    can still be resumed."""
     check_plan(targets)
     fixed = {"id": campaign_id} if campaign_id else {}
     row = engine.journal.create_campaign(
         **fixed,
+        world=world[0],
+        sim_offset=world[1],
         name=name,
         kind=kind,
         mode=mode,
@@ -313,6 +318,22 @@ class Runner:
         self._details: dict[int, str] = {}
         self._sessions: dict[int, Session] = {}
         self._driving: set[int] = set()  # the targets a drive holds now (the board opens none of them)
+        self._adopt_orphans()
+
+    def _adopt_orphans(self) -> None:
+        """A process killed between starting a target's session and recording it on the
+        target left a session (and its lock) the plan does not point at: point at it, so
+        the target is resumed (or rolled back), never started a second time."""
+        targets = self.journal.targets(self.campaign_id)
+        claimed = {t.session_id for t in targets if t.session_id}
+        sessions = sorted(self.journal.campaign_sessions(self.campaign_id).values(), key=lambda s: s.created_at)
+        for t in targets:
+            if t.session_id:
+                continue
+            found = [s for s in sessions if s.target == t.target and s.id not in claimed]
+            if found:
+                log.info("campaign %s: target %s adopts session %s", self.campaign_id, t.target, found[-1].id)
+                self.journal.update_target(self.campaign_id, t.position, session_id=found[-1].id)
 
     # -- progress ---------------------------------------------------------------------------
 
@@ -455,6 +476,8 @@ class Runner:
             log.debug("opening %s", target.target, exc_info=True)
             self._set(target, TargetState.FAILED, _line(exc))
             return None
+        if not target.session_id:  # recorded now: a kill from here on resumes it
+            self.journal.update_target(self.campaign_id, target.position, session_id=session.id)
         with self._lock:
             self._sessions[target.position] = session
         if self._opened is not None:

@@ -456,7 +456,7 @@ class Journal:
                     stamp,
                     stamp,
                     fields.get("sim_offset"),
-                    None,
+                    fields.get("world"),
                 ),
             )
             tx.many(

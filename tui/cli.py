@@ -1289,6 +1289,7 @@ def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tu
                 account=account,
                 operator_arn=operator_arn,
                 options={**fleet.options(), **options},
+                world=fleet.snapshot(),
             )
         echo(f"campaign {campaign_id}: started")
     except BaseException:
