@@ -21,6 +21,7 @@ runs to its gate, then the clock moves once, to the last gate's opening.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -67,12 +68,31 @@ class PlanError(ValueError):
 
 
 def check_plan(targets: list[Target]) -> None:
-    """One session per IAM user: two would only meet at the user's lock."""
+    """One session per IAM user (two would only meet at the user's lock), and each
+    target's inputs as its runbook takes them: a name no session could start with is bad
+    input before the campaign is recorded, not a failed target after."""
+    from steps.loader import load
+    from steps.text import shown
+
     seen: dict[str, Target] = {}
     for t in targets:
         if t.user in seen:
             raise PlanError(f"{t.user} is in the plan twice ({seen[t.user].runbook} and {t.runbook}): one session per IAM user")
         seen[t.user] = t
+    for t in targets:
+        runbook = load(t.runbook)
+        for name, value in {"target_user": t.user, **t.inputs}.items():
+            spec = runbook.inputs.get(name)
+            if spec is None:
+                continue
+            if name == "target_user" and not value.strip():
+                raise PlanError("an IAM user name is empty: name the user to rotate")
+            if spec.choices and value not in spec.choices:
+                raise PlanError(f"{shown(t.user)}: input {name!r}: {shown(value)} is not one of {', '.join(spec.choices)}")
+            if spec.pattern and not re.fullmatch(spec.pattern, value):
+                raise PlanError(
+                    f"input {name!r}: {shown(value)} is not {spec.hint or 'a valid value for: ' + spec.prompt}; nothing started"
+                )
 
 
 def due_targets(rows: Iterable[DueRow], cadence_days: float, *, runbook: str = ROTATION) -> list[Target]:
@@ -106,13 +126,18 @@ def create(
     operator_arn: str,
     options: dict[str, Any] | None = None,
     campaign_id: str | None = None,
+    world: tuple[str | None, float | None] = (None, None),
 ) -> str:
     """Record a confirmed plan as a campaign (journal and audit log); returns its id
-    (`campaign_id`, else a new one)."""
+    (`campaign_id`, else a new one). Training gives its shared world (snapshot, clock
+    offset), saved in the same transaction: a campaign killed before its first session
+    can still be resumed."""
     check_plan(targets)
     fixed = {"id": campaign_id} if campaign_id else {}
     row = engine.journal.create_campaign(
         **fixed,
+        world=world[0],
+        sim_offset=world[1],
         name=name,
         kind=kind,
         mode=mode,
@@ -293,6 +318,22 @@ class Runner:
         self._details: dict[int, str] = {}
         self._sessions: dict[int, Session] = {}
         self._driving: set[int] = set()  # the targets a drive holds now (the board opens none of them)
+        self._adopt_orphans()
+
+    def _adopt_orphans(self) -> None:
+        """A process killed between starting a target's session and recording it on the
+        target left a session (and its lock) the plan does not point at: point at it, so
+        the target is resumed (or rolled back), never started a second time."""
+        targets = self.journal.targets(self.campaign_id)
+        claimed = {t.session_id for t in targets if t.session_id}
+        sessions = sorted(self.journal.campaign_sessions(self.campaign_id).values(), key=lambda s: s.created_at)
+        for t in targets:
+            if t.session_id:
+                continue
+            found = [s for s in sessions if s.target == t.target and s.id not in claimed]
+            if found:
+                log.info("campaign %s: target %s adopts session %s", self.campaign_id, t.target, found[-1].id)
+                self.journal.update_target(self.campaign_id, t.position, session_id=found[-1].id)
 
     # -- progress ---------------------------------------------------------------------------
 
@@ -435,6 +476,8 @@ class Runner:
             log.debug("opening %s", target.target, exc_info=True)
             self._set(target, TargetState.FAILED, _line(exc))
             return None
+        if not target.session_id:  # recorded now: a kill from here on resumes it
+            self.journal.update_target(self.campaign_id, target.position, session_id=session.id)
         with self._lock:
             self._sessions[target.position] = session
         if self._opened is not None:

@@ -82,14 +82,21 @@ _database: str | None = None  # `handrail --database URL`, for this process
 def use_database(url: str | None) -> None:
     """What `--database` gave (None: $HANDRAIL_DATABASE_URL, else the local SQLite file)."""
     global _database
-    _database = url or None
+    _database = url
 
 
 def journal_location() -> str | Path:
-    """Where the journal is: --database, then $HANDRAIL_DATABASE_URL, then HANDRAIL_HOME's file."""
+    """Where the journal is: --database, then $HANDRAIL_DATABASE_URL, then HANDRAIL_HOME's
+    file. A URL given is checked (DatabaseUrlError): a garbage value never becomes a file."""
+    from steps.db import check_url
     from steps.paths import journal_path
 
-    return _database or os.environ.get("HANDRAIL_DATABASE_URL") or journal_path()
+    if _database is not None:
+        return check_url(_database, "--database")
+    env = os.environ.get("HANDRAIL_DATABASE_URL")
+    if env:
+        return check_url(env, "$HANDRAIL_DATABASE_URL")
+    return journal_path()
 
 
 _opened: list[Journal] = []
@@ -260,6 +267,14 @@ def check_output_path(path: str, flag: str) -> Path:
         raise ComposeError(f"{flag}: the folder of {shown(path)} does not exist")
     if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise ComposeError(f"{flag}: {shown(path)} cannot be written (permission denied)")
+    existed = target.exists()
+    try:  # what access() cannot tell (root, /proc, a read-only mount): open it, change nothing
+        with open(target, "a"):
+            pass
+    except OSError as exc:
+        raise ComposeError(f"{flag}: {shown(path)} cannot be written ({exc.strerror or type(exc).__name__})") from None
+    if not existed:
+        target.unlink(missing_ok=True)
     return target
 
 
@@ -416,8 +431,53 @@ def _check_retire_key(wiring: Wiring, user: str, key_id: str) -> None:
 
 
 def resume(engine: Engine, ref: str, *, headless: bool = True, recover: bool = True) -> Session:
-    """Resume an unfinished session from the journal with the wiring it started with."""
-    return engine.resume(ref, lambda row: wiring_for_session(row, headless=headless), recover=recover)
+    """Resume an unfinished session from the journal with the wiring it started with; the
+    operator's roles are checked again (a take-over, or roles changed since)."""
+    return engine.resume(ref, lambda row: wiring_for_session(row, headless=headless), recover=recover, authorise=reauthoriser(engine))
+
+
+def session_governance(row: SessionRow, wiring: Wiring) -> Governance:
+    """The roles a session is judged by when it is opened again: training plays by its
+    world's scenario; live and dry-run by the roles file it started with, read again (a
+    role taken away since counts), else the one found as at a start."""
+    from steps import roles
+
+    mode = check_mode(row.mode)
+    if mode is Mode.TRAINING:
+        world = getattr(wiring, "world", None)
+        return world.scenario.governance() if world is not None else roles.Governance.open()
+    recorded = (row.options.get("governance") or {}).get("roles_source")
+    inventory = row.options.get("inventory")
+    if recorded and recorded != "none":
+        if not Path(recorded).exists():
+            raise ComposeError(f"session {row.id}: its roles file {recorded} is gone: put it back (or abandon the session)")
+        return find_governance(mode, recorded, None)
+    return find_governance(mode, None, Path(inventory) if inventory else None)
+
+
+def reauthoriser(engine: Engine, governance: Governance | None = None) -> Callable[[SessionRow, Any, Wiring], None]:
+    """The role check of `_start_wired`, for a session opened again (resume, rollback,
+    abandon, a take-over by another operator): before anything is written, a refusal
+    audited. The target's elevation is looked at again, unless the session deleted it."""
+    from steps import roles
+    from steps.engine import TARGET_DELETED
+
+    def check(row: SessionRow, runbook: Any, wiring: Wiring) -> None:
+        rules = governance or session_governance(row, wiring)
+        target = "" if engine.journal.facts(row.id).get(TARGET_DELETED) else row.target
+        try:
+            roles.authorise(wiring, runbook, target, rules)
+        except roles.RoleRefused as exc:
+            _, operator = wiring.identity()
+            engine.audit.append(
+                "session.refused",
+                session=row.id,
+                actor=operator,
+                context={"runbook": runbook.id, "iam_user": row.target, "mode": row.mode, "why": str(exc), "reopened": True},
+            )
+            raise
+
+    return check
 
 
 def _in_campaign_world(row: SessionRow) -> None:
@@ -429,13 +489,17 @@ def _in_campaign_world(row: SessionRow) -> None:
         )
 
 
-def reopen(engine: Engine, row: SessionRow, *, headless: bool = True, wiring: Wiring | None = None) -> Session:
+def reopen(
+    engine: Engine, row: SessionRow, *, headless: bool = True, wiring: Wiring | None = None, governance: Governance | None = None
+) -> Session:
     """A session opened where it stands, nothing resumed: to read a finished session's
     rollback plan, or to abandon one. Refused, like a resume, in another account or on a
     re-created user; another operator of the account takes it over (audited)."""
     from steps.loader import load
 
-    return engine.open_bound(row, load(row.runbook_path), wiring or wiring_for_session(row, headless=headless))
+    return engine.open_bound(
+        row, load(row.runbook_path), wiring or wiring_for_session(row, headless=headless), authorise=reauthoriser(engine, governance)
+    )
 
 
 # -- campaigns: many sessions at once -------------------------------------------------------------
@@ -608,10 +672,11 @@ class CampaignOpener:
         return _start_wired(self.engine, prepared, self.fleet.wiring(), campaign_id=self.campaign_id)
 
     def resume(self, session_id: str, *, recover: bool = True) -> Session:
-        return self.engine.resume(session_id, lambda row: self.fleet.wiring(), recover=recover)
+        check = reauthoriser(self.engine, self.fleet.governance)
+        return self.engine.resume(session_id, lambda row: self.fleet.wiring(), recover=recover, authorise=check)
 
     def reopen(self, row: SessionRow) -> Session:
-        return reopen(self.engine, row, wiring=self.fleet.wiring())
+        return reopen(self.engine, row, wiring=self.fleet.wiring(), governance=self.fleet.governance)
 
     def save(self, *, force: bool = False) -> None:
         """Save the shared world on the campaign (training); at most every `save_every` s
@@ -697,9 +762,8 @@ def approver(row: SessionRow, *, profile: str | None = None, region: str | None 
 
 def restore_fleet_of(campaign_id: str) -> Fleet:
     from steps.journal import Journal
-    from steps.paths import journal_path
 
-    journal = Journal(journal_path())
+    journal = Journal(journal_location())
     try:
         return restore_fleet(journal.campaign(campaign_id))
     finally:

@@ -27,7 +27,7 @@ class JournalUnavailable(Exception):
 
 
 class DatabaseUrlError(ValueError):
-    """A database URL handrail cannot use."""
+    """A database URL (or database setting) handrail cannot use: bad input, exit 2."""
 
 
 class SchemaMismatch(Exception):
@@ -69,6 +69,32 @@ class Backend(Protocol):
 
 def is_url(where: str | Path) -> bool:
     return isinstance(where, str) and where.startswith(URL_PREFIXES)
+
+
+def check_url(url: str, source: str) -> str:
+    """A database URL as given (--database, $HANDRAIL_DATABASE_URL), checked before any
+    command uses it: a PostgreSQL URL that parses, or one line naming what is wrong (never
+    its password). Whether the server answers is found when the journal opens."""
+    from urllib.parse import urlsplit
+
+    if not url.strip():
+        raise DatabaseUrlError(f"{source} is empty: give a postgresql://user@host:5432/db URL (the local journal needs none)")
+    if not is_url(url):
+        said = url.split("://")[0] + "://…" if "://" in url else "a value that is not a URL"
+        raise DatabaseUrlError(
+            f"{source}: {said} is not a PostgreSQL URL: give postgresql://user@host:5432/db (the local SQLite journal needs none)"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+        import psycopg.conninfo
+
+        psycopg.conninfo.conninfo_to_dict(url)
+    except Exception:
+        raise DatabaseUrlError(
+            f"{source}: {url.split('://')[0]}://… does not parse as a PostgreSQL URL (postgresql://user@host:5432/db)"
+        ) from None
+    return url
 
 
 def template(sql: str, now: str, rowid: str, for_update: str) -> str:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from steps.db import SCHEMA_VERSION, JournalUnavailable, SchemaMismatch, template
+from steps.db import SCHEMA_VERSION, DatabaseUrlError, JournalUnavailable, SchemaMismatch, template
 
 NOW = "extract(epoch from clock_timestamp())::float8"
 
@@ -141,6 +141,20 @@ MIGRATIONS: list[tuple[int, list[str]]] = [(1, _V1), (2, _V2), (3, _V3)]
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION
 
 
+def _env_number(name: str, default: float, low: float, high: float) -> float:
+    """A number from the environment, or one line naming the variable (exit 2)."""
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # nan fails this too
+        raise DatabaseUrlError(f"${name}: {text[:40]!r} is not a number from {low:g} to {high:g}")
+    return value
+
+
 def display(url: str) -> str:
     """The URL without its password (for messages)."""
     parts = urlsplit(url)
@@ -202,7 +216,8 @@ class PostgresBackend:
         self.where = display(url)
         # How long a transaction waits for a connection (the server restarting) before
         # the step stops with JournalUnavailable.
-        self.timeout = float(os.environ.get("HANDRAIL_DATABASE_TIMEOUT", "10"))
+        self.timeout = _env_number("HANDRAIL_DATABASE_TIMEOUT", 10.0, 0.1, 3600.0)
+        pool_size = int(_env_number("HANDRAIL_DATABASE_POOL", 8, 1, 256))
         try:  # one plain connection first: a wrong password or database name says so at once
             psycopg.connect(url, connect_timeout=max(2, int(self.timeout))).close()
         except psycopg.Error as exc:
@@ -210,7 +225,7 @@ class PostgresBackend:
         self._pool = ConnectionPool(
             url,
             min_size=1,
-            max_size=int(os.environ.get("HANDRAIL_DATABASE_POOL", "8")),
+            max_size=pool_size,
             kwargs={"row_factory": dict_row, "connect_timeout": max(2, int(self.timeout)), "application_name": "handrail"},
             timeout=self.timeout,
             check=ConnectionPool.check_connection,  # a connection the server dropped is not handed out

@@ -257,6 +257,10 @@ def validate_inputs(runbook: Runbook, given: dict[str, str | None]) -> dict[str,
     return values
 
 
+# The composer's role check of an operator opening a session again: raises to refuse.
+Authorise = Callable[["SessionRow", "Runbook", "Wiring"], None]
+
+
 class Engine:
     def __init__(self, journal: Journal, audit: Audit, os_user: str | None = None) -> None:
         self.journal = journal
@@ -326,9 +330,12 @@ class Engine:
         session.checkpoint()
         return session
 
-    def resume(self, ref: str, make_wiring: Callable[[SessionRow], Wiring], recover: bool = True) -> Session:
+    def resume(
+        self, ref: str, make_wiring: Callable[[SessionRow], Wiring], recover: bool = True, authorise: Authorise | None = None
+    ) -> Session:
         """Rebuild a session from the journal. `recover=False` (for a rollback) leaves
-        lost secrets lost instead of re-opening the steps that produced them."""
+        lost secrets lost instead of re-opening the steps that produced them. `authorise`
+        (the composer's role check) runs before anything is written, like the binding's."""
         row = self.journal.find_session(ref)
         if row.finished:
             raise EngineError(f"session {row.id} is {row.status}: nothing to resume")
@@ -337,7 +344,7 @@ class Engine:
             raise EngineError(f"session {row.id}: its runbook {path} is gone")
         runbook = load(path)
         sha = runbook_sha(path)
-        session = self.open_bound(row, runbook, make_wiring(row))
+        session = self.open_bound(row, runbook, make_wiring(row), authorise=authorise)
         wiring = session.wiring
         if sha != row.runbook_sha:
             self.journal.add_event(row.id, "note", summary=f"runbook file changed since the session started ({path})")
@@ -348,11 +355,14 @@ class Engine:
         self.audit.append("session.resumed", session=row.id, actor=row.actor, context={"status": row.status})
         return session
 
-    def open_bound(self, row: SessionRow, runbook: Runbook, wiring: Wiring) -> Session:
-        """The session on `wiring`, once its binding holds (the wiring is closed if not);
-        another operator of the account taking it over is audited."""
+    def open_bound(self, row: SessionRow, runbook: Runbook, wiring: Wiring, authorise: Authorise | None = None) -> Session:
+        """The session on `wiring`, once its binding holds and (given `authorise`) the
+        operator now holds the roles it needs (the wiring is closed if not); another
+        operator of the account taking it over is audited."""
         try:
             taken_over = self.check_binding(row, wiring)
+            if authorise is not None:
+                authorise(row, runbook, wiring)
         except BaseException:
             wiring.close()
             raise

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from steps.text import shown
 from steps.yamlfile import RunbookError, parse_file
 
 if TYPE_CHECKING:
@@ -197,7 +198,7 @@ class Inventory(_Strict):
         found = self.people.get(name)
         if found is None:
             known = ", ".join(sorted(self.people)) or "none"
-            raise UnknownPerson(f"no person {name!r} in the inventory's people (known: {known})")
+            raise UnknownPerson(f"no person {shown(name)} in the inventory's people (known: {known})")
         return found
 
     def blast_radius(self, name: str) -> list[str]:

@@ -36,6 +36,7 @@ from steps.db import SchemaMismatch as SchemaMismatch  # re-exported: callers ca
 from steps.db_sqlite import SCHEMA as SCHEMA  # re-exported: the SQLite schema's first version (tests build old journals with it)
 from steps.secrets import redact
 from steps.status import SessionStatus
+from steps.text import shown
 
 
 def now_iso() -> str:
@@ -296,7 +297,7 @@ class Journal:
         with self._read() as tx:
             row = tx.one("SELECT * FROM sessions WHERE id = ?", (session_id,))
         if row is None:
-            raise SessionNotFound(f"no session {session_id!r} in {self.where}")
+            raise SessionNotFound(f"no session {shown(session_id)} in {self.where}")
         return _session_row(row)
 
     def find_session(self, ref: str) -> SessionRow:
@@ -312,14 +313,15 @@ class Journal:
                 if row is None:
                     raise SessionNotFound(f"no sessions in {self.where}")
                 return _session_row(row)
-            rows = tx.rows("SELECT * FROM sessions WHERE id = ? OR id LIKE ? OR id LIKE ?", (ref, f"{ref}%", f"%{ref}"))
+            like = _like(ref)
+            rows = tx.rows("SELECT * FROM sessions WHERE id = ? OR id LIKE ? OR id LIKE ?", (ref, f"{like}%", f"%{like}"))
         exact = [r for r in rows if r["id"] == ref]
         if exact:
             return _session_row(exact[0])
         if not rows:
-            raise SessionNotFound(f"no session {ref!r} (handrail sessions lists them)")
+            raise SessionNotFound(f"no session {shown(ref)} (handrail sessions lists them)")
         if len(rows) > 1:
-            raise SessionNotFound(f"{ref!r} matches {len(rows)} sessions: {', '.join(r['id'] for r in rows[:5])}")
+            raise SessionNotFound(f"{shown(ref)} matches {len(rows)} sessions: {', '.join(r['id'] for r in rows[:5])}")
         return _session_row(rows[0])
 
     def sessions(self, limit: int = 200) -> list[SessionRow]:
@@ -454,7 +456,7 @@ class Journal:
                     stamp,
                     stamp,
                     fields.get("sim_offset"),
-                    None,
+                    fields.get("world"),
                 ),
             )
             tx.many(
@@ -487,7 +489,7 @@ class Journal:
         with self._read() as tx:
             row = tx.one("SELECT * FROM campaigns WHERE id = ?", (campaign_id,))
         if row is None:
-            raise CampaignNotFound(f"no campaign {campaign_id!r} in {self.where}")
+            raise CampaignNotFound(f"no campaign {shown(campaign_id)} in {self.where}")
         return _campaign_row(row)
 
     def find_campaign(self, ref: str) -> CampaignRow:
@@ -498,9 +500,10 @@ class Journal:
                 if not rows:
                     raise CampaignNotFound(f"no campaigns in {self.where}")
             else:
+                like = _like(ref)
                 rows = tx.rows(
                     "SELECT * FROM campaigns WHERE id = ? OR id LIKE ? OR id LIKE ? OR name = ? ORDER BY created_at DESC, {rowid} DESC",
-                    (ref, f"{ref}%", f"%{ref}", ref),
+                    (ref, f"{like}%", f"%{like}", ref),
                 )
         if ref == "last":
             return _campaign_row(rows[0])
@@ -509,9 +512,9 @@ class Journal:
             return _campaign_row(exact[0])
         rows = exact or rows
         if not rows:
-            raise CampaignNotFound(f"no campaign {ref!r} (handrail campaign list lists them)")
+            raise CampaignNotFound(f"no campaign {shown(ref)} (handrail campaign list lists them)")
         if len(rows) > 1:
-            raise CampaignNotFound(f"{ref!r} matches {len(rows)} campaigns: {', '.join(r['id'] for r in rows[:5])}")
+            raise CampaignNotFound(f"{shown(ref)} matches {len(rows)} campaigns: {', '.join(r['id'] for r in rows[:5])}")
         return _campaign_row(rows[0])
 
     def campaigns(self, limit: int = 200) -> list[CampaignRow]:
@@ -701,3 +704,12 @@ def _session_row(row: dict[str, Any]) -> SessionRow:
     data["options"] = json.loads(data["options"] or "{}")
     data["status"] = SessionStatus(data["status"])
     return SessionRow(**data)
+
+
+_ID_PART = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+def _like(ref: str) -> str:
+    """A reference as a LIKE prefix/suffix: only the characters ids are made of (never
+    % or _, which would match any session); anything else, or nothing, matches no id."""
+    return ref if ref.strip() and set(ref) <= _ID_PART else " no id has a space "

@@ -300,3 +300,62 @@ def test_the_redactor_scrubs_every_known_secret_from_text_and_logs(caplog):
     with caplog.at_level(logging.INFO, logger=logger.name):
         logger.info("leaking %s on purpose", VALUE)
     assert VALUE not in caplog.text and MASK in caplog.text
+
+
+@pytest.mark.slow
+def test_campaigns_approvals_reports_evidence_and_debriefs_leak_no_secret(backend, cli, seen_secrets, handrail_home, tmp_path):
+    """The outputs added with campaigns and governance: a campaign's debrief (every format)
+    and report, a session's report and evidence, an approval's rows, the --world-out of a
+    campaign, and (PostgreSQL) every table the shared journal holds."""
+    outputs: dict[str, str] = {}
+
+    def run(*args) -> str:
+        result = cli(*args)
+        assert "Traceback" not in result.output
+        outputs[" ".join(map(str, args))] = result.stdout + "\n" + result.stderr
+        return result.stdout
+
+    fleet = "--scenario", str(_small_fleet(tmp_path))
+    run(
+        "campaign",
+        "start",
+        "--due",
+        *fleet,
+        "--yes",
+        "--fast-forward",
+        "--confirm-irreversible",
+        "--json",
+        "--world-out",
+        tmp_path / "c.json",
+    )
+    second = run("run", "--scenario", "second-operator", "--yes", "--fast-forward", "--confirm-irreversible", "--json")
+    session = json.loads(second)["session"]
+    run("approve", session, "--step", "delete-old-key", "--reason", "the dashboards are quiet")
+    run("resume", session, "--yes", "--confirm-irreversible", "--json")
+    for fmt in ("text", "markdown", "json"):
+        run("campaign", "debrief", "last", "--format", fmt)
+    run("campaign", "debrief", "last", "--format", "markdown", "--out", tmp_path / "debrief.md")
+    run("campaign", "show", "last", "--json")
+    for ref in ("last", session):
+        run("report", ref, "--format", "json")
+        run("report", ref)
+    run("report", session, "--out", tmp_path / "report.md")
+    run("evidence", session, "--json")
+    run("evidence", session)
+
+    assert len(seen_secrets) >= 8, "the hook saw too few secrets to prove anything"
+    for where, text in outputs.items():
+        assert_clean(f"`handrail {where}`", text, seen_secrets)
+    for name in ("c.json", "debrief.md", "report.md"):
+        assert_clean(name, (tmp_path / name).read_bytes(), seen_secrets)
+    files = home_files(handrail_home)
+    if backend == "postgresql":
+        assert "table approvals" in files and "table campaigns" in files, sorted(files)
+    for name, data in files.items():
+        assert_clean(name, data, seen_secrets)
+
+
+def _small_fleet(directory: Path) -> Path:
+    from test_campaigns import small_fleet
+
+    return small_fleet(directory, due=3, fresh=1, name="leak-fleet")

@@ -207,6 +207,7 @@ class Board:
                 operator_arn=self.operator_arn,
                 options=self.options,
                 campaign_id=self.frozen.campaign_id if self.frozen is not None else None,
+                world=self.fleet.snapshot(),
             )
             self._attach()
         return self.campaign_id

@@ -36,6 +36,32 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     sys.exit(code)
 
 
+def _check_out(path: str | None, flag: str) -> Path | None:
+    """A file the command will write, checked before anything runs (one line, exit 2)."""
+    if path is None:
+        return None
+    from steps.compose import ComposeError, check_output_path
+
+    try:
+        return check_output_path(path, flag)
+    except ComposeError as exc:
+        fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+def _write_out(path: str | Path, text: str, flag: str) -> bool:
+    """Write a command's file at its end; a write the system refuses is one line on stderr
+    (the caller decides the exit code), never a traceback."""
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        click.echo(
+            f"handrail: {flag} {path}: cannot be written ({exc.strerror or type(exc).__name__}); nothing was written there", err=True
+        )
+        return False
+    return True
+
+
 def _engine():
     from steps.compose import open_engine
 
@@ -103,10 +129,11 @@ def main(ctx: click.Context, database: str | None = None) -> None:
     """
     from steps import logs
 
-    if database is not None or "steps.compose" in sys.modules:
-        from steps.compose import use_database
+    if database is not None or "steps.compose" in sys.modules or os.environ.get("HANDRAIL_DATABASE_URL"):
+        from steps.compose import journal_location, use_database
 
         use_database(database)
+        journal_location()  # a bad URL is one line (exit 2) before any command runs
     logs.install()
     sys.excepthook = logs.excepthook
     if ctx.invoked_subcommand is None:
@@ -218,12 +245,12 @@ def _finish(session, code: int, message: str, as_json: bool, world_out: str | No
 
         session.checkpoint()
         debrief = debriefs.build(session.journal, session.audit, session.id)
-    if world_out:
+    if world_out is not None:
         world = getattr(session.wiring, "world", None)
         if world is None:
             click.echo("handrail: --world-out is for training mode only; nothing written", err=True)
-        else:
-            Path(world_out).write_text(redact(json.dumps(world.export(), indent=2)) + "\n")
+        elif not _write_out(world_out, redact(json.dumps(world.export(), indent=2)) + "\n", "--world-out") and code == EXIT_DONE:
+            code = EXIT_FAILED
     session.close()
     if as_json:
         summary = session.summary()
@@ -261,7 +288,7 @@ def _drive_options(
         for flag, value in (("--override-gate", override_gate), ("--override-block", override_block)):
             if value is not None:
                 check_reason(value, flag)
-        if world_out:
+        if world_out is not None:
             check_output_path(world_out, "--world-out")
     except (EngineError, ComposeError) as exc:
         fail(str(exc))
@@ -372,7 +399,7 @@ def run(
 
     if fast_forward and mode != "training":
         fail("--fast-forward is for training only: live time cannot be skipped (use --override-gate REASON)")
-    if world_out and mode != "training":
+    if world_out is not None and mode != "training":
         fail("--world-out is for training only")
     opts = _drive_options(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, world_out)
     given: dict[str, str] = {}
@@ -426,6 +453,7 @@ def rollback(session_ref, yes, as_json, world_out) -> None:
     from steps import driver
     from steps.journal import SessionNotFound
 
+    _check_out(world_out, "--world-out")
     engine = _engine()
     try:
         row = engine.journal.find_session(session_ref)
@@ -608,11 +636,10 @@ def evidence(session_ref: str, as_json: bool) -> None:
     rotation, any use after its deactivation, and the session's writes as CloudTrail
     logged them (read from the journal: no AWS call)."""
     from steps.cloudtrail import session_findings, to_text
-    from steps.journal import Journal, SessionNotFound
-    from steps.paths import journal_path
+    from steps.journal import SessionNotFound
     from steps.secrets import redact
 
-    journal = Journal(journal_path())
+    journal = _journal()
     try:
         row = journal.find_session(session_ref)
     except SessionNotFound as exc:
@@ -676,6 +703,7 @@ def debrief(session_ref: str, fmt: str, out: str | None) -> None:
     from steps.journal import SessionNotFound
     from steps.secrets import redact
 
+    _check_out(out, "--out")
     engine = _engine()
     try:
         d = debriefs.build(engine.journal, engine.audit, session_ref)
@@ -683,8 +711,9 @@ def debrief(session_ref: str, fmt: str, out: str | None) -> None:
         fail(str(exc))
     text = {"text": debriefs.to_text, "markdown": debriefs.to_markdown}.get(fmt, lambda x: json.dumps(x.as_dict(), indent=2))(d)
     text = redact(text)
-    if out:
-        Path(out).write_text(text if text.endswith("\n") else text + "\n")
+    if out is not None:
+        if not _write_out(out, text if text.endswith("\n") else text + "\n", "--out"):
+            sys.exit(EXIT_FAILED)
         click.echo(f"debrief written to {out}")
     else:
         click.echo(text)
@@ -704,7 +733,7 @@ def report(ref: str, fmt: str, out: str | None, force: bool) -> None:
     from steps.journal import SessionNotFound
 
     target = None
-    if out:
+    if out is not None:
         try:
             target = check_output_path(out, "--out")
         except ComposeError as exc:
@@ -719,7 +748,8 @@ def report(ref: str, fmt: str, out: str | None, force: bool) -> None:
     if target is None:
         click.echo(text, nl=False)
         return
-    target.write_text(text, encoding="utf-8")
+    if not _write_out(target, text, "--out"):
+        sys.exit(EXIT_FAILED)
     click.echo(f"report of {data['kind']} {data.get('session') or data.get('campaign')} written to {target}")
 
 
@@ -1084,16 +1114,17 @@ def _campaign_result(summary, as_json: bool, note: str | None = None, extra: dic
     sys.exit(code)
 
 
-def _world_out(fleet, world_out: str | None) -> None:
-    if not world_out:
-        return
+def _world_out(fleet, world_out: str | None) -> bool:
+    """Write the fleet's world (training); False when the file could not be written."""
+    if world_out is None:
+        return True
     from steps.secrets import redact
 
     data = fleet.export()
     if data is None:
         click.echo("handrail: --world-out is for training mode only; nothing written", err=True)
-        return
-    Path(world_out).write_text(redact(json.dumps(data, indent=2)) + "\n")
+        return True
+    return _write_out(world_out, redact(json.dumps(data, indent=2)) + "\n", "--world-out")
 
 
 def _drive_campaign(engine, fleet, campaign_id: str, opts, concurrency: int, as_json: bool, world_out: str | None) -> None:
@@ -1111,13 +1142,13 @@ def _drive_campaign(engine, fleet, campaign_id: str, opts, concurrency: int, as_
             bar.end()
             fail(f"interrupted: the journal has where each session stands; `handrail campaign resume {campaign_id}`", EXIT_STOPPED)
         bar.end()
-        _world_out(fleet, world_out)
+        written = _world_out(fleet, world_out)
     finally:
         fleet.close()
     note = None
     if summary.code == EXIT_STOPPED and any(r.state == "waiting" for r in summary.results):
         note = f"waiting at observation gates: `handrail campaign resume {campaign_id}` once they open"
-    _campaign_result(summary, as_json, note)
+    _campaign_result(summary, as_json, note, code=EXIT_FAILED if not written and summary.code == EXIT_DONE else None)
 
 
 @campaign.command("start")
@@ -1170,11 +1201,19 @@ def campaign_start(
 
     if due_users == bool(users):
         fail("name what the campaign rotates: --due (every due user) or --user NAME (repeatable)")
+    if due_users and reason:
+        fail("--reason is for --user: a --due campaign's reason is scheduled")
+    if name is not None and (not name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name) > 200):
+        fail("--name: give a name of 1 to 200 characters, without control characters")
     seconds = _cadence(cadence)
 
     def plan(fleet, reader):
         if not due_users:
-            return campaigns.user_targets(users, runbook=runbook, reason=reason or "operator-initiated"), []
+            targets = campaigns.user_targets(users, runbook=runbook, reason=reason or "operator-initiated")
+            campaigns.check_plan(targets)
+            for user in users:
+                reader.target_identity(user)  # a user that is not there is bad input, before anything is recorded
+            return targets, []
         rows = dues.report(reader, every=all_users, cadence=seconds, concurrency=concurrency)
         left_out = [r for r in rows if not r.rotatable]
         notes = [f"left out: {sum(1 for r in left_out if not r.due)} user(s) not due at {cadence}"] if left_out else []
@@ -1210,7 +1249,7 @@ def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tu
     yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, as_json, world_out = run_args
     if fast_forward and mode != "training":
         fail("--fast-forward is for training only: live time cannot be skipped (use --override-gate REASON)")
-    if world_out and mode != "training":
+    if world_out is not None and mode != "training":
         fail("--world-out is for training only")
     opts = _drive_options(yes, fast_forward, override_gate, override_block, retire_key, confirm_keys, confirm_irreversible, world_out)
     engine = _engine()
@@ -1250,6 +1289,7 @@ def _start_campaign(plan, *, kind: str, name: str, options: dict, fleet_args: tu
                 account=account,
                 operator_arn=operator_arn,
                 options={**fleet.options(), **options},
+                world=fleet.snapshot(),
             )
         echo(f"campaign {campaign_id}: started")
     except BaseException:
@@ -1360,19 +1400,16 @@ def campaign_debrief(campaign_ref: str, fmt: str, out: str | None) -> None:
     from steps.journal import CampaignNotFound
     from steps.secrets import redact
 
-    if out:
-        from steps.compose import check_output_path
-
-        with _refusals():
-            check_output_path(out, "--out")
+    _check_out(out, "--out")
     try:
         d = debriefs.build_campaign(_journal(), _audit(must_exist=False), campaign_ref)
     except CampaignNotFound as exc:
         fail(str(exc))
     render = {"text": debriefs.campaign_to_text, "markdown": debriefs.campaign_to_markdown}
     text = redact(render[fmt](d) if fmt in render else json.dumps(d.as_dict(), indent=2))
-    if out:
-        Path(out).write_text(text if text.endswith("\n") else text + "\n")
+    if out is not None:
+        if not _write_out(out, text if text.endswith("\n") else text + "\n", "--out"):
+            sys.exit(EXIT_FAILED)
         click.echo(f"debrief written to {out}")
     else:
         click.echo(text)
@@ -1403,7 +1440,7 @@ def campaign_resume(
     row = _find_campaign(engine, campaign_ref)
     if fast_forward and row.mode != "training":
         fail("--fast-forward is for training only")
-    if world_out and row.mode != "training":
+    if world_out is not None and row.mode != "training":
         fail("--world-out is for training only")
     with _refusals():
         fleet = compose.restore_fleet(row)
@@ -1422,6 +1459,7 @@ def campaign_rollback(campaign_ref, yes, as_json, world_out, concurrency) -> Non
     from steps import campaign as campaigns
     from steps import compose
 
+    _check_out(world_out, "--world-out")
     engine = _engine()
     row = _find_campaign(engine, campaign_ref)
     echo = _echo_err(as_json)
@@ -1445,12 +1483,12 @@ def campaign_rollback(campaign_ref, yes, as_json, world_out, concurrency) -> Non
             runner.close()
             fail("rollback not confirmed: pass --yes, or confirm at a terminal; nothing changed", EXIT_STOPPED)
         summary, impossible = runner.rollback(plans)
-        _world_out(fleet, world_out)
+        written = _world_out(fleet, world_out)
     finally:
         fleet.close()
     # A target with no way back (its old key deleted) leaves the rollback undone: exit 1.
     note = f"no way back for {len(impossible)} target(s): " + "; ".join(impossible) if impossible else None
-    _campaign_result(summary, as_json, note, code=EXIT_FAILED if impossible else None)
+    _campaign_result(summary, as_json, note, code=EXIT_FAILED if impossible or not written else None)
 
 
 # -- the app ------------------------------------------------------------------------------------
