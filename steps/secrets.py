@@ -106,6 +106,10 @@ def redact(text: str) -> str:
     return REDACTOR.redact(text)
 
 
+def contains_secret(text: str) -> bool:
+    return REDACTOR.contains_secret(text)
+
+
 class Secret:
     """A secret string. `reveal()` is the only way to its value."""
 

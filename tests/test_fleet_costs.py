@@ -76,3 +76,29 @@ def test_lookup_events_answers_by_key_and_region_from_the_kept_events_only(monke
     assert _ids(t, "AKIA-A") == ["ev-12", "ev-8", "ev-6"]
     t.restore(t.snapshot())
     assert _ids(t, "AKIA-B") == ["ev-13", "ev-11", "ev-9", "ev-7", "ev-5"]
+
+
+def test_a_lookup_entry_is_made_once_and_a_secret_in_any_of_its_fields_is_scrubbed_when_read():
+    import json
+
+    from steps.cloudtrail import TrailEvent
+    from steps.secrets import MASK, Secret
+
+    clock = SimClock()
+    t = trail.Trail(clock)
+    t.delay = 0
+    leaked = Secret("wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzSECRETKEY", "test secret").reveal()
+    event = _event(1, "AKIA-A", clock.now() - timedelta(minutes=1))
+    event["ua"] = f"curl {leaked}"
+    event["request"] = {"userName": f"u-{leaked}"}
+    t.add(event)
+    entries = [
+        t.lookup("us-east-1", {"LookupAttributes": [{"AttributeKey": "AccessKeyId", "AttributeValue": "AKIA-A"}]})[1]["Events"][0]
+        for _ in range(2)
+    ]
+    assert entries[0] is entries[1]  # the second page read reuses the entry
+    # As boto3 hands it over, less EventTime (a datetime there): the record's time is read.
+    parsed = TrailEvent.parse({k: v for k, v in entries[0].items() if k != "EventTime"}, "us-east-1")
+    assert leaked in json.loads(entries[0]["CloudTrailEvent"])["userAgent"]  # the raw record holds it...
+    assert parsed.user_agent == f"curl {MASK}" and parsed.user == f"u-{MASK}"  # ...the parsed event never
+    assert leaked not in repr(parsed.as_dict())

@@ -136,6 +136,9 @@ class Trail:
         self._by_region: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._first = 0
         self._next = 0
+        # LookupEvents' entry of an event, made once (an event does not change once
+        # logged; a fleet's corroborations page through the same events again and again).
+        self._entries: dict[int, dict[str, Any]] = {}  # sequence number -> entry
         self.lookups: list[tuple[str, str, float]] = []  # (region, attribute value, simulated monotonic time)
         self._lock = threading.Lock()
 
@@ -193,7 +196,7 @@ class Trail:
     @events.setter
     def events(self, events: list[dict[str, Any]]) -> None:
         with self._lock:
-            self._events, self._index, self._by_region = [], {}, {}
+            self._events, self._index, self._by_region, self._entries = [], {}, {}, {}
             self._first = self._next = 0
             for event in events:
                 self._add(event)
@@ -214,8 +217,10 @@ class Trail:
             dropped = len(self._events) - MAX_KEPT
             del self._events[:dropped]
             self._first += dropped
+            if len(self._entries) > MAX_KEPT:
+                self._entries = {seq: entry for seq, entry in self._entries.items() if seq >= self._first}
 
-    def _candidates(self, region: str, field: str | None, value: str | None) -> list[dict[str, Any]]:
+    def _candidates(self, region: str, field: str | None, value: str | None) -> list[tuple[int, dict[str, Any]]]:
         """The kept events of `region` (with `field` == `value`), oldest first. Call with the lock held."""
         if field is None:
             items = self._by_region.get(region, [])
@@ -223,7 +228,7 @@ class Trail:
             items = self._index.get((region, field, value), []) if value is not None else []
         if items and items[0][0] < self._first:
             items[:] = [(seq, e) for seq, e in items if seq >= self._first]
-        return [e for _, e in items]
+        return items
 
     def seed(self, key_id: str, user: str, account: str, caller: Caller, times: Iterable[datetime], region: str = "us-east-1") -> None:
         """Past calls of a consumer (a scenario's history before the session)."""
@@ -270,14 +275,20 @@ class Trail:
             return 400, _error("InvalidLookupAttributesException", f"Lookup attribute {key} is not supported by the sandbox.")
         with self._lock:
             self.lookups.append((region, value or "", self.clock.monotonic()))
-            chosen = [e for e in self._candidates(region, field, value) if start <= e["at"] <= end and not e["error"]]
-        chosen.sort(key=lambda e: e["at"], reverse=True)
+            chosen = [(seq, e) for seq, e in self._candidates(region, field, value) if start <= e["at"] <= end and not e["error"]]
+        chosen.sort(key=lambda item: item[1]["at"], reverse=True)
         size = max(1, min(50, int(params.get("MaxResults") or 50)))
         page = chosen[offset : offset + size]
-        out: dict[str, Any] = {"Events": [self._entry(e) for e in page]}
+        out: dict[str, Any] = {"Events": [self._entry_of(seq, e) for seq, e in page]}
         if offset + size < len(chosen):
             out["NextToken"] = base64.b64encode(json.dumps({"o": offset + size, "c": cutoff.isoformat()}).encode()).decode()
         return 200, out
+
+    def _entry_of(self, seq: int, e: dict[str, Any]) -> dict[str, Any]:
+        entry = self._entries.get(seq)
+        if entry is None:
+            entry = self._entries[seq] = self._entry(e)
+        return entry
 
     def _entry(self, e: dict[str, Any]) -> dict[str, Any]:
         read_only = e["name"].startswith(_READ_ONLY)
