@@ -30,7 +30,7 @@ from typing import Any
 
 from steps.aws import aws_error, error_code
 from steps.clock import Clock, iso, parse_iso, utc
-from steps.secrets import redact
+from steps.secrets import contains_secret, redact
 
 RATE = 2.0  # LookupEvents: AWS allows 2 requests per second per region and account
 PAGE = 50  # LookupEvents' largest page
@@ -104,25 +104,27 @@ class TrailEvent:
         when = item.get("EventTime") or raw.get("eventTime")
         at = utc(when) if isinstance(when, datetime) else parse_iso(str(when))
 
-        def text(value: Any, limit: int = 300) -> str:
-            return redact(str(value or ""))[:limit]
-
-        return cls(
-            event_id=text(item.get("EventId") or raw.get("eventID"), 64),
-            name=text(item.get("EventName") or raw.get("eventName"), 128),
-            at=at,
-            region=text(raw.get("awsRegion") or region, 32),
-            source_ip=text(raw.get("sourceIPAddress") or "?", 128),
-            user_agent=text(raw.get("userAgent") or "?"),
-            key_id=text(item.get("AccessKeyId") or (raw.get("userIdentity") or {}).get("accessKeyId"), 32),
-            user=text(request.get("userName") if isinstance(request, dict) else "", 64),
-            target_key=text(
+        values = {
+            "event_id": (item.get("EventId") or raw.get("eventID"), 64),
+            "name": (item.get("EventName") or raw.get("eventName"), 128),
+            "region": (raw.get("awsRegion") or region, 32),
+            "source_ip": (raw.get("sourceIPAddress") or "?", 128),
+            "user_agent": (raw.get("userAgent") or "?", 300),
+            "key_id": (item.get("AccessKeyId") or (raw.get("userIdentity") or {}).get("accessKeyId"), 32),
+            "user": (request.get("userName") if isinstance(request, dict) else "", 64),
+            "target_key": (
                 (request.get("accessKeyId") if isinstance(request, dict) else None)
                 or (created.get("accessKeyId") if isinstance(created, dict) else None),
                 32,
             ),
-            status=text(request.get("status") if isinstance(request, dict) else "", 16),
-        )
+            "status": (request.get("status") if isinstance(request, dict) else "", 16),
+        }
+        texts = {name: str(value or "") for name, (value, _) in values.items()}
+        # Every field scrubbed; asked once for them all (a lookup parses hundreds of
+        # events): a secret in any field is in their join, and then each is scrubbed.
+        if contains_secret("\n".join(texts.values())):
+            texts = {name: redact(text) for name, text in texts.items()}
+        return cls(at=at, **{name: texts[name][:limit] for name, (_, limit) in values.items()})
 
 
 # -- regions and the rate limit ---------------------------------------------------------------

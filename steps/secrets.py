@@ -25,34 +25,57 @@ class Redactor:
 
     A campaign makes this process know hundreds of secrets, and every journal line,
     audit line and output line passes through here: the cost of a scrub must grow with
-    the text, not with the number of secrets. Values are indexed by their first
-    `_MIN_REDACT_LEN` characters; a text is cut into its windows of that length (a set,
-    built in C) and only the values whose prefix is among them are looked for.
+    the text, not with the number of secrets. Each value is indexed by every window of
+    `_MIN_REDACT_LEN` characters it starts with, up to `_step` of them (`_step` = the
+    shortest value's length - `_MIN_REDACT_LEN` + 1): a value of at least that length
+    found in a text covers one of the text's windows taken every `_step` characters. So
+    a text is cut into every `_step`-th window (a set, built in C; a world snapshot is
+    hundreds of kB) and only the values indexed under them are looked for.
     """
 
     def __init__(self) -> None:
         self._values: dict[str, str] = {}
-        self._by_prefix: dict[str, list[str]] = {}
-        self._prefixes: set[str] = set()  # the keys of _by_prefix: set & set walks the smaller one
+        self._by_window: dict[str, set[str]] = {}
+        self._windows: set[str] = set()  # the keys of _by_window: set & set walks the smaller one
+        self._step = 1 << 30  # no value yet: the first one sets it
         self._lock = threading.Lock()
+
+    def _index(self) -> None:
+        """Index every value under the windows it starts with (call with the lock held)."""
+        n = _MIN_REDACT_LEN
+        self._step = min((len(v) for v in self._values), default=n) - n + 1
+        self._by_window = {}
+        for value in self._values:
+            for i in range(self._step):
+                self._by_window.setdefault(value[i : i + n], set()).add(value)
+        self._windows = set(self._by_window)
 
     def register(self, value: str, label: str = "secret") -> None:
         if len(value) >= _MIN_REDACT_LEN:
             with self._lock:
-                if value not in self._values:
-                    self._by_prefix.setdefault(value[:_MIN_REDACT_LEN], []).append(value)
-                    self._prefixes.add(value[:_MIN_REDACT_LEN])
+                known = value in self._values
                 self._values[value] = label
+                if known:
+                    return
+                n = _MIN_REDACT_LEN
+                if len(value) - n + 1 < self._step:
+                    self._index()  # a shorter value: every value needs fewer windows, the texts more
+                    return
+                for i in range(self._step):
+                    self._by_window.setdefault(value[i : i + n], set()).add(value)
+                    self._windows.add(value[i : i + n])
 
     def forget(self, value: str) -> None:
         with self._lock:
             if self._values.pop(value, None) is not None:
-                same = self._by_prefix.get(value[:_MIN_REDACT_LEN], [])
-                if value in same:
-                    same.remove(value)
-                if not same:
-                    self._by_prefix.pop(value[:_MIN_REDACT_LEN], None)
-                    self._prefixes.discard(value[:_MIN_REDACT_LEN])
+                n = _MIN_REDACT_LEN
+                for i in range(self._step):
+                    same = self._by_window.get(value[i : i + n])
+                    if same is not None:
+                        same.discard(value)
+                        if not same:
+                            del self._by_window[value[i : i + n]]
+                            self._windows.discard(value[i : i + n])
 
     def _found(self, text: str) -> list[str]:
         """The known values that occur in `text`, longest first."""
@@ -60,11 +83,11 @@ class Redactor:
             return []
         with self._lock:
             if len(self._values) <= _FEW:  # a single session's handful: look for each
-                candidates = list(self._values)
+                candidates = set(self._values)
             else:
-                n = _MIN_REDACT_LEN
-                windows = {text[i : i + n] for i in range(len(text) - n + 1)}
-                candidates = [v for prefix in windows & self._prefixes for v in self._by_prefix[prefix]]
+                n, step = _MIN_REDACT_LEN, self._step
+                windows = {text[i : i + n] for i in range(0, len(text) - n + 1, step)}
+                candidates = {v for window in windows & self._windows for v in self._by_window[window]}
         return sorted((v for v in candidates if v in text), key=len, reverse=True)
 
     def redact(self, text: str) -> str:
@@ -81,6 +104,10 @@ REDACTOR = Redactor()
 
 def redact(text: str) -> str:
     return REDACTOR.redact(text)
+
+
+def contains_secret(text: str) -> bool:
+    return REDACTOR.contains_secret(text)
 
 
 class Secret:

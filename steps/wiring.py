@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 class SimAws(Protocol):
     operator: Pair | None
+    enabled_regions: list[str] | None  # the account's, once found (shared by a campaign's wirings)
 
     @property
     def account_id(self) -> str: ...
@@ -79,6 +80,9 @@ class Wiring:
         self._probes: dict[str, ProbeResult] = {}
         self._adapter_lock = threading.Lock()
         self._regions: list[str] | None = None
+        # The operator's (account, ARN): asked once per wiring and operator (the roles
+        # check and the session's binding both need it, a moment apart).
+        self._identity: tuple[str, str] | None = None
 
     # -- the vault and the consumers of a user (from the inventory) -------------------------
 
@@ -184,12 +188,24 @@ class Wiring:
         return list(found)
 
     def identity(self) -> tuple[str, str]:
-        """(account id, caller ARN) of the operator's credentials."""
+        """(account id, caller ARN) of the operator's credentials; asked once until the
+        operator changes (a failure is not kept: the next call asks again)."""
+        with self._adapter_lock:
+            known = self._identity
+        if known is not None:
+            return known
         try:
             ident = self.aws_client("sts").get_caller_identity()
         except Exception as exc:
             raise WiringError(f"cannot tell who you are (sts get-caller-identity): {aws_error(exc)}") from None
-        return ident["Account"], ident["Arn"]
+        known = (ident["Account"], ident["Arn"])
+        with self._adapter_lock:
+            self._identity = known
+        return known
+
+    def _operator_changed(self) -> None:
+        with self._adapter_lock:
+            self._identity = None
 
     def target_identity(self, user: str) -> tuple[str, str]:
         """(ARN, user id) of an IAM user. The user id changes when a user is deleted and
@@ -289,6 +305,7 @@ class LiveWiring(Wiring):
 
     def switch_operator(self, pair: Pair) -> None:
         self._operator = pair
+        self._operator_changed()
 
     def aws_client(self, service: str, pair: Pair | None = None, region: str | None = None) -> Any:
         pair = pair or self._operator
@@ -328,6 +345,7 @@ class TrainingWiring(Wiring):
 
     def switch_operator(self, pair: Pair) -> None:
         self.world.aws.operator = pair
+        self._operator_changed()
 
     def before_step(self, step_id: str, attempt: int) -> None:
         self.world.before_step(step_id, attempt)
@@ -364,6 +382,14 @@ class SharedTrainingWiring(TrainingWiring):
 
     def switch_operator(self, pair: Pair) -> None:
         self._operator = pair
+        self._operator_changed()
+
+    def enabled_regions(self) -> list[str]:
+        """The account is the world's: its regions are asked once per world, not per session."""
+        aws = self.world.aws
+        if aws.enabled_regions is None:
+            aws.enabled_regions = super().enabled_regions()
+        return list(aws.enabled_regions)
 
     def before_step(self, step_id: str, attempt: int) -> None:
         """Step faults are a single session's (compose refuses them for a campaign)."""

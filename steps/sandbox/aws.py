@@ -282,6 +282,7 @@ class AwsWorld:
         self.calls: dict[str, int] = {}
         self.evidence_calls: dict[str, int] = {}  # cloudtrail:LookupEvents, ec2:DescribeRegions
         self.trail = trail.Trail(clock)
+        self.enabled_regions: list[str] | None = None  # what the campaign's wirings found (SharedTrainingWiring)
         self._status_changes: dict[str, tuple[datetime, str]] = {}  # key -> (when, status before)
         # Most recently used last. Clients signed with a rotated pair are dropped past
         # _MAX_CLIENTS (a client is ~120 kB; a campaign makes a few per rotation).

@@ -66,6 +66,8 @@ _RECORDED = {
     "s3": ("ListBuckets",),
 }
 _GLOBAL = ("iam",)
+# LookupEvents' attributes -> the event's field.
+_FIELDS = {"AccessKeyId": "key", "EventName": "name", "Username": "user", "EventId": "id", "EventSource": "source"}
 _READ_ONLY = ("Get", "List", "Describe", "Head")
 
 
@@ -125,7 +127,18 @@ class Trail:
         self.delay = DEFAULT_DELAY
         self.mode = "on"  # on | denied | unreachable
         self.denied_regions: set[str] = set()  # an SCP closing these regions: AccessDenied there only
-        self.events: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
+        # LookupEvents asks by one attribute in one region: the events are indexed by
+        # (region, field, value) and by region, as (sequence number, event); those before
+        # `_first` were dropped (MAX_KEPT) and are skipped. A lookup reads its own few
+        # events, not the whole history (which grows with a campaign's fleet).
+        self._index: dict[tuple[str, str, str], list[tuple[int, dict[str, Any]]]] = {}
+        self._by_region: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        self._first = 0
+        self._next = 0
+        # LookupEvents' entry of an event, made once (an event does not change once
+        # logged; a fleet's corroborations page through the same events again and again).
+        self._entries: dict[int, dict[str, Any]] = {}  # sequence number -> entry
         self.lookups: list[tuple[str, str, float]] = []  # (region, attribute value, simulated monotonic time)
         self._lock = threading.Lock()
 
@@ -176,11 +189,46 @@ class Trail:
             }
         )
 
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self._events
+
+    @events.setter
+    def events(self, events: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._events, self._index, self._by_region, self._entries = [], {}, {}, {}
+            self._first = self._next = 0
+            for event in events:
+                self._add(event)
+
     def add(self, event: dict[str, Any]) -> None:
         with self._lock:
-            self.events.append(event)
-            if len(self.events) > MAX_KEPT:
-                del self.events[: len(self.events) - MAX_KEPT]
+            self._add(event)
+
+    def _add(self, event: dict[str, Any]) -> None:
+        seq, self._next = self._next, self._next + 1
+        self._events.append(event)
+        item = (seq, event)
+        region = event["region"]
+        self._by_region.setdefault(region, []).append(item)
+        for name in _FIELDS.values():
+            self._index.setdefault((region, name, event[name]), []).append(item)
+        if len(self._events) > MAX_KEPT:
+            dropped = len(self._events) - MAX_KEPT
+            del self._events[:dropped]
+            self._first += dropped
+            if len(self._entries) > MAX_KEPT:
+                self._entries = {seq: entry for seq, entry in self._entries.items() if seq >= self._first}
+
+    def _candidates(self, region: str, field: str | None, value: str | None) -> list[tuple[int, dict[str, Any]]]:
+        """The kept events of `region` (with `field` == `value`), oldest first. Call with the lock held."""
+        if field is None:
+            items = self._by_region.get(region, [])
+        else:
+            items = self._index.get((region, field, value), []) if value is not None else []
+        if items and items[0][0] < self._first:
+            items[:] = [(seq, e) for seq, e in items if seq >= self._first]
+        return items
 
     def seed(self, key_id: str, user: str, account: str, caller: Caller, times: Iterable[datetime], region: str = "us-east-1") -> None:
         """Past calls of a consumer (a scenario's history before the session)."""
@@ -222,23 +270,25 @@ class Trail:
         start = _time(params.get("StartTime"), now - timedelta(days=90))
         end = min(_time(params.get("EndTime"), now), cutoff)
         key, value = (attributes[0].get("AttributeKey"), attributes[0].get("AttributeValue")) if attributes else (None, None)
-        field = {"AccessKeyId": "key", "EventName": "name", "Username": "user", "EventId": "id", "EventSource": "source"}.get(key or "")
+        field = _FIELDS.get(key or "")
         if key and field is None:
             return 400, _error("InvalidLookupAttributesException", f"Lookup attribute {key} is not supported by the sandbox.")
         with self._lock:
             self.lookups.append((region, value or "", self.clock.monotonic()))
-            chosen = [
-                e
-                for e in self.events
-                if e["region"] == region and start <= e["at"] <= end and (field is None or e[field] == value) and not e["error"]
-            ]
-        chosen.sort(key=lambda e: e["at"], reverse=True)
+            chosen = [(seq, e) for seq, e in self._candidates(region, field, value) if start <= e["at"] <= end and not e["error"]]
+        chosen.sort(key=lambda item: item[1]["at"], reverse=True)
         size = max(1, min(50, int(params.get("MaxResults") or 50)))
         page = chosen[offset : offset + size]
-        out: dict[str, Any] = {"Events": [self._entry(e) for e in page]}
+        out: dict[str, Any] = {"Events": [self._entry_of(seq, e) for seq, e in page]}
         if offset + size < len(chosen):
             out["NextToken"] = base64.b64encode(json.dumps({"o": offset + size, "c": cutoff.isoformat()}).encode()).decode()
         return 200, out
+
+    def _entry_of(self, seq: int, e: dict[str, Any]) -> dict[str, Any]:
+        entry = self._entries.get(seq)
+        if entry is None:
+            entry = self._entries[seq] = self._entry(e)
+        return entry
 
     def _entry(self, e: dict[str, Any]) -> dict[str, Any]:
         read_only = e["name"].startswith(_READ_ONLY)
