@@ -44,6 +44,22 @@ class Verdict:
     note: str = ""
 
 
+def _broken_link(n: int, raw: bytes | str, prev: str, what: str) -> Verdict | None:
+    """Record n of a chain, as stored: why it does not follow `prev`, or None when it does.
+    The one rule for a link, whether the chain is a file's lines or a table's rows."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return Verdict(False, n, n, "not valid JSON")
+    if not isinstance(record, dict):
+        return Verdict(False, n, n, "not a JSON object")
+    if record.get("prev") != prev:
+        return Verdict(False, n, n, f"its 'prev' hash does not match the {what} before: a {what} was changed, removed or inserted")
+    if record.get("seq") != n:
+        return Verdict(False, n, n, f"sequence number {record.get('seq')!r}, expected {n}")
+    return None
+
+
 @dataclass
 class _Pending:
     record: dict[str, Any]
@@ -207,24 +223,15 @@ class AuditLog(_GroupCommit):
 
     def verify(self) -> Verdict:
         prev = GENESIS
-        expected_seq = 1
         n = 0
         with open(self.path, "rb") as fh:
             for n, raw in enumerate(fh, start=1):
                 if not raw.endswith(b"\n"):
                     return Verdict(False, n, n, "line is not terminated (truncated write?)")
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    return Verdict(False, n, n, "not valid JSON")
-                if not isinstance(record, dict):
-                    return Verdict(False, n, n, "not a JSON object")
-                if record.get("prev") != prev:
-                    return Verdict(False, n, n, "its 'prev' hash does not match the line before: a line was changed, removed or inserted")
-                if record.get("seq") != expected_seq:
-                    return Verdict(False, n, n, f"sequence number {record.get('seq')!r}, expected {expected_seq}")
+                broken = _broken_link(n, raw, prev, "line")
+                if broken is not None:
+                    return broken
                 prev = line_hash(raw)
-                expected_seq += 1
         head = self._read_head()
         if head is None:
             if n == 0:
@@ -301,16 +308,9 @@ class DatabaseAuditLog(_GroupCommit):
         for n, (seq, line) in enumerate(self._lines(), start=1):
             if seq != n:
                 return Verdict(False, n - 1, n, f"sequence number {seq} where {n} was expected: a record was removed")
-            try:
-                record = json.loads(line)
-            except ValueError:
-                return Verdict(False, n, n, "not valid JSON")
-            if not isinstance(record, dict):
-                return Verdict(False, n, n, "not a JSON object")
-            if record.get("prev") != prev:
-                return Verdict(False, n, n, "its 'prev' hash does not match the record before: a record was changed, removed or inserted")
-            if record.get("seq") != n:
-                return Verdict(False, n, n, f"sequence number {record.get('seq')!r}, expected {n}")
+            broken = _broken_link(n, line, prev, "record")
+            if broken is not None:
+                return broken
             prev = line_hash(line.encode())
         with self.backend.read() as tx:
             head = tx.one("SELECT seq, hash FROM audit_head WHERE id = 1")
