@@ -397,21 +397,21 @@ def _authorise(engine: Engine, prepared: Prepared, wiring: Wiring, target: str, 
 
     governance = prepared.governance or roles.Governance(None, "")
     runbook = load(prepared.request.runbook)
+    context = {"runbook": runbook.id, "iam_user": target, "mode": wiring.mode, **({"campaign": campaign_id} if campaign_id else {})}
+    return _authorised(engine, wiring, runbook, target, governance, context)
+
+
+def _authorised(
+    engine: Engine, wiring: Wiring, runbook: Any, target: str, rules: Governance, context: dict[str, Any], session: str | None = None
+) -> Any:
+    """roles.authorise, and a refusal audited (`session.refused`, with `context` and why) before it is raised."""
+    from steps import roles
+
     try:
-        return roles.authorise(wiring, runbook, target, governance)
+        return roles.authorise(wiring, runbook, target, rules)
     except roles.RoleRefused as exc:
         _, operator = wiring.identity()
-        engine.audit.append(
-            "session.refused",
-            actor=operator,
-            context={
-                "runbook": runbook.id,
-                "iam_user": target,
-                "mode": wiring.mode,
-                "why": str(exc),
-                **({"campaign": campaign_id} if campaign_id else {}),
-            },
-        )
+        engine.audit.append("session.refused", session=session, actor=operator, context={**context, "why": str(exc)})
         raise
 
 
@@ -459,23 +459,13 @@ def reauthoriser(engine: Engine, governance: Governance | None = None) -> Callab
     """The role check of `_start_wired`, for a session opened again (resume, rollback,
     abandon, a take-over by another operator): before anything is written, a refusal
     audited. The target's elevation is looked at again, unless the session deleted it."""
-    from steps import roles
     from steps.engine import TARGET_DELETED
 
     def check(row: SessionRow, runbook: Any, wiring: Wiring) -> None:
         rules = governance or session_governance(row, wiring)
         target = "" if engine.journal.facts(row.id).get(TARGET_DELETED) else row.target
-        try:
-            roles.authorise(wiring, runbook, target, rules)
-        except roles.RoleRefused as exc:
-            _, operator = wiring.identity()
-            engine.audit.append(
-                "session.refused",
-                session=row.id,
-                actor=operator,
-                context={"runbook": runbook.id, "iam_user": row.target, "mode": row.mode, "why": str(exc), "reopened": True},
-            )
-            raise
+        context = {"runbook": runbook.id, "iam_user": row.target, "mode": row.mode, "reopened": True}
+        _authorised(engine, wiring, runbook, target, rules, context, session=row.id)
 
     return check
 
