@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pgserver
 import pytest
 import yaml
 from click.testing import CliRunner, Result
@@ -115,7 +116,6 @@ def pg_server() -> Iterator[str]:
         return
     if os.environ.get("HANDRAIL_TEST_NO_POSTGRES") == "1":
         pytest.skip("HANDRAIL_TEST_NO_POSTGRES=1: PostgreSQL deliberately absent")
-    import pgserver
 
     try:
         server = pgserver.start()
@@ -125,32 +125,17 @@ def pg_server() -> Iterator[str]:
     server.stop()
 
 
-def _admin(url: str, *statements: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)
-
-
-def _with_database(url: str, name: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
 @pytest.fixture(scope="session")
 def pg_template(pg_server: str, worker_id: str) -> Iterator[str]:
     from steps.db_postgres import PostgresBackend
 
     name = f"handrail_tpl_{worker_id}_{os.getpid()}"
-    _admin(pg_server, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
-    backend = PostgresBackend(_with_database(pg_server, name), check_schema=False)
+    pgserver.admin(pg_server, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
+    backend = PostgresBackend(pgserver.with_database(pg_server, name), check_schema=False)
     backend.upgrade()
     backend.close()
     yield name
-    _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    pgserver.admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 _pg_count = [0]
@@ -161,9 +146,9 @@ def pg_url(pg_server: str, pg_template: str, worker_id: str) -> Iterator[str]:
     """A fresh, upgraded database for this test (dropped after it)."""
     _pg_count[0] += 1
     name = f"handrail_t_{worker_id}_{os.getpid()}_{_pg_count[0]}"
-    _admin(pg_server, f"CREATE DATABASE {name} TEMPLATE {pg_template}")
-    yield _with_database(pg_server, name)
-    _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    pgserver.admin(pg_server, f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    yield pgserver.with_database(pg_server, name)
+    pgserver.admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

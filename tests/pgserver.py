@@ -23,6 +23,23 @@ from pathlib import Path
 USER = "handrail"  # the server's superuser (the tests create and drop databases)
 
 
+def admin(url: str, *statements: str) -> None:
+    """Statements outside a transaction (CREATE/DROP DATABASE), as the server's superuser."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server's URL, for another database."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
 class NoPostgres(Exception):
     pass
 

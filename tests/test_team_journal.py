@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import pgserver
 import pytest
 from world_helpers import TARGET, Handrail, Served, handrail, home, served
 
@@ -23,25 +24,12 @@ from steps.journal import LeaseLost, LockHeld, SessionBusy
 from steps.wiring import TrainingWiring
 
 
-def _admin(url: str, *statements: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)
-
-
-def _database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
 @pytest.fixture
 def empty_database(pg_server: str, worker_id: str):
     name = f"handrail_empty_{worker_id}_{os.getpid()}"
-    _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}")
-    yield _database(pg_server, name)
-    _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    pgserver.admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}")
+    yield pgserver.with_database(pg_server, name)
+    pgserver.admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def one_line(result) -> str:
