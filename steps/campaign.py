@@ -314,6 +314,7 @@ class Runner:
         self._progress = progress
         self._opened = opened
         self._lock = threading.Lock()
+        self._progress_lock = threading.Lock()  # one progress report at a time, each of the state it reads
         self._states: dict[int, TargetState] = {}
         self._details: dict[int, str] = {}
         self._sessions: dict[int, Session] = {}
@@ -342,7 +343,6 @@ class Runner:
             self._states[target.position] = state
             if detail is not None or state is TargetState.RUNNING:
                 self._details[target.position] = redact(detail or "")
-            counts = Counter(str(s) for s in self._states.values())
         fields: dict[str, Any] = {"state": str(state)}
         if detail is not None:
             fields["detail"] = redact(detail)
@@ -350,7 +350,12 @@ class Runner:
             fields["session_id"] = session.id
         self.journal.update_target(self.campaign_id, target.position, **fields)
         if self._progress is not None:
-            self._progress(counts, len(self._states))
+            # Counted under the progress lock, not before the journal write: the last
+            # report is then always the latest state (threads would otherwise race to draw).
+            with self._progress_lock:
+                with self._lock:
+                    counts = Counter(str(s) for s in self._states.values())
+                self._progress(counts, len(self._states))
 
     def where(self) -> dict[int, tuple[TargetState, str]]:
         """Every target's state and its one-line detail, as this runner knows them (memory only)."""
