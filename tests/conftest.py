@@ -99,6 +99,22 @@ def handrail_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     return home
 
 
+# A simulated account with 5 regions enabled instead of AWS's 18. CloudTrail's event
+# history is regional, so every lookup asks each enabled region with its own client: at 18
+# regions that was about half of a training rotation's CPU in these tests. The lookup's
+# code is the same for 5; tests marked `all_regions` (and every subprocess) keep the 18.
+FEW_REGIONS = ("us-east-1", "eu-west-1", "eu-west-3", "ap-south-1", "eu-south-1")
+
+
+@pytest.fixture(autouse=True)
+def few_regions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("all_regions"):
+        return
+    from steps.sandbox import trail
+
+    monkeypatch.setattr(trail, "REGIONS", {name: ("not-opted-in" if name not in FEW_REGIONS else status) for name, status in trail.REGIONS.items()})
+
+
 # -- PostgreSQL ---------------------------------------------------------------------------------
 #
 # A real server: $HANDRAIL_TEST_DATABASE_URL (.ci/run starts one and exports it), else one

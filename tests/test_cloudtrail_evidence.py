@@ -33,6 +33,7 @@ def findings(session) -> dict:
 # -- step 1: who used the old key ----------------------------------------------------------------
 
 
+@pytest.mark.all_regions  # the 18 an account has by default, each asked
 def test_step_1_names_the_caller_that_matches_no_consumer_and_the_next_change_waits_for_a_yes(rig):
     world = rig.world("forgotten-consumer")
     session = rig.start(world)
@@ -199,7 +200,9 @@ def test_step_8_keeps_cloudtrails_event_id_of_each_write_and_flags_one_missing_a
     assert state["UpdateAccessKey"]["state"] == "missing" and cor["missing"] == 1
     assert state["DeleteAccessKey"]["state"] == "pending"  # seconds old: within the delivery delay
     assert "WARNING: 1 write(s) missing from CloudTrail" in session.states["audit-record"].summary
-    assert world.aws.evidence_calls["cloudtrail:LookupEvents"] == 18 + 18 + 4
+    # Steps 1 and 7b ask every enabled region; step 8 asks the home region, once per write.
+    enabled = sum(1 for status in trail.REGIONS.values() if status != "not-opted-in")
+    assert world.aws.evidence_calls["cloudtrail:LookupEvents"] == enabled + enabled + 4
 
 
 def test_the_rotations_own_aws_calls_stay_apart_from_the_evidence_lookups(rig):
