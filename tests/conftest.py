@@ -47,6 +47,20 @@ RAM_TMP = "/dev/shm"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _bytecode()
+    _ram_tmp(config)
+
+
+def _bytecode() -> None:
+    """Compiled modules are kept between processes even where PYTHONDONTWRITEBYTECODE is
+    set: else every worker compiles and assert-rewrites the test files again (about 2 s
+    each) and every subprocess a test starts compiles handrail's modules again. They go
+    to __pycache__ folders, which git ignores. Workers and subprocesses inherit it."""
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+        sys.dont_write_bytecode = False
+
+
+def _ram_tmp(config: pytest.Config) -> None:
     """Temporary files in RAM when the machine has a tmpfs for them.
 
     Every test writes its journal (sqlite) and audit log (fsync per record) under
@@ -112,7 +126,9 @@ def few_regions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         return
     from steps.sandbox import trail
 
-    monkeypatch.setattr(trail, "REGIONS", {name: ("not-opted-in" if name not in FEW_REGIONS else status) for name, status in trail.REGIONS.items()})
+    monkeypatch.setattr(
+        trail, "REGIONS", {name: ("not-opted-in" if name not in FEW_REGIONS else status) for name, status in trail.REGIONS.items()}
+    )
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
