@@ -407,3 +407,40 @@ def test_plan_of_a_broken_runbook_is_exit_2(broken_file, cli):
     result = cli("plan", path)
     assert result.exit_code == 2
     assert f"{path}: {where}:" in assert_one_line(result.stderr)
+
+
+# -- the two YAML parsers ------------------------------------------------------------------------
+
+
+def test_every_shipped_file_reads_the_same_with_libyaml_and_with_the_python_parser():
+    import yaml
+
+    from steps import yamlfile
+
+    if yamlfile._FastLoader is None:
+        pytest.skip("PyYAML was built without libyaml here")
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "runbooks").glob("*.yaml")) + sorted((root / "steps/sandbox/scenarios").glob("*.yaml"))
+    assert len(files) > 5
+    for path in files:
+        text = path.read_text()
+        assert len(text) <= yamlfile._FAST_BYTES, f"{path} is read by the slow parser"
+        assert yaml.load(text, Loader=yamlfile._FastLoader) == yaml.load(text, Loader=yamlfile._UniqueKeyLoader), path
+
+
+@pytest.mark.parametrize(
+    "nesting",
+    ["- " * 16000 + "x", "[" * 1000 + "]" * 1000, "[" * 30000, "- " * 60000 + "x"],
+    ids=["block-16000", "flow-1000", "flow-30000", "block-60000"],
+)
+def test_a_deeply_nested_file_is_read_or_one_line_never_a_crash(tmp_path, nesting):
+    """libyaml recurses in C: past ~40,000 levels it would take the process down (this
+    test's worker with it), so such files go to the Python parser."""
+    from steps.yamlfile import read_yaml
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("a:\n  " + nesting + "\n")
+    try:
+        assert isinstance(read_yaml(path)["a"], list)
+    except RunbookError as exc:
+        assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc)
