@@ -19,10 +19,10 @@ def test_every_stored_snapshot_has_its_test():
     tests = {
         name: inspect.signature(fn).parameters
         for name, fn in inspect.getmembers(test_tui_snapshots, inspect.isfunction)
-        if name.startswith("test_") and "snap_compare" in inspect.signature(fn).parameters
+        if name.startswith("test_") and {"snap_compare", "snap_sizes"} & set(inspect.signature(fn).parameters)
     }
-    # A test parametrised by `size` stores one snapshot per size; one at a fixed size, one.
-    expected = {f"{name}[{size}]" if "size" in params else name for name, params in tests.items() for size in SIZES}
+    # A test on `snap_sizes` stores one snapshot per size; one at a fixed size, one.
+    expected = {f"{name}[{size}]" if "snap_sizes" in params else name for name, params in tests.items() for size in SIZES}
     stored = {p.stem for p in STORED.glob("*.svg")}
     assert stored, f"no snapshots in {STORED}"
     unused = sorted(stored - expected)

@@ -1,4 +1,4 @@
-"""Snapshots of the app (pytest-textual-snapshot), each at 80x24 and 120x40.
+"""Snapshots of the app (pytest-textual-snapshot), most at 80x24 and 120x40 from one run.
 
 The app runs frozen (`tui.frozen.Frozen`): simulated time stands still, the session id
 and the operator are fixed, and the simulated account's random ids are seeded, so the
@@ -31,24 +31,62 @@ from tui_helpers import (
 
 pytestmark = pytest.mark.slow
 
-sizes = pytest.mark.parametrize("size", list(SIZES.values()), ids=list(SIZES))
-
 
 def compare(snap_compare, app, size, before: Callable[..., Awaitable[None]] | None = None, *, workers_done: bool = True) -> bool:
+    """One snapshot at one size (pytest-textual-snapshot's own run)."""
+    return snap_compare(app, terminal_size=size, run_before=lambda pilot: prepare(pilot, before, workers_done))
+
+
+async def prepare(pilot, before: Callable[..., Awaitable[None]] | None, workers_done: bool) -> None:
     """Run `before`, then drop notifications (their timeout is wall-clock) and let the
     screen settle before the screenshot."""
+    if before is not None:
+        await before(pilot)
+    pilot.app.clear_notifications()
+    await still(pilot, workers_done)
 
-    async def run_before(pilot) -> None:
-        if before is not None:
-            await before(pilot)
-        pilot.app.clear_notifications()
-        if workers_done:
-            await settle(pilot)
-        else:
-            await pilot.pause()
-            await pilot.wait_for_scheduled_animations()
 
-    return snap_compare(app, terminal_size=size, run_before=run_before)
+async def still(pilot, workers_done: bool) -> None:
+    if workers_done:
+        await settle(pilot)
+    else:
+        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()
+
+
+@pytest.fixture
+def snap_sizes(snapshot):
+    """Snapshots at 80x24 and at 120x40 from one run of the app: the screen is reached
+    at 80x24, shot, the terminal resized, shot again (what a resize shows is what a
+    start at that size shows; the run to get there is most of a snapshot test's cost).
+    Stored as `test_name[80x24].svg` and `test_name[120x40].svg`."""
+    from pytest_textual_snapshot import SVGImageExtension
+
+    stored = snapshot.use_extension(SVGImageExtension)
+
+    def compare(app, before: Callable[..., Awaitable[None]] | None = None, *, workers_done: bool = True) -> list[str]:
+        shots: dict[str, str] = {}
+
+        async def auto_pilot(pilot) -> None:
+            await prepare(pilot, before, workers_done)
+            for name, size in SIZES.items():
+                if tuple(pilot.app.size) != size:
+                    await pilot.resize_terminal(*size)
+                    await pilot.pause()
+                    await still(pilot, workers_done)
+                await pilot.pause()
+                await pilot.wait_for_scheduled_animations()
+                await pilot.pause()
+                shots[name] = pilot.app.export_screenshot(title=pilot.app.title, simplify=True)
+            pilot.app.exit()
+
+        first = next(iter(SIZES.values()))
+        app.run(headless=True, auto_pilot=auto_pilot, size=first)
+        assert set(shots) == set(SIZES), f"the app stopped before every screenshot: {sorted(shots)}"
+        # Every size is compared (and, with --snapshot-update, written) before any fails.
+        return [name for name in SIZES if not (stored(name=name) == shots[name])]
+
+    return compare
 
 
 async def steps(pilot, count: int):
@@ -64,24 +102,21 @@ async def steps(pilot, count: int):
     return screen
 
 
-@sizes
-def test_start_screen(snap_compare, size):
+def test_start_screen(snap_sizes):
     """The start screen: runbook, mode (training), scenario, user, reason; no session to resume."""
 
     async def loaded(pilot):
         await wait_until(pilot, lambda: pilot.app.start_screen.catalog is not None, "the catalog")
 
-    assert compare(snap_compare, frozen_app("happy-path"), size, loaded)
+    assert not snap_sizes(frozen_app("happy-path"), loaded)
 
 
-@sizes
-def test_checklist_before_a_step(snap_compare, size):
+def test_checklist_before_a_step(snap_sizes):
     """A training session just opened: step 1 is next, nothing has run."""
-    assert compare(snap_compare, frozen_app("happy-path"), size, open_session)
+    assert not snap_sizes(frozen_app("happy-path"), open_session)
 
 
-@sizes
-def test_checklist_while_a_step_waits(snap_compare, size):
+def test_checklist_while_a_step_waits(snap_sizes):
     """Step 3 polls for the new key (slow propagation: 20 s); 8 simulated seconds in,
     the progress bar shows what is polled and the time left."""
 
@@ -92,17 +127,15 @@ def test_checklist_while_a_step_waits(snap_compare, size):
         screen.session.wiring.clock.advance(8)
         await wait_until(pilot, lambda: screen.waits["validate-new-key"].done >= 8, "the poll at 8 s")
 
-    assert compare(snap_compare, frozen_app("slow-propagation"), size, waiting, workers_done=False)
+    assert not snap_sizes(frozen_app("slow-propagation"), waiting, workers_done=False)
 
 
-@sizes
-def test_checklist_after_a_step(snap_compare, size):
+def test_checklist_after_a_step(snap_sizes):
     """Step 1 done: its evidence (operator, target, keys) and the way to the next step."""
-    assert compare(snap_compare, frozen_app("happy-path"), size, lambda pilot: steps(pilot, 1))
+    assert not snap_sizes(frozen_app("happy-path"), lambda pilot: steps(pilot, 1))
 
 
-@sizes
-def test_typed_confirmation(snap_compare, size):
+def test_typed_confirmation(snap_sizes):
     """Two Active keys: step 1b asks to type the id of the key to retire; irreversible
     says so first, and the field has the keyboard."""
 
@@ -115,7 +148,7 @@ def test_typed_confirmation(snap_compare, size):
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, TypedConfirmScreen), "the typed confirmation")
         assert screen.session.states["free-key-slot"].status == "pending"
 
-    assert compare(snap_compare, frozen_app("two-active-keys"), size, typed)
+    assert not snap_sizes(frozen_app("two-active-keys"), typed)
 
 
 async def until_step(pilot, step_id: str):
@@ -140,8 +173,7 @@ async def confirmation(pilot, screen, kind):
     await settle(pilot)
 
 
-@sizes
-def test_irreversible_delete(snap_compare, size):
+def test_irreversible_delete(snap_sizes):
     """Step 7b: 'Irreversible: no undo' first, then the step, the commands, the key id to
     type and the field (focused), the buttons: all on screen at 80x24."""
     from tui.screens.modals import TypedConfirmScreen
@@ -151,7 +183,7 @@ def test_irreversible_delete(snap_compare, size):
         await confirmation(pilot, screen, TypedConfirmScreen)
         assert pilot.app.focused is pilot.app.screen.query_one("#typed-answer")
 
-    assert compare(snap_compare, frozen_app("happy-path"), size, typed)
+    assert not snap_sizes(frozen_app("happy-path"), typed)
 
 
 def test_propagate_confirmation_names_the_consumers(snap_compare):
@@ -182,19 +214,17 @@ def test_confirmation_after_a_skipped_safety_step(snap_compare):
     assert compare(snap_compare, frozen_app("happy-path"), SIZES["80x24"], warned)
 
 
-@sizes
-def test_failed_step(snap_compare, size):
+def test_failed_step(snap_sizes):
     """Self-rotation: step 1 refuses; the reason, the evidence and the choices are shown."""
 
     async def failed(pilot):
         screen = await steps(pilot, 1)
         assert screen.session.states["pre-checks"].status == "refused"
 
-    assert compare(snap_compare, frozen_app("self-rotation"), size, failed)
+    assert not snap_sizes(frozen_app("self-rotation"), failed)
 
 
-@sizes
-def test_rollback_plan(snap_compare, size):
+def test_rollback_plan(snap_sizes):
     """After step 5: the plan undoes 5, 4, 2 and 1a, in that order, with their commands."""
 
     async def plan(pilot):
@@ -207,41 +237,37 @@ def test_rollback_plan(snap_compare, size):
         assert [i.step.id for i in pilot.app.screen.plan.items] == ["propagate", "store-in-vault", "create-key", "claim-user"]
         assert checklist(pilot.app) is screen
 
-    assert compare(snap_compare, frozen_app("happy-path"), size, plan)
+    assert not snap_sizes(frozen_app("happy-path"), plan)
 
 
-@sizes
-def test_help_screen(snap_compare, size):
+def test_help_screen(snap_sizes):
     """`?` on the checklist: every key, screen by screen."""
 
     async def helped(pilot):
         await open_session(pilot)
         await pilot.press("question_mark")
 
-    assert compare(snap_compare, frozen_app("happy-path"), size, helped)
+    assert not snap_sizes(frozen_app("happy-path"), helped)
 
 
 # -- training: the scenario list, a briefing, a debrief ----------------------------------------
 
 
-@sizes
-def test_scenario_list(snap_compare, size):
+def test_scenario_list(snap_sizes):
     """`handrail train`: the scenarios, easiest first, each with its stars, what it teaches and its id."""
-    assert compare(snap_compare, training_app(), size, scenario_list)
+    assert not snap_sizes(training_app(), scenario_list)
 
 
-@sizes
-def test_briefing(snap_compare, size):
+def test_briefing(snap_sizes):
     """`handrail train forgotten-consumer`: what happened, the goal, the gotchas by name, last validated."""
 
     async def briefed(pilot):
         await pick_scenario(pilot, "forgotten-consumer")
 
-    assert compare(snap_compare, training_app(), size, briefed)
+    assert not snap_sizes(training_app(), briefed)
 
 
-@sizes
-def test_debrief(snap_compare, size):
+def test_debrief(snap_sizes):
     """Consumer-fails played the wrong way (the failed propagation skipped), then quit:
     the debrief offered and shown, one gotcha missed and one not reached."""
 
@@ -257,14 +283,13 @@ def test_debrief(snap_compare, size):
         pilot.app.clear_notifications()
         await debrief_on_quit(pilot)
 
-    assert compare(snap_compare, training_app(), size, debriefed)
+    assert not snap_sizes(training_app(), debriefed)
 
 
 # -- campaigns: the board ------------------------------------------------------------------------
 
 
-@sizes
-def test_campaign_board(snap_compare, size):
+def test_campaign_board(snap_sizes):
     """Offboarding dana on the board: started, the gates fast-forwarded, raxx-reports taken
     to the end in its checklist, escape back: one done, three waiting for their typed
     confirmation, the progress bar at one in four, dana's next step and why in the detail."""
@@ -283,4 +308,4 @@ def test_campaign_board(snap_compare, size):
         await pilot.press("up")  # dana: her next step, irreversible, in the detail
         pilot.app.clear_notifications()
 
-    assert compare(snap_compare, frozen_app("happy-path"), size, board)
+    assert not snap_sizes(frozen_app("happy-path"), board)

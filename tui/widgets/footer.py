@@ -32,3 +32,14 @@ class SteadyFooter(Footer):
                 if binding.show or binding.action == "command_palette"
             ),
         )
+
+
+def show_palette_key(footer: Footer, show: bool) -> None:
+    """Show or hide the footer's ctrl+p key. Footer reads it only when it composes its
+    keys: a terminal resized across the threshold must rebuild it, or the key stays as
+    it was at the start (at 80 columns, taking the room the screen's keys need)."""
+    if footer.show_command_palette == show:
+        return
+    footer.show_command_palette = show
+    if footer.is_mounted:
+        footer.refresh(recompose=True)
