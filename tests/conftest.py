@@ -51,6 +51,13 @@ def pytest_configure(config: pytest.Config) -> None:
     _ram_tmp(config)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (a stable sort: each group keeps its order). With `--dist load`
+    the workers take the next test as they finish one, so the long ones start early and
+    the run ends on short ones, not on one worker's last app test while the other wait."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _bytecode() -> None:
     """Compiled modules are kept between processes even where PYTHONDONTWRITEBYTECODE is
     set: else every worker compiles and assert-rewrites the test files again (about 2 s

@@ -272,6 +272,7 @@ def test_dry_run_json_marks_every_changing_step_would_run(live_world, cli):
     assert summary["new_key_id"] is None
 
 
+@pytest.mark.slow
 def test_dry_run_takes_no_lock_and_writes_no_rotation_record(live_world, cli):
     from steps.audit import AuditLog
     from steps.paths import audit_path

@@ -135,6 +135,7 @@ def test_the_lock_is_per_user_another_user_in_the_same_account_may_rotate(backen
     assert rig.keys(world, "raxx-s3-backup") == {second.facts["new_key_id"]: "Active"}
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_a_second_run_on_a_locked_user_with_exit_3(backend, live_world, cli):
     first = cli("run", "--mode", "live", "--user", "raxx-vault-operator", "--json")  # no --yes: stops before step 2
     assert first.exit_code == 3, first.output

@@ -394,6 +394,7 @@ def test_a_report_without_cloudtrail_evidence_says_so(rig, cli):
     assert "- no CloudTrail evidence gathered" in cli("report", session.id).output
 
 
+@pytest.mark.slow
 def test_a_campaign_report_aggregates_its_sessions(cli):
     run = cli(
         "campaign",

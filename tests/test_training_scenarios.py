@@ -224,6 +224,13 @@ def test_the_debrief_exports_as_markdown_from_the_command_line(cli, tmp_path) ->
     assert "| get-access-key-last-used before the delete | **handled** |" in text
     assert "## Timeline" in text and "delete-old-key" in text
 
+    # The file is evidence now: a second export does not replace it without --force.
+    again = cli("debrief", "last", "--format", "json", "--out", out)
+    assert again.exit_code == 2 and "exists; pass --force" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    assert out.read_text() == text
+    forced = cli("debrief", "last", "--format", "json", "--out", out, "--force")
+    assert forced.exit_code == 0 and out.read_text().startswith("{")
+
 
 def test_train_list_prints_every_scenario_without_the_app(cli) -> None:
     result = cli("train", "--list")

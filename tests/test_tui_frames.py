@@ -8,6 +8,7 @@ a frame that skipped a repaint (tui/widgets/repaint.py's WholeFrames) would show
 
 from __future__ import annotations
 
+import pytest
 from rich.cells import cell_len
 from rich.segment import ControlType
 from tui_helpers import idle, open_session, pilot_test, settle, take_step
@@ -66,6 +67,7 @@ class Watched(HandrailApp):
         super()._display(screen, renderable)
 
 
+@pytest.mark.slow
 @pilot_test
 async def test_each_checklist_key_is_drawn_in_one_frame_that_shows_all_of_it():
     app = Watched(mode="training", scenario="happy-path", frozen=Frozen())  # as tui_helpers.frozen_app

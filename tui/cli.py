@@ -36,17 +36,24 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     sys.exit(code)
 
 
-def _check_out(path: str | None, flag: str) -> Path | None:
-    """A file the command will write, checked before anything runs (one line, exit 2)."""
+def _check_out(path: str | None, flag: str, force: bool = False) -> Path | None:
+    """A file the command will write, checked before anything runs (one line, exit 2).
+    A file already there is refused unless --force: a report or a debrief kept as
+    evidence is not overwritten by a stray repeat of the command."""
     if path is None:
         return None
     from steps.compose import ComposeError, check_output_path
 
     try:
-        return check_output_path(path, flag)
+        target = check_output_path(path, flag)
     except ComposeError as exc:
         fail(str(exc))
-    raise AssertionError("unreachable")
+    if target.exists() and not force:
+        fail(f"{flag}: {path} exists; pass --force to replace it (nothing written)")
+    return target
+
+
+_force = click.option("--force", is_flag=True, help="With --out: replace FILE if it exists.")
 
 
 def _write_out(path: str | Path, text: str, flag: str) -> bool:
@@ -696,14 +703,15 @@ def validate(runbook: str, mode: str, yes: bool, profile: str | None, region: st
 @main.command()
 @click.argument("session_ref", metavar="SESSION", default="last")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
-@click.option("--out", "out", type=click.Path(dir_okay=False), help="Write it to a file (e.g. debrief.md).")
-def debrief(session_ref: str, fmt: str, out: str | None) -> None:
+@click.option("--out", "out", metavar="FILE", help="Write it to FILE, e.g. debrief.md (refused if FILE exists, unless --force).")
+@_force
+def debrief(session_ref: str, fmt: str, out: str | None, force: bool) -> None:
     """A training session's debrief: timeline, gotchas and whether each was handled, end state."""
     from steps import debrief as debriefs
     from steps.journal import SessionNotFound
     from steps.secrets import redact
 
-    _check_out(out, "--out")
+    _check_out(out, "--out", force)
     engine = _engine()
     try:
         d = debriefs.build(engine.journal, engine.audit, session_ref)
@@ -723,23 +731,15 @@ def debrief(session_ref: str, fmt: str, out: str | None) -> None:
 @click.argument("ref", metavar="SESSION|CAMPAIGN|last", default="last")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
 @click.option("--out", "out", metavar="FILE", help="Write it to FILE (refused if FILE exists, unless --force).")
-@click.option("--force", is_flag=True, help="With --out: replace FILE if it exists.")
+@_force
 def report(ref: str, fmt: str, out: str | None, force: bool) -> None:
     """The report of a session or a campaign, in any mode: who (operator, roles,
     approvers), what (runbook, version, sha256), when, each step's evidence, every
     override and skip, CloudTrail findings, the end state and the audit chain's check."""
     from steps import report as reports
-    from steps.compose import ComposeError, check_output_path
     from steps.journal import SessionNotFound
 
-    target = None
-    if out is not None:
-        try:
-            target = check_output_path(out, "--out")
-        except ComposeError as exc:
-            fail(str(exc))
-        if target.exists() and not force:
-            fail(f"--out: {out} exists; pass --force to replace it (nothing written)")
+    target = _check_out(out, "--out", force)
     try:
         data = reports.build(_journal(), _audit(must_exist=False), ref)
     except SessionNotFound as exc:
@@ -1392,15 +1392,16 @@ def campaign_show(campaign_ref: str, as_json: bool) -> None:
 @campaign.command("debrief")
 @click.argument("campaign_ref", metavar="CAMPAIGN", default="last")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
-@click.option("--out", "out", type=click.Path(dir_okay=False), help="Write it to a file (e.g. debrief.md).")
-def campaign_debrief(campaign_ref: str, fmt: str, out: str | None) -> None:
+@click.option("--out", "out", metavar="FILE", help="Write it to FILE, e.g. debrief.md (refused if FILE exists, unless --force).")
+@_force
+def campaign_debrief(campaign_ref: str, fmt: str, out: str | None, force: bool) -> None:
     """A campaign's debrief: each target's verdicts, rollback and end state, and where the
     campaign ended (what the board shows at its end)."""
     from steps import debrief as debriefs
     from steps.journal import CampaignNotFound
     from steps.secrets import redact
 
-    _check_out(out, "--out")
+    _check_out(out, "--out", force)
     try:
         d = debriefs.build_campaign(_journal(), _audit(must_exist=False), campaign_ref)
     except CampaignNotFound as exc:
