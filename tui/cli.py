@@ -36,10 +36,12 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     sys.exit(code)
 
 
-def _check_out(path: str | None, flag: str, force: bool = False) -> Path | None:
+def _check_out(path: str | None, flag: str, force: bool | None = None) -> Path | None:
     """A file the command will write, checked before anything runs (one line, exit 2).
-    A file already there is refused unless --force: a report or a debrief kept as
-    evidence is not overwritten by a stray repeat of the command."""
+    A document (`force` given: a report, a debrief, kept as evidence) already there is
+    refused unless --force, so a stray repeat of the command does not overwrite it. The
+    simulated world (--world-out, `force` None) is the command's working state, written
+    again by every run and rollback on it."""
     if path is None:
         return None
     from steps.compose import ComposeError, check_output_path
@@ -48,7 +50,7 @@ def _check_out(path: str | None, flag: str, force: bool = False) -> Path | None:
         target = check_output_path(path, flag)
     except ComposeError as exc:
         fail(str(exc))
-    if target.exists() and not force:
+    if force is False and target.exists():
         fail(f"{flag}: {path} exists; pass --force to replace it (nothing written)")
     return target
 
