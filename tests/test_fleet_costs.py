@@ -102,3 +102,26 @@ def test_a_lookup_entry_is_made_once_and_a_secret_in_any_of_its_fields_is_scrubb
     assert leaked in json.loads(entries[0]["CloudTrailEvent"])["userAgent"]  # the raw record holds it...
     assert parsed.user_agent == f"curl {MASK}" and parsed.user == f"u-{MASK}"  # ...the parsed event never
     assert leaked not in repr(parsed.as_dict())
+
+
+def test_lookup_events_by_resource_name_answers_the_events_naming_that_user_or_key():
+    clock = SimClock()
+    t = trail.Trail(clock)
+    t.delay = 0
+    at = clock.now() - timedelta(minutes=5)
+    for i, (user, key, created) in enumerate([("alice", "AKIA-OLD", ""), ("bob", "", "AKIA-NEW"), ("alice", "", "")]):
+        event = _event(i, "AKIA-OPERATOR", at + timedelta(seconds=i))
+        event.update(name="UpdateAccessKey", source="iam.amazonaws.com", user="operator", created=created)
+        event["request"] = {k: v for k, v in (("userName", user), ("accessKeyId", key)) if v}
+        t.add(event)
+
+    def by(name: str) -> list[str]:
+        status, answer = t.lookup("us-east-1", {"LookupAttributes": [{"AttributeKey": "ResourceName", "AttributeValue": name}]})
+        assert status == 200
+        return [e["EventId"] for e in answer["Events"]]
+
+    assert by("alice") == ["ev-2", "ev-0"] and by("bob") == ["ev-1"]
+    assert by("AKIA-OLD") == ["ev-0"] and by("AKIA-NEW") == ["ev-1"]
+    assert by("operator") == []  # the caller is `Username`, not a resource
+    t.restore(t.snapshot())
+    assert by("alice") == ["ev-2", "ev-0"]
