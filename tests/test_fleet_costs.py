@@ -125,3 +125,28 @@ def test_lookup_events_by_resource_name_answers_the_events_naming_that_user_or_k
     assert by("operator") == []  # the caller is `Username`, not a resource
     t.restore(t.snapshot())
     assert by("alice") == ["ev-2", "ev-0"]
+
+
+def test_get_access_key_last_used_finds_a_key_by_its_id_and_still_refuses_a_deleted_one(make_world, monkeypatch):
+    import pytest
+    from botocore.exceptions import ClientError
+    from moto.iam.models import IAMBackend
+
+    world = make_world("happy-path")
+    iam = world.aws.client("iam")
+    user = world.scenario.target_user
+    key = next(iter(world.aws.iam.users[user].access_keys))
+    expected = iam.get_access_key_last_used(AccessKeyId=key.access_key_id)
+    assert expected["UserName"] == user
+
+    def scan(self):
+        raise AssertionError("scanned every account's keys for a key of this account")
+
+    monkeypatch.setattr(IAMBackend, "get_all_access_keys_for_all_users", scan)
+    answer = iam.get_access_key_last_used(AccessKeyId=key.access_key_id)
+    assert answer["UserName"] == user and answer["AccessKeyLastUsed"] == expected["AccessKeyLastUsed"]
+    monkeypatch.undo()
+    iam.delete_access_key(UserName=user, AccessKeyId=key.access_key_id)
+    with pytest.raises(ClientError) as refused:
+        iam.get_access_key_last_used(AccessKeyId=key.access_key_id)
+    assert refused.value.response["Error"]["Code"] == "NoSuchEntity"
