@@ -150,3 +150,41 @@ def test_get_access_key_last_used_finds_a_key_by_its_id_and_still_refuses_a_dele
     with pytest.raises(ClientError) as refused:
         iam.get_access_key_last_used(AccessKeyId=key.access_key_id)
     assert refused.value.response["Error"]["Code"] == "NoSuchEntity"
+
+
+def test_a_sandbox_server_answers_from_a_pool_of_threads_made_once_one_request_per_connection():
+    import http.client
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from steps.sandbox.http import PooledWSGIServer, serve
+
+    threads: set[str] = set()
+
+    def app(environ, start_response):
+        threads.add(threading.current_thread().name)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    server = serve(app)
+    runner = threading.Thread(target=server.serve_forever, daemon=True)
+    runner.start()
+    port = server.server_address[1]
+
+    def get(_: int) -> tuple[int, str, str | None]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/")
+        answer = conn.getresponse()
+        answer.read()
+        conn.close()
+        return answer.status, f"HTTP/{answer.version / 10:.1f}", answer.getheader("Connection")
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(get, range(3 * PooledWSGIServer.WORKERS)))  # more at once than the pool has threads
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert {a[0] for a in answers} == {200} and {a[1] for a in answers} == {"HTTP/1.0"}
+    assert threads and all(name.startswith("sandbox-http") for name in threads)  # not a thread per request
+    assert len(threads) <= PooledWSGIServer.WORKERS

@@ -250,15 +250,14 @@ class _MotoServer:
 
     def __init__(self) -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-        from werkzeug.serving import make_server
 
-        from steps.sandbox.http import QuietRequestHandler
+        from steps.sandbox.http import serve
 
         _patch_moto_clock()
         _patch_moto_dispatch()
         _patch_moto_per_call()
         app = _gate(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietRequestHandler)
+        self._server = serve(app)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-aws", daemon=True)
         self._thread.start()
