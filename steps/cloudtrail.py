@@ -428,6 +428,8 @@ def to_text(session_id: str, findings: Mapping[str, Any]) -> list[str]:
         lines.append("  not looked up (step 8 has not run with CloudTrail)")
     else:
         lines += _lookup_head(cor)
+        if cor.get("by_event_name"):
+            lines.append(f"  then by EventName ({', '.join(cor['by_event_name'])}) for the writes not found by resource name")
         for item in cor.get("writes", []):
             what = f"{item['event']} {item.get('key_id') or item.get('user') or ''}".rstrip()
             if item.get("event_id"):

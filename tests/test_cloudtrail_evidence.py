@@ -200,9 +200,39 @@ def test_step_8_keeps_cloudtrails_event_id_of_each_write_and_flags_one_missing_a
     assert state["UpdateAccessKey"]["state"] == "missing" and cor["missing"] == 1
     assert state["DeleteAccessKey"]["state"] == "pending"  # seconds old: within the delivery delay
     assert "WARNING: 1 write(s) missing from CloudTrail" in session.states["audit-record"].summary
-    # Steps 1 and 7b ask every enabled region; step 8 asks the home region, once per write.
+    # Steps 1 and 7b ask every enabled region; step 8 one by the user's name, one more by
+    # the missing write's event name before it is called missing.
     enabled = sum(1 for status in trail.REGIONS.values() if status != "not-opted-in")
-    assert world.aws.evidence_calls["cloudtrail:LookupEvents"] == enabled + enabled + 4
+    assert world.aws.evidence_calls["cloudtrail:LookupEvents"] == enabled + enabled + 1 + 1
+    assert cor["attribute"] == "ResourceName" and cor["value"] == world.scenario.target_user
+    assert cor["by_event_name"] == ["UpdateAccessKey"] and cor["calls"] == 2
+
+
+def test_step_8_asks_cloudtrail_once_however_many_other_users_were_rotated_meanwhile(rig):
+    world = rig.world("happy-path")
+    session = rig.start(world)
+    run_until(rig, session, "audit-record")
+    # A fleet's writes, logged in the same minutes as this session's: 300 other users' keys
+    # created, deactivated, deleted.
+    now, account = world.clock.now(), world.aws.account_id
+    operator = world.aws.operator.key_id
+    names = ("CreateAccessKey", "UpdateAccessKey", "DeleteAccessKey")
+    for i in range(300):
+        at = now - timedelta(minutes=10, seconds=i)
+        request = {"userName": f"fleet-user-{i:03d}", "accessKeyId": f"AKIAFLEET{i:011d}"}
+        world.aws.trail.add(
+            {"id": f"fleet-{i}", "name": names[i % 3], "source": "iam.amazonaws.com", "at": at, "region": "us-east-1",
+             "ip": "198.51.100.10", "ua": "handrail/test", "key": operator, "user": "handrail-operator", "account": account,
+             "request": request, "created": "", "error": ""}
+        )  # fmt: skip
+    before = world.aws.evidence_calls.get("cloudtrail:LookupEvents", 0)
+    assert rig.step(session).status == "done"
+    cor = findings(session)["corroboration"]
+    assert world.aws.evidence_calls["cloudtrail:LookupEvents"] - before == 1 == cor["calls"]
+    assert cor["partial"] is None and cor["missing"] == 0 and not cor["by_event_name"]
+    found = [w for w in cor["writes"] if w["state"] == "found"]
+    assert {w["event"] for w in found} >= {"TagUser", "CreateAccessKey", "UpdateAccessKey"}
+    assert all(w["user"] == world.scenario.target_user and not w["event_id"].startswith("fleet-") for w in found)
 
 
 def test_the_rotations_own_aws_calls_stay_apart_from_the_evidence_lookups(rig):

@@ -102,3 +102,89 @@ def test_a_lookup_entry_is_made_once_and_a_secret_in_any_of_its_fields_is_scrubb
     assert leaked in json.loads(entries[0]["CloudTrailEvent"])["userAgent"]  # the raw record holds it...
     assert parsed.user_agent == f"curl {MASK}" and parsed.user == f"u-{MASK}"  # ...the parsed event never
     assert leaked not in repr(parsed.as_dict())
+
+
+def test_lookup_events_by_resource_name_answers_the_events_naming_that_user_or_key():
+    clock = SimClock()
+    t = trail.Trail(clock)
+    t.delay = 0
+    at = clock.now() - timedelta(minutes=5)
+    for i, (user, key, created) in enumerate([("alice", "AKIA-OLD", ""), ("bob", "", "AKIA-NEW"), ("alice", "", "")]):
+        event = _event(i, "AKIA-OPERATOR", at + timedelta(seconds=i))
+        event.update(name="UpdateAccessKey", source="iam.amazonaws.com", user="operator", created=created)
+        event["request"] = {k: v for k, v in (("userName", user), ("accessKeyId", key)) if v}
+        t.add(event)
+
+    def by(name: str) -> list[str]:
+        status, answer = t.lookup("us-east-1", {"LookupAttributes": [{"AttributeKey": "ResourceName", "AttributeValue": name}]})
+        assert status == 200
+        return [e["EventId"] for e in answer["Events"]]
+
+    assert by("alice") == ["ev-2", "ev-0"] and by("bob") == ["ev-1"]
+    assert by("AKIA-OLD") == ["ev-0"] and by("AKIA-NEW") == ["ev-1"]
+    assert by("operator") == []  # the caller is `Username`, not a resource
+    t.restore(t.snapshot())
+    assert by("alice") == ["ev-2", "ev-0"]
+
+
+def test_get_access_key_last_used_finds_a_key_by_its_id_and_still_refuses_a_deleted_one(make_world, monkeypatch):
+    import pytest
+    from botocore.exceptions import ClientError
+    from moto.iam.models import IAMBackend
+
+    world = make_world("happy-path")
+    iam = world.aws.client("iam")
+    user = world.scenario.target_user
+    key = next(iter(world.aws.iam.users[user].access_keys))
+    expected = iam.get_access_key_last_used(AccessKeyId=key.access_key_id)
+    assert expected["UserName"] == user
+
+    def scan(self):
+        raise AssertionError("scanned every account's keys for a key of this account")
+
+    monkeypatch.setattr(IAMBackend, "get_all_access_keys_for_all_users", scan)
+    answer = iam.get_access_key_last_used(AccessKeyId=key.access_key_id)
+    assert answer["UserName"] == user and answer["AccessKeyLastUsed"] == expected["AccessKeyLastUsed"]
+    monkeypatch.undo()
+    iam.delete_access_key(UserName=user, AccessKeyId=key.access_key_id)
+    with pytest.raises(ClientError) as refused:
+        iam.get_access_key_last_used(AccessKeyId=key.access_key_id)
+    assert refused.value.response["Error"]["Code"] == "NoSuchEntity"
+
+
+def test_a_sandbox_server_answers_from_a_pool_of_threads_made_once_one_request_per_connection():
+    import http.client
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from steps.sandbox.http import PooledWSGIServer, serve
+
+    threads: set[str] = set()
+
+    def app(environ, start_response):
+        threads.add(threading.current_thread().name)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    server = serve(app)
+    runner = threading.Thread(target=server.serve_forever, daemon=True)
+    runner.start()
+    port = server.server_address[1]
+
+    def get(_: int) -> tuple[int, str, str | None]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/")
+        answer = conn.getresponse()
+        answer.read()
+        conn.close()
+        return answer.status, f"HTTP/{answer.version / 10:.1f}", answer.getheader("Connection")
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(get, range(3 * PooledWSGIServer.WORKERS)))  # more at once than the pool has threads
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert {a[0] for a in answers} == {200} and {a[1] for a in answers} == {"HTTP/1.0"}
+    assert threads and all(name.startswith("sandbox-http") for name in threads)  # not a thread per request
+    assert len(threads) <= PooledWSGIServer.WORKERS

@@ -23,6 +23,7 @@ from steps.aws import aws_error
 from steps.clock import iso, parse_iso
 
 HOME = "us-east-1"  # IAM and STS's global endpoint log there
+_NEAR = 600.0  # seconds between a write and the event that shows it, at most
 FORGOTTEN = "ack_needed:forgotten-consumer"
 
 
@@ -166,8 +167,15 @@ def uses_after(ctx: StepContext, key_id: str, deactivated: datetime) -> tuple[Fo
 
 
 def corroborate(ctx: StepContext) -> Found:
-    """Each write the session recorded (`expect`), found in CloudTrail by event name in
-    the home region (IAM logs there), or pending (within the delivery delay), or missing."""
+    """Each write the session recorded (`expect`), found in CloudTrail in the home region
+    (IAM logs there), or pending (within the delivery delay), or missing.
+
+    Looked up by `ResourceName` = the IAM user the writes name: event history lists the
+    user (and the access key) a request names among an event's resources, so one lookup
+    reads this user's events only, not every write of a fleet rotated at the same time
+    (by event name, each session paged through all of them, at 2 requests a second).
+    A write not found that way after the delivery delay is looked for once more by its
+    event name, around its own time, before it is called missing."""
     now = ctx.now()
     out = Found()
     expected = [json.loads(v) for k, v in ctx.facts.items() if k.startswith(ct.EXPECT_PREFIX)]
@@ -175,11 +183,11 @@ def corroborate(ctx: StepContext) -> Found:
         out.lines.append("CloudTrail: this session recorded no write to look for")
         return out
     start = min(parse_iso(e["at"]) for e in expected) - timedelta(minutes=5)
-    names = sorted({e["event"] for e in expected})
+    users = sorted({e["user"] for e in expected})
     events: list[ct.TrailEvent] = []
     calls, failed = 0, []
-    for name in names:
-        found = _lookup(ctx, "EventName", name, start, now, regions=[HOME])
+    for user in users:
+        found = _lookup(ctx, "ResourceName", user, start, now, regions=[HOME])
         calls += found.calls
         if found.unavailable:
             out.lines.append(
@@ -193,35 +201,28 @@ def corroborate(ctx: StepContext) -> Found:
         events += found.events
         if found.partial:
             failed.append(found.partial)
-    used: set[str] = set()
-    writes = []
-    for item in sorted(expected, key=lambda e: e["at"]):
-        at = parse_iso(item["at"])
-        match = [
-            e
-            for e in events
-            if e.name == item["event"]
-            and e.event_id not in used
-            and e.user == item["user"]
-            and (not item.get("key_id") or e.target_key == item["key_id"])
-            and (not item.get("status") or e.status == item["status"])
-            and abs((e.at - at).total_seconds()) < 600
-        ]
-        match.sort(key=lambda e: abs((e.at - at).total_seconds()))
-        row = {**item}
-        if match:
-            used.add(match[0].event_id)
-            row.update(state="found", event_id=match[0].event_id, logged_at=iso(match[0].at), source_ip=match[0].source_ip)
-        elif now < at + timedelta(seconds=ct.DELIVERY_DELAY):
-            row["state"] = "pending"
-        else:
-            row["state"] = "missing"
-        writes.append(row)
+    writes = _match(expected, events, now)
+    unfound = [w for w in writes if w["state"] == "missing"]
+    names: list[str] = []
+    if unfound:
+        # Missing by resource name: by event name, within the writes' own time, before saying so.
+        names = sorted({w["event"] for w in unfound})
+        first = min(parse_iso(w["at"]) for w in unfound) - timedelta(minutes=5)
+        last = min(now, max(parse_iso(w["at"]) for w in unfound) + timedelta(seconds=_NEAR))
+        for name in names:
+            found = _lookup(ctx, "EventName", name, first, last, regions=[HOME])
+            calls += found.calls
+            if found.unavailable or found.partial:
+                failed.append(found.partial or found.unavailable or "")
+            events += found.events
+        writes = _match(expected, events, now)
     missing = [w for w in writes if w["state"] == "missing"]
     pending = [w for w in writes if w["state"] == "pending"]
     out.lines.append(
         f"CloudTrail corroborates {len(writes) - len(missing) - len(pending)} of the session's {len(writes)} write(s) "
-        f"(LookupEvents by event name in {HOME}, {calls} call(s)):"
+        f"(LookupEvents by resource name {', '.join(users)}"
+        + (f", then by event name {', '.join(names)}" if names else "")
+        + f" in {HOME}, {calls} call(s)):"
     )
     for w in writes:
         what = f"{w['event']} {w.get('key_id') or w['user']}" + (f" -> {w['status']}" if w.get("status") else "")
@@ -238,8 +239,9 @@ def corroborate(ctx: StepContext) -> Found:
     if failed:
         _partial(ctx, out.facts, "step 8", "; ".join(failed))
     data = {
-        "attribute": "EventName",
-        "value": ",".join(names),
+        "attribute": "ResourceName",
+        "value": ",".join(users),
+        "by_event_name": names,  # looked for again by event name: not found by resource name
         "window": {"start": iso(start), "end": iso(now)},
         "regions": [HOME],
         "calls": calls,
@@ -250,3 +252,34 @@ def corroborate(ctx: StepContext) -> Found:
     }
     out.facts[ct.FACT_CORROBORATION] = json.dumps(data)
     return out
+
+
+def _match(expected: list[dict[str, str]], events: list[ct.TrailEvent], now: datetime) -> list[dict[str, str]]:
+    """Each expected write with the closest event that shows it (each event used once):
+    found, or pending (within the delivery delay), or missing."""
+    events = list({e.event_id: e for e in events}.values())  # a fallback lookup may find one again
+    used: set[str] = set()
+    writes = []
+    for item in sorted(expected, key=lambda e: e["at"]):
+        at = parse_iso(item["at"])
+        match = [
+            e
+            for e in events
+            if e.name == item["event"]
+            and e.event_id not in used
+            and e.user == item["user"]
+            and (not item.get("key_id") or e.target_key == item["key_id"])
+            and (not item.get("status") or e.status == item["status"])
+            and abs((e.at - at).total_seconds()) < _NEAR
+        ]
+        match.sort(key=lambda e: abs((e.at - at).total_seconds()))
+        row = {**item}
+        if match:
+            used.add(match[0].event_id)
+            row.update(state="found", event_id=match[0].event_id, logged_at=iso(match[0].at), source_ip=match[0].source_ip)
+        elif now < at + timedelta(seconds=ct.DELIVERY_DELAY):
+            row["state"] = "pending"
+        else:
+            row["state"] = "missing"
+        writes.append(row)
+    return writes

@@ -87,6 +87,35 @@ def _patch_moto_dispatch() -> None:
     setattr(moto_backends, "_handrail_patched", True)  # noqa: B010 (a module attribute moto does not declare)
 
 
+def _patch_moto_per_call() -> None:
+    """Two costs moto pays on every call that grow with a campaign: it lists a response
+    class's methods (inspect.getmembers, ~300 members) to find the action, and
+    GetAccessKeyLastUsed scans every key of every account. The methods do not change
+    while the process runs (listed once per class); a key of this account is found by
+    its id first (moto's scan still answers anything else: another account's key, none)."""
+    import functools
+
+    import moto.core.responses as moto_responses
+    import moto.iam.models as iam_models
+
+    if getattr(moto_responses, "_handrail_patched", False):
+        return
+    listed = functools.cache(moto_responses.method_names_from_class)
+    moto_responses.method_names_from_class = lambda clazz: listed(clazz)
+    setattr(moto_responses, "_handrail_patched", True)  # noqa: B010 (a module attribute moto does not declare)
+
+    scan = iam_models.IAMBackend.get_access_key_last_used
+
+    def last_used(self: Any, access_key_id: str) -> dict[str, Any]:
+        key = self.access_keys.get(access_key_id)
+        user = self.users.get(key.user_name) if key is not None and key.user_name else None
+        if user is not None and any(k is key for k in user.access_keys):
+            return {"user_name": key.user_name, "last_used": key.last_used}
+        return scan(self, access_key_id)
+
+    iam_models.IAMBackend.get_access_key_last_used = last_used  # type: ignore[method-assign]  # patched once, as above
+
+
 # -- the gate --------------------------------------------------------------------------------
 
 _QUERY_NS = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/", "iam": "https://iam.amazonaws.com/doc/2010-05-08/"}
@@ -221,14 +250,14 @@ class _MotoServer:
 
     def __init__(self) -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-        from werkzeug.serving import make_server
 
-        from steps.sandbox.http import QuietRequestHandler
+        from steps.sandbox.http import serve
 
         _patch_moto_clock()
         _patch_moto_dispatch()
+        _patch_moto_per_call()
         app = _gate(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietRequestHandler)
+        self._server = serve(app)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-aws", daemon=True)
         self._thread.start()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, RequestRedirect, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 if TYPE_CHECKING:
@@ -35,6 +35,48 @@ class QuietRequestHandler(WSGIRequestHandler):
 
     def log(self, *args: Any, **kwargs: Any) -> None:
         pass
+
+
+class PooledWSGIServer(BaseWSGIServer):
+    """werkzeug's threaded server starts a thread per request; a campaign makes tens of
+    thousands of them. This one hands each request to a pool of threads made once."""
+
+    multithread = True
+    WORKERS = 32  # more than a campaign's drivers and their consumers' calls at once
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        super().__init__(*args, **kwargs)
+        self._pool = ThreadPoolExecutor(self.WORKERS, thread_name_prefix="sandbox-http")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._pool.submit(self._serve_one, request, client_address)
+
+    def _serve_one(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class OneRequestHandler(QuietRequestHandler):
+    """One request per connection: a kept-alive connection would hold a pooled thread
+    while its client idles (werkzeug turns keep-alive on for a threaded server)."""
+
+    protocol_version = "HTTP/1.0"
+    timeout = 60  # a client that connects and sends nothing gives its thread back
+
+
+def serve(app: Any) -> PooledWSGIServer:
+    """`app` on 127.0.0.1, a free port, requests handled by a pool of threads."""
+    return PooledWSGIServer("127.0.0.1", 0, app, handler=OneRequestHandler)
 
 
 @dataclass
@@ -179,7 +221,7 @@ class LoopbackServer:
 
     def start(self) -> LoopbackServer:
         self._routing()
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=QuietRequestHandler)
+        self._server = serve(self._app)
         # A short poll interval: stop() waits for serve_forever to notice, 0.5 s by default.
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"sandbox-{self.name}", daemon=True

@@ -66,8 +66,16 @@ _RECORDED = {
     "s3": ("ListBuckets",),
 }
 _GLOBAL = ("iam",)
-# LookupEvents' attributes -> the event's field.
-_FIELDS = {"AccessKeyId": "key", "EventName": "name", "Username": "user", "EventId": "id", "EventSource": "source"}
+# LookupEvents' attributes -> the event's field. `Username` is the caller's; `ResourceName`
+# is any name in the entry's Resources (the IAM user and access key a request names).
+_FIELDS = {
+    "AccessKeyId": "key",
+    "EventName": "name",
+    "Username": "user",
+    "EventId": "id",
+    "EventSource": "source",
+    "ResourceName": "resource",
+}
 _READ_ONLY = ("Get", "List", "Describe", "Head")
 
 
@@ -212,7 +220,8 @@ class Trail:
         region = event["region"]
         self._by_region.setdefault(region, []).append(item)
         for name in _FIELDS.values():
-            self._index.setdefault((region, name, event[name]), []).append(item)
+            for value in _resource_names(event) if name == "resource" else (event[name],):
+                self._index.setdefault((region, name, value), []).append(item)
         if len(self._events) > MAX_KEPT:
             dropped = len(self._events) - MAX_KEPT
             del self._events[:dropped]
@@ -315,11 +324,6 @@ class Trail:
             "managementEvent": True,
             "recipientAccountId": e["account"],
         }
-        resources = []
-        if e["request"].get("userName"):
-            resources.append({"ResourceType": "AWS::IAM::User", "ResourceName": e["request"]["userName"]})
-        if e["request"].get("accessKeyId") or e["created"]:
-            resources.append({"ResourceType": "AWS::IAM::AccessKey", "ResourceName": e["request"].get("accessKeyId") or e["created"]})
         return {
             "EventId": e["id"],
             "EventName": e["name"],
@@ -328,7 +332,7 @@ class Trail:
             "EventTime": e["at"].timestamp(),
             "EventSource": e["source"],
             "Username": e["user"],
-            "Resources": resources,
+            "Resources": [{"ResourceType": kind, "ResourceName": name} for kind, name in _resources(e)],
             "CloudTrailEvent": json.dumps(record),
         }
 
@@ -343,6 +347,21 @@ class Trail:
         self.delay = float(data.get("delay", self.delay))
         self.mode = str(data.get("mode", self.mode))
         self.events = [{**e, "at": datetime.fromisoformat(e["at"])} for e in data.get("events", [])]
+
+
+def _resources(e: dict[str, Any]) -> list[tuple[str, str]]:
+    """What an event's Resources name, as CloudTrail's event history lists them for IAM:
+    the user a request names and the access key it names (or creates)."""
+    out = []
+    if e["request"].get("userName"):
+        out.append(("AWS::IAM::User", e["request"]["userName"]))
+    if e["request"].get("accessKeyId") or e["created"]:
+        out.append(("AWS::IAM::AccessKey", e["request"].get("accessKeyId") or e["created"]))
+    return out
+
+
+def _resource_names(e: dict[str, Any]) -> list[str]:
+    return [name for _, name in _resources(e)]
 
 
 def _time(value: Any, default: datetime) -> datetime:
