@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from steps.aws import aws_error, error_code
@@ -373,9 +373,10 @@ class SharedTrainingWiring(TrainingWiring):
     not each session, saves the world (one snapshot per campaign, not one per step per
     session, which would grow with the square of the fleet)."""
 
-    def __init__(self, world: SimWorld) -> None:
+    def __init__(self, world: SimWorld, on_checkpoint: Callable[[], None] | None = None) -> None:
         super().__init__(world)
         self._operator: Pair | None = None
+        self._on_checkpoint = on_checkpoint
 
     def aws_client(self, service: str, pair: Pair | None = None, region: str | None = None) -> Any:
         return self.world.aws.client(service, pair or self._operator, region)
@@ -398,6 +399,9 @@ class SharedTrainingWiring(TrainingWiring):
         pass
 
     def checkpoint(self) -> str | None:
+        """The world is the campaign's: it saves it (`on_checkpoint`), not the session."""
+        if self._on_checkpoint is not None:
+            self._on_checkpoint()
         return None
 
     def close(self) -> None:

@@ -51,11 +51,31 @@ def pytest_configure(config: pytest.Config) -> None:
     _ram_tmp(config)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first (a stable sort: each group keeps its order). With `--dist load`
-    the workers take the next test as they finish one, so the long ones start early and
-    the run ends on short ones, not on one worker's last app test while the other wait."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each worker's share of the tests starts with its share of the slow ones.
+
+    pytest-xdist's worksteal gives each of N workers a contiguous 1/N of the tests, and an
+    idle worker steals from the end of the longest queue. So the order here is N blocks of
+    xdist's sizes, each block the slow tests dealt to it round robin, then the quick ones in
+    their usual order: the long tests (whole app runs, subprocesses, live-mode waits in real
+    time) start at once on every worker and overlap, and the run ends on quick ones, not on
+    one worker's last app test while the others wait. Every worker computes the same order
+    (xdist requires it); without xdist, it is slow tests first."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    quick = [item for item in items if not item.get_closest_marker("slow")]
+    ordered: list[pytest.Item] = []
+    left = len(items)
+    for block in range(workers):
+        size = left // (workers - block)  # as WorkStealingScheduling.check_schedule deals them
+        mine = slow[block::workers]
+        take = max(0, size - len(mine))
+        ordered += mine + quick[:take]
+        quick = quick[take:]
+        left -= size
+    ordered += quick  # only if the slow tests outnumber a block
+    assert sorted(map(id, ordered)) == sorted(map(id, items))
+    items[:] = ordered
 
 
 def _bytecode() -> None:
