@@ -84,3 +84,23 @@ def test_a_killed_campaign_resumes_to_the_end_without_rotating_a_target_twice(cl
     sessions = json.loads(cli("sessions", "--all", "--json").stdout)
     assert sorted(s["user"] for s in sessions) == sorted(t["user"] for t in out["targets"])
     assert all(s["status"] == "done" for s in sessions)
+
+
+@pytest.mark.slow
+def test_a_campaign_killed_between_steps_left_the_world_its_journal_describes(handrail_home, tmp_path):
+    """Every key a target's journal says it created is in the world saved on the campaign,
+    once that target has gone a step further (a small fleet's world is saved at every step
+    boundary; the kill lands after the next step's record, so never inside one)."""
+    scenario = small_fleet(tmp_path, due=4, fresh=1, name="kill-between")
+    after = "SELECT 1 FROM events WHERE step_id = 'validate-new-key' AND kind = 'step' AND status = 'done'"
+    _start_and_kill(handrail_home, scenario, tmp_path, lambda: bool(_journal_rows(handrail_home, after)))
+
+    created = _journal_rows(
+        handrail_home,
+        "SELECT f.value FROM facts f JOIN events e ON e.session_id = f.session_id "
+        "WHERE f.name = 'new_key_id' AND e.step_id = 'validate-new-key' AND e.kind = 'step' AND e.status = 'done'",
+    )
+    assert created, "no target had validated its new key at the kill"
+    [(world,)] = _journal_rows(handrail_home, "SELECT world FROM campaigns")
+    for (key_id,) in created:
+        assert key_id in world, f"{key_id} is in the journal, not in the saved world"
