@@ -627,7 +627,7 @@ def restore_fleet(row: CampaignRow, *, headless: bool = True) -> Fleet:
     )
 
 
-_CHEAP_SAVE = 0.003  # seconds: a world snapshot this cheap is saved at every step boundary
+_SMALL_WORLD = 160_000  # bytes: a world snapshot this small is saved at every step boundary
 _SAVE_SPACING = 30  # else: at most one save per this many times its cost
 
 
@@ -639,6 +639,7 @@ class CampaignOpener:
         self.engine, self.fleet, self.campaign_id = engine, fleet, campaign_id
         self._saved_at = 0.0
         self._save_cost = 0.0
+        self._save_size = 0
         self._save_lock = threading.Lock()
 
     def _wiring(self) -> Wiring:
@@ -679,16 +680,18 @@ class CampaignOpener:
 
     def save(self, *, force: bool = False) -> None:
         """Save the shared world on the campaign (training). Asked at every step boundary
-        of every target, so a kill -9 between steps finds the world as the journal says
-        it was. A snapshot grows with the fleet (about 6 ms and 260 kB at 200 users): once
-        one costs more than _CHEAP_SAVE, saves are spaced _SAVE_SPACING times their cost apart
-        (a save holds the interpreter: the other targets' threads wait for it too) (a resume re-runs a step whose effect a lost save did not keep; the
-        actions are idempotent). `force`: always (a target's end, the campaign's)."""
+        of every target (before the journal records the step), so a kill -9 between steps
+        finds the world the journal describes. A snapshot grows with the fleet: while it is
+        under _SMALL_WORLD bytes (a person's offboarding, a fleet of tens) every boundary
+        saves; past that, saves are spaced _SAVE_SPACING times their cost apart (a save
+        holds the interpreter, so the other targets' threads wait too), and a kill may find
+        the world a few steps behind: a resume then stops on what it finds (a key still
+        Active is not deleted) instead of finishing. `force`: always."""
         if not self.fleet.simulated:
             return
         with self._save_lock:
             began = time.monotonic()
-            if not force and self._save_cost > _CHEAP_SAVE and began - self._saved_at < _SAVE_SPACING * self._save_cost:
+            if not force and self._save_size > _SMALL_WORLD and began - self._saved_at < _SAVE_SPACING * self._save_cost:
                 return
             for _ in range(3):
                 try:
@@ -699,9 +702,12 @@ class CampaignOpener:
             else:
                 log.debug("campaign %s: world snapshot skipped", self.campaign_id)
                 return
+            # The snapshot's own cost: the journal's write below may wait for other
+            # targets' writes, which says nothing about the size of the world.
+            self._save_cost = time.monotonic() - began
+            self._save_size = len(world or "")
             self.engine.journal.update_campaign(self.campaign_id, world=world, sim_offset=offset)
             self._saved_at = time.monotonic()
-            self._save_cost = self._saved_at - began
 
 
 # -- a second operator --------------------------------------------------------------------------

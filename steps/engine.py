@@ -1067,6 +1067,11 @@ class Session:
         self.journal.set_facts(self.id, facts, step_id)
 
     def _apply(self, state: StepState, outcome: Outcome, kind: str = "step", status: StepStatus | None = None) -> None:
+        # The training world is saved before the journal records what the step did, as a
+        # real account is changed before: a kill -9 in between finds the world ahead of the
+        # journal, and the step, idempotent, runs again on resume. (The other way round, a
+        # resume would trust a change the saved world never got.)
+        self.checkpoint()
         if kind == "step":
             outcome.facts[f"changed:{state.step.id}"] = "yes" if outcome.changed else "no"
             state.interrupted_at = None  # this run ended with an outcome
@@ -1098,7 +1103,6 @@ class Session:
             },
             simulated_at=self._ts_sim(),
         )
-        self.checkpoint()
         self._emit(Event("step", state.step.id, state))
         self._recompute_status()
 

@@ -56,8 +56,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     pytest-xdist's worksteal gives each of N workers a contiguous 1/N of the tests, and an
     idle worker steals from the end of the longest queue. So the order here is N blocks of
-    xdist's sizes, each block the slow tests dealt to it round robin, then the quick ones in
-    their usual order: the long tests (whole app runs, subprocesses, live-mode waits in real
+    xdist's sizes, each block the slow tests dealt to it round robin spread over its first
+    half, the quick ones in their usual order around and after them: the long tests (whole app runs, subprocesses, live-mode waits in real
     time) start at once on every worker and overlap, and the run ends on quick ones, not on
     one worker's last app test while the others wait. Every worker computes the same order
     (xdist requires it); without xdist, it is slow tests first."""
@@ -70,12 +70,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         size = left // (workers - block)  # as WorkStealingScheduling.check_schedule deals them
         mine = slow[block::workers]
         take = max(0, size - len(mine))
-        ordered += mine + quick[:take]
+        ordered += _spread(mine, quick[:take])
         quick = quick[take:]
         left -= size
     ordered += quick  # only if the slow tests outnumber a block
     assert sorted(map(id, ordered)) == sorted(map(id, items))
     items[:] = ordered
+
+
+def _spread(slow: list[pytest.Item], quick: list[pytest.Item]) -> list[pytest.Item]:
+    """The slow tests over the first half of a block, a few quick ones between them: many
+    slow tests wait in real time (live-mode waits, subprocesses), and a worker running
+    them back to back can find every other worker waiting too, the cores idle."""
+    if not slow:
+        return quick
+    between = len(quick) // 2 // len(slow)
+    out: list[pytest.Item] = []
+    for i, item in enumerate(slow):
+        out.append(item)
+        out += quick[i * between : (i + 1) * between]
+    return out + quick[len(slow) * between :]
 
 
 def _bytecode() -> None:
