@@ -16,6 +16,7 @@ simulated world themselves.
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import os
 import subprocess
@@ -49,6 +50,15 @@ RAM_TMP = "/dev/shm"
 def pytest_configure(config: pytest.Config) -> None:
     _bytecode()
     _ram_tmp(config)
+    _fewer_collections()
+
+
+def _fewer_collections() -> None:
+    """Python's cycle collector, less often. A test process holds large, long-lived heaps
+    (moto's backends, botocore's models, the app's widgets) that every full collection
+    walks again; at the default thresholds that was about 14% of a rotation test's CPU.
+    The product is the same; only the test process collects less eagerly."""
+    gc.set_threshold(50_000, 20, 20)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
