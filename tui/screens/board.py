@@ -27,7 +27,7 @@ from steps.status import TargetState
 from tui.campaigns import TRAINING_CAMPAIGNS, Board, CampaignChoice, Row, counts
 from tui.messages import BoardReady, BoardWorkDone, CampaignsLoaded, DebriefReady, TargetMoved, TargetOpened
 from tui.screens.checklist import ChecklistScreen
-from tui.widgets.footer import show_palette_key
+from tui.widgets.footer import fit_palette_key
 from tui.widgets.training import TrainingHeader, end_state_table, verdicts_table
 
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ class BoardScreen(Screen):
             if column is not None:
                 column.width = slim if narrow else wide
         table.refresh()
-        show_palette_key(self.query_one(Footer), self.size.width >= 100)
+        fit_palette_key(self.query_one(Footer), self.size.width)
 
     # -- workers --------------------------------------------------------------------------
 

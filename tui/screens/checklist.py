@@ -34,7 +34,7 @@ from tui.screens.rollback import RollbackScreen
 from tui.states import step_status
 from tui.widgets.banner import SessionBanner
 from tui.widgets.detail import StepDetail, StepView, Wait
-from tui.widgets.footer import SteadyFooter, show_palette_key
+from tui.widgets.footer import SteadyFooter, fit_palette_key
 from tui.widgets.repaint import WholeFrames
 from tui.widgets.secret import SecretReveal, secret_in_use
 from tui.widgets.steplist import Prerequisites, StepList
@@ -136,8 +136,7 @@ class ChecklistScreen(WholeFrames, Screen):
 
     def on_resize(self) -> None:
         self.set_class(self.size.height >= 36, "-roomy")
-        # Narrow: the palette's key gives its room to the step keys (ctrl+p still works; ? lists it).
-        show_palette_key(self.query_one(SteadyFooter), self.size.width >= 100)
+        fit_palette_key(self.query_one(SteadyFooter), self.size.width)
 
     # -- what is shown --------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from textual.widgets.option_list import Option
 from tui.gotchas import stars
 from tui.launcher import Catalog, Request, session_label
 from tui.messages import LaunchFailed
-from tui.widgets.footer import show_palette_key
+from tui.widgets.footer import fit_palette_key
 
 MODE_OPTIONS = [
     ("training (simulated AWS)", "training"),
@@ -129,8 +129,7 @@ class StartScreen(Screen):
 
     def on_resize(self) -> None:
         self.set_class(self.size.height < 30, "-compact")
-        # Narrow: the palette's key gives its room to the screen's keys (ctrl+p still works; ? lists it).
-        show_palette_key(self.query_one(Footer), self.size.width >= 100)
+        fit_palette_key(self.query_one(Footer), self.size.width)
 
     # -- the catalog (runbooks, scenarios, unfinished sessions) -------------------------
 

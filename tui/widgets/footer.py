@@ -34,10 +34,15 @@ class SteadyFooter(Footer):
         )
 
 
-def show_palette_key(footer: Footer, show: bool) -> None:
-    """Show or hide the footer's ctrl+p key. Footer reads it only when it composes its
-    keys: a terminal resized across the threshold must rebuild it, or the key stays as
-    it was at the start (at 80 columns, taking the room the screen's keys need)."""
+PALETTE_KEY_WIDTH = 100  # columns: narrower, the ctrl+p key gives its room to the screen's keys
+
+
+def fit_palette_key(footer: Footer, width: int) -> None:
+    """Show the footer's ctrl+p key from PALETTE_KEY_WIDTH columns, hide it below
+    (ctrl+p still works; ? lists it). Footer reads it only when it composes its keys: a
+    terminal resized across the width must rebuild it, or the key stays as it was at the
+    start (at 80 columns, taking the room the screen's keys need)."""
+    show = width >= PALETTE_KEY_WIDTH
     if footer.show_command_palette == show:
         return
     footer.show_command_palette = show
