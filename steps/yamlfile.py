@@ -49,12 +49,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 # and scenarios every session and the app's first screen read. Same resolver and
 # constructor (Python), so the same values. A file it refuses is parsed again by the
 # Python one, whose error (line, column, problem) is the one reported.
-# libyaml composes nested collections by C recursion: a file nested ~40,000 deep crashes
-# the process. So it only reads files whose depth is bounded well below that: at most
-# _FAST_BYTES (a block level costs two characters, "- ") with at most _FAST_FLOW brackets.
 _FastLoader: type | None = None
-_FAST_BYTES = 32 * 1024
-_FAST_FLOW = 1000
 if getattr(yaml, "__with_libyaml__", False):
 
     class _FastUniqueKeyLoader(yaml.CSafeLoader):
@@ -63,13 +58,42 @@ if getattr(yaml, "__with_libyaml__", False):
     _FastUniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
     _FastLoader = _FastUniqueKeyLoader
 
+# Handrail files nest under ten levels. Deeper is refused from the parser's event stream
+# (iterative, stopped at the limit) before anything composes it: libyaml composes by C
+# recursion (~40,000 levels crash the process), Python's by Python recursion, and both
+# scanners slow down quadratically with flow depth (5,000 brackets took a second).
+MAX_DEPTH = 64
+_OPEN = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSE = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
+class _TooDeep(yaml.YAMLError):
+    def __init__(self, mark: yaml.Mark | Any) -> None:  # libyaml's marks are their own class
+        self.problem, self.problem_mark = f"nested more than {MAX_DEPTH} levels deep", mark
+        super().__init__(self.problem)
+
+
+def _check_depth(text: str, loader: type) -> None:
+    depth = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, _OPEN):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _TooDeep(event.start_mark)
+        elif isinstance(event, _CLOSE):
+            depth -= 1
+
 
 def _load(text: str) -> Any:
-    if _FastLoader is not None and len(text) <= _FAST_BYTES and text.count("[") + text.count("{") <= _FAST_FLOW:
+    if _FastLoader is not None:
         try:
+            _check_depth(text, _FastLoader)
             return yaml.load(text, Loader=_FastLoader)
-        except (yaml.YAMLError, RecursionError):
+        except _TooDeep:
+            raise
+        except yaml.YAMLError:
             pass  # the Python parser says what and where
+    _check_depth(text, _UniqueKeyLoader)
     return yaml.load(text, Loader=_UniqueKeyLoader)
 
 

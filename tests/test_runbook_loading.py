@@ -424,23 +424,43 @@ def test_every_shipped_file_reads_the_same_with_libyaml_and_with_the_python_pars
     assert len(files) > 5
     for path in files:
         text = path.read_text()
-        assert len(text) <= yamlfile._FAST_BYTES, f"{path} is read by the slow parser"
         assert yaml.load(text, Loader=yamlfile._FastLoader) == yaml.load(text, Loader=yamlfile._UniqueKeyLoader), path
 
 
+@pytest.mark.parametrize("python_only", [False, True], ids=["libyaml", "python"])
 @pytest.mark.parametrize(
     "nesting",
-    ["- " * 16000 + "x", "[" * 1000 + "]" * 1000, "[" * 30000, "- " * 60000 + "x"],
-    ids=["block-16000", "flow-1000", "flow-30000", "block-60000"],
+    ["- " * 16000 + "x", "[" * 1000 + "]" * 1000, "[" * 30000, "- " * 60000 + "x", "{a: " * 5000],
+    ids=["block-16000", "flow-1000", "flow-30000", "block-60000", "mapping-5000"],
 )
-def test_a_deeply_nested_file_is_read_or_one_line_never_a_crash(tmp_path, nesting):
-    """libyaml recurses in C: past ~40,000 levels it would take the process down (this
-    test's worker with it), so such files go to the Python parser."""
-    from steps.yamlfile import read_yaml
+def test_a_file_nested_past_the_limit_is_one_line_naming_where_and_never_a_crash(tmp_path, monkeypatch, nesting, python_only):
+    """libyaml composes by C recursion: past ~40,000 levels it took the process down (this
+    test's worker with it); both scanners took seconds on deep flow brackets. The column
+    shows the refusal comes at the limit, not at the end of the file."""
+    from steps import yamlfile
 
+    if python_only:
+        monkeypatch.setattr(yamlfile, "_FastLoader", None)
     path = tmp_path / "deep.yaml"
     path.write_text("a:\n  " + nesting + "\n")
-    try:
-        assert isinstance(read_yaml(path)["a"], list)
-    except RunbookError as exc:
-        assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc)
+    with pytest.raises(RunbookError) as caught:
+        yamlfile.read_yaml(path)
+    column = 3 + {"-": 2, "[": 1, "{": 4}[nesting[0]] * 63  # the 64th level under "a" opens here
+    assert str(caught.value) == f"{path}: line 2, column {column}: invalid YAML: nested more than 64 levels deep"
+
+
+@pytest.mark.parametrize("python_only", [False, True], ids=["libyaml", "python"])
+def test_a_file_nested_to_the_limit_is_read_and_a_mistake_after_it_still_named(tmp_path, monkeypatch, python_only):
+    from steps import yamlfile
+
+    if python_only:
+        monkeypatch.setattr(yamlfile, "_FastLoader", None)
+    path = tmp_path / "deep.yaml"
+    path.write_text("a: " + "[" * 63 + "]" * 63 + "\n")
+    value = yamlfile.read_yaml(path)["a"]
+    for _ in range(62):
+        (value,) = value
+    assert value == []
+    path.write_text("a: " + "[" * 63 + "]" * 63 + "\nb: [1, 2\n")
+    with pytest.raises(RunbookError, match=r"line 3, column 1: invalid YAML: expected ',' or ']', but got"):
+        yamlfile.read_yaml(path)
