@@ -612,3 +612,15 @@ def test_fast_forward_is_refused_by_the_engine_on_a_real_clock(live_world, make_
         session.fast_forward("delete-old-key")
     assert not session.gate_state(session.states["delete-old-key"].step).open
     session.close()
+
+
+def test_a_training_rotation_runs_where_the_environment_sets_a_proxy(cli, monkeypatch):
+    """The world is on loopback, which no proxy reaches: boto3 and requests (under PyGithub
+    and infisicalsdk) must not send it there."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # the discard port: nothing answers
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    result = cli("run", "--scenario", "happy-path", "--yes", "--fast-forward", "--confirm-irreversible", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "done"

@@ -172,3 +172,23 @@ def test_a_live_run_killed_in_step_3_is_finished_by_resume_in_a_new_process(serv
     assert any(e["kind"] == "reopened" and e["step_id"] == "create-key" for e in events)
     assert new != first_new
     _assert_rotated(_state(served, monkeypatch, began), new)
+
+
+@pytest.mark.parametrize("no_proxy", [None, "corp.example"])
+@pytest.mark.parametrize("spelling", ["NO_PROXY", "no_proxy"])
+def test_where_a_proxy_is_set_the_handed_out_environment_keeps_loopback_off_it(
+    make_world, tmp_path, monkeypatch, no_proxy, spelling
+) -> None:
+    from steps.sandbox.serve import environment
+
+    world = make_world("happy-path")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert "NO_PROXY" not in environment(world, tmp_path / "inventory.yaml")  # no proxy: nothing to add
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.example:3128")
+    if no_proxy:
+        monkeypatch.setenv(spelling, no_proxy)
+    env = environment(world, tmp_path / "inventory.yaml")
+    kept = [no_proxy] if no_proxy else []  # the hosts already exempted stay exempted, in both spellings
+    assert env["NO_PROXY"].split(",") == env["no_proxy"].split(",") == [*kept, "127.0.0.1", "localhost"]

@@ -281,6 +281,9 @@ def _create_client(service: str, config_extra: dict[str, Any] | None = None, **k
         connect_timeout=5,
         read_timeout=30,
         s3={"addressing_style": "path"},
+        # The world is on loopback, never behind a proxy (see http.loopback_bypasses_proxies);
+        # said here, botocore also skips reading the environment for every client it makes.
+        proxies={},
         **(config_extra or {}),
     )
     with _botocore_lock:

@@ -22,6 +22,7 @@ from steps.clock import SimClock
 from steps.inventory import dump
 from steps.paths import private_dir, private_file
 from steps.sandbox import scenario as scenarios
+from steps.sandbox.http import proxy_exemptions
 from steps.sandbox.world import World
 
 
@@ -47,6 +48,7 @@ def environment(world: World, inventory_file: Path) -> dict[str, str]:
         env["HEROKU_API_KEY"] = world.creds.heroku_token.reveal()
     if world.creds.github_token is not None:
         env["GH_TOKEN"] = world.creds.github_token.reveal()
+    env.update(proxy_exemptions())  # a proxy from the shell cannot reach 127.0.0.1
     return env
 
 
