@@ -523,10 +523,14 @@ def live_world(make_world, scenario_file, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def runbook_without_settle(shipped_runbook, write_yaml) -> Path:
-    """The shipped runbook with step 7's settle wait taken out: live mode sleeps on the
-    wall clock, and a test has no minute to spare."""
+    """The shipped runbook with its settle waits taken out (step 1a reads its mark back
+    after 5 s, step 7 waits a minute): live mode sleeps on the wall clock. For live tests
+    about something else; the waits themselves are tested in training and against
+    `sandbox serve`."""
     data = copy.deepcopy(shipped_runbook)
-    next(s for s in data["steps"] if s["id"] == "deactivate-old-key")["with"] = {"settle": "0s"}
+    steps = {s["id"]: s for s in data["steps"]}
+    steps["deactivate-old-key"]["with"] = {"settle": "0s"}
+    steps["claim-user"]["with"] = {**steps["claim-user"]["with"], "settle": "0s"}
     return write_yaml("runbook-no-settle.yaml", data)
 
 

@@ -431,7 +431,6 @@ def test_a_dry_run_campaign_reads_and_changes_nothing(live_world, cli) -> None:
     assert [(k["id"], k["status"]) for k in after] == [(k["id"], k["status"]) for k in before]
 
 
-@pytest.mark.slow
 def test_a_live_campaign_rotates_with_the_gate_passed_by_an_audited_reason(live_world, cli, runbook_without_settle) -> None:
     result = cli(
         "campaign", "start", "--due", "--mode", "live", "--all-users", "--runbook", runbook_without_settle,

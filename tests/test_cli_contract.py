@@ -272,8 +272,7 @@ def test_dry_run_json_marks_every_changing_step_would_run(live_world, cli):
     assert summary["new_key_id"] is None
 
 
-@pytest.mark.slow
-def test_dry_run_takes_no_lock_and_writes_no_rotation_record(live_world, cli):
+def test_dry_run_takes_no_lock_and_writes_no_rotation_record(live_world, cli, runbook_without_settle):
     from steps.audit import AuditLog
     from steps.paths import audit_path
 
@@ -281,7 +280,7 @@ def test_dry_run_takes_no_lock_and_writes_no_rotation_record(live_world, cli):
     actions = [r["action"] for r in AuditLog(audit_path()).records() if r.get("session") == summary["session"]]
     assert "secret.rotate.completed" not in actions
     # A real run on the same user right after is not locked out by the dry run.
-    live = cli("run", "--mode", "live", "--user", "raxx-vault-operator", "--json")
+    live = cli("run", runbook_without_settle, "--mode", "live", "--user", "raxx-vault-operator", "--json")
     assert live.exit_code == 3 and "locked" not in live.output
 
 

@@ -135,13 +135,12 @@ def test_the_lock_is_per_user_another_user_in_the_same_account_may_rotate(backen
     assert rig.keys(world, "raxx-s3-backup") == {second.facts["new_key_id"]: "Active"}
 
 
-@pytest.mark.slow
-def test_the_cli_refuses_a_second_run_on_a_locked_user_with_exit_3(backend, live_world, cli):
-    first = cli("run", "--mode", "live", "--user", "raxx-vault-operator", "--json")  # no --yes: stops before step 2
+def test_the_cli_refuses_a_second_run_on_a_locked_user_with_exit_3(backend, live_world, cli, runbook_without_settle):
+    first = cli("run", runbook_without_settle, "--mode", "live", "--user", "raxx-vault-operator", "--json")  # no --yes: stops before step 2
     assert first.exit_code == 3, first.output
     holder = json.loads(first.stdout)["session"]
 
-    second = cli("run", "--mode", "live", "--user", "raxx-vault-operator", "--yes", "--json")
+    second = cli("run", runbook_without_settle, "--mode", "live", "--user", "raxx-vault-operator", "--yes", "--json")
     assert second.exit_code == 3
     assert second.stdout == ""
     assert holder in second.stderr and "locked" in second.stderr
@@ -150,7 +149,7 @@ def test_the_cli_refuses_a_second_run_on_a_locked_user_with_exit_3(backend, live
 
     abandoned = cli("abandon", holder, "--reason", "test: start over")
     assert abandoned.exit_code == 0, abandoned.output
-    third = cli("run", "--mode", "live", "--user", "raxx-vault-operator", "--json")
+    third = cli("run", runbook_without_settle, "--mode", "live", "--user", "raxx-vault-operator", "--json")
     assert third.exit_code == 3
     assert "locked" not in third.output and json.loads(third.stdout)["session"] != holder
 

@@ -227,7 +227,6 @@ def _run_to_the_delete(cli, runbook: Path, roles: Path):
     )  # fmt: skip
 
 
-@pytest.mark.slow
 def test_the_delete_waits_for_a_second_operator_and_not_for_the_first(live_world, cli, tmp_path, runbook_without_settle, make_engine):
     roles, second = _approvals_live(live_world, tmp_path)
     result = _run_to_the_delete(cli, runbook_without_settle, roles)

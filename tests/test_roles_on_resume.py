@@ -55,7 +55,6 @@ def _state(engine, session: str):
     ],
     ids=["resume", "rollback", "abandon"],
 )
-@pytest.mark.slow
 def test_a_second_operator_without_the_elevated_role_cannot_take_over(
     live_world, cli, make_engine, runbook_without_settle, two_operators, command
 ):
@@ -80,7 +79,6 @@ def test_a_second_operator_without_the_elevated_role_cannot_take_over(
     assert not [r for r in engine.audit.for_session(session) if r["action"] == "session.taken_over"]
 
 
-@pytest.mark.slow
 def test_the_operator_who_lost_a_role_since_the_start_is_refused_on_resume(
     live_world, cli, make_engine, runbook_without_settle, two_operators
 ):
@@ -94,7 +92,6 @@ def test_the_operator_who_lost_a_role_since_the_start_is_refused_on_resume(
     assert _state(make_engine(), session) == before
 
 
-@pytest.mark.slow
 def test_a_second_operator_with_the_role_takes_over_a_plain_users_session(
     live_world, cli, make_engine, runbook_without_settle, two_operators
 ):

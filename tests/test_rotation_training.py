@@ -558,7 +558,6 @@ def test_cli_self_rotation_refused_cannot_be_skipped_and_resume_still_refuses(cl
 # -- live-like: the real clock cannot be fast-forwarded ----------------------------------------------
 
 
-@pytest.mark.slow
 def test_live_mode_gate_cannot_be_fast_forwarded_only_overridden_with_a_reason(live_world, runbook_without_settle, cli):
     world = live_world
     (old_id,) = rig_keys(world)
@@ -596,7 +595,6 @@ def test_live_mode_gate_cannot_be_fast_forwarded_only_overridden_with_a_reason(l
     assert [r["context"]["reason"] for r in audit_records(summary["session"]) if r["action"] == "gate.override"] == [reason]
 
 
-@pytest.mark.slow
 def test_fast_forward_is_refused_by_the_engine_on_a_real_clock(live_world, make_engine, runbook_without_settle):
     from steps.driver import Asker, DriveOptions, Printer, drive
     from steps.wiring import LiveWiring
