@@ -89,6 +89,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for block in range(workers):
         size = left // (workers - block)  # as WorkStealingScheduling.check_schedule deals them
         mine = slow[block::workers]
+        turn = len(mine) * block // workers  # each block starts elsewhere in the files' order:
+        mine = mine[turn:] + mine[:turn]  # the subprocess tests, which wait, do not all run at once
         take = max(0, size - len(mine))
         ordered += _spread(mine, quick[:take])
         quick = quick[take:]
