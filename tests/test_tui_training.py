@@ -194,7 +194,7 @@ async def test_consumer_fails_pushed_past_is_missed_in_the_debrief(tmp_path: Pat
         path.parent.mkdir()
         field = app.screen.query_one("#export-path")
         field.value = ""
-        await pilot.press(*str(path), "enter")
+        await pilot.press(*"out/mine.md", "enter")  # from the working directory (tmp_path): each key is a frame
         await wait_until(pilot, lambda: path.exists(), "the file")
         assert "**missed**" in path.read_text() and "**not reached**" in path.read_text()
 
