@@ -207,6 +207,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--presses", type=int, default=120, help="timed presses each way (default 120)")
     args = parser.parse_args()
+    if args.presses < len(KEYS):  # each key is timed on its own: at least one press of each
+        parser.error(f"-n/--presses: at least {len(KEYS)} (one press of each key: {', '.join(KEYS)}), got {args.presses}")
     with tempfile.TemporaryDirectory(prefix="handrail-bench-") as home:
         os.environ["HANDRAIL_HOME"] = home
         without, during, polls, gc_without, gc_during = asyncio.run(bench(args.presses, scenario_file(Path(home))))
