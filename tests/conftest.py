@@ -51,6 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _bytecode()
     _ram_tmp(config)
     _fewer_collections(config)
+    _fewer_frames()
 
 
 def _fewer_collections(config: pytest.Config) -> None:
@@ -69,6 +70,28 @@ def _fewer_collections(config: pytest.Config) -> None:
     key = getattr(unraisableexception, "gc_collect_iterations_key", None)
     if key is not None:
         config.stash[key] = 1
+
+
+TEST_FPS = "15"
+
+
+def _fewer_frames() -> None:
+    """The app draws at most 15 frames a second in the tests, not Textual's 60 for operators
+    (TEXTUAL_FPS, read when textual is imported; the workers inherit it). Changes come
+    together in fewer frames: about 15% of the app tests' CPU. The tests read what is
+    drawn, not how often; the frames test still finds each key drawn in one frame. The
+    benchmarks, run as subprocesses, are given Textual's own rate (the `operator_env` fixture). A
+    TEXTUAL_FPS already set is kept."""
+    os.environ.setdefault("TEXTUAL_FPS", TEST_FPS)
+
+
+@pytest.fixture
+def operator_env() -> dict[str, str]:
+    """This environment with the frame rate an operator's app has (for the benchmarks)."""
+    env = dict(os.environ)
+    if env.get("TEXTUAL_FPS") == TEST_FPS:
+        del env["TEXTUAL_FPS"]
+    return env
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -101,15 +101,19 @@ async def test_the_heap_is_frozen_while_a_session_is_open_and_let_go_after(monke
 
 
 @pytest.mark.slow
-def test_the_startup_benchmark_runs():
+def test_the_startup_benchmark_runs(operator_env):
     """A short run: it still drives the real app, and prints its figures."""
-    startup = subprocess.run([sys.executable, "benchmarks/startup.py", "-n", "1"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    startup = subprocess.run(
+        [sys.executable, "benchmarks/startup.py", "-n", "1"], capture_output=True, text=True, cwd=REPO, timeout=300, env=operator_env
+    )
     assert startup.returncode == 0, startup.stderr
     assert "ratio handrail / bare" in startup.stdout
 
 
 @pytest.mark.slow
-def test_the_keypress_benchmark_runs():
-    done = subprocess.run([sys.executable, "benchmarks/keypress.py", "-n", "8"], capture_output=True, text=True, cwd=REPO, timeout=300)
+def test_the_keypress_benchmark_runs(operator_env):
+    done = subprocess.run(
+        [sys.executable, "benchmarks/keypress.py", "-n", "8"], capture_output=True, text=True, cwd=REPO, timeout=300, env=operator_env
+    )
     assert done.returncode == 0, done.stderr
     assert "validate-new-key polling" in done.stdout
