@@ -1,5 +1,6 @@
 """What a process parses once and shares: botocore's models (one loader for every world's
-clients and every live session) and the fake APIs' routing tables. Shared data, never
+clients and every live session), the sandbox's client classes and the fake APIs' routing
+tables. Shared data, never
 shared state: each client signs with its own pair, each live session reads its own
 credentials, each fake API answers with its own handlers."""
 
@@ -18,6 +19,21 @@ def test_two_worlds_clients_share_botocore_models_and_sign_for_their_own_account
     assert sts_one._loader is sts_two._loader, "one loader: botocore's JSON models parsed once per process"
     assert sts_one.get_caller_identity()["Account"] == one.aws.account_id
     assert sts_two.get_caller_identity()["Account"] == two.aws.account_id
+
+
+def test_the_sandboxs_clients_of_a_service_share_one_class_and_each_signs_with_its_own_pair(make_world, live_world):
+    world = make_world("happy-path")
+    second = world.aws.create_user_with_key("second", [])
+    operator, other = world.aws.client("sts"), world.aws.client("sts", second, region="eu-west-1")
+    assert type(operator) is type(other), "botocore's class for STS built once for the sandbox"
+    assert operator.get_caller_identity()["Arn"].endswith("user/handrail-operator")
+    assert other.get_caller_identity()["Arn"].endswith("user/second") and other.meta.region_name == "eu-west-1"
+    assert type(world.aws.client("ec2")) is type(live_world.aws.client("ec2", region="ap-south-1"))
+
+    # Any other session (a live wiring's, in the same process) gets botocore's own classes.
+    live = [LiveWiring(region=live_world.aws.region).aws_client("sts") for _ in range(2)]
+    assert type(live[0]) is not type(live[1]) and type(live[0]) is not type(operator)
+    assert {c.get_caller_identity()["Account"] for c in live} == {live_world.aws.account_id}
 
 
 def test_live_sessions_share_botocore_models_and_each_reads_its_own_credentials(live_world, make_world, scenario_file, monkeypatch):

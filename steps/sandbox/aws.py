@@ -289,7 +289,35 @@ def _create_client(service: str, config_extra: dict[str, Any] | None = None, **k
     with _botocore_lock:
         if _botocore is None:
             _botocore = botocore.session.get_session()
+            _reuse_client_classes(_botocore)
         return _botocore.create_client(service, config=config, **kwargs)
+
+
+def _reuse_client_classes(session: Any) -> None:
+    """botocore builds a client's class anew for every client: a method per operation of
+    the service (EC2 has about 600), about half of the CPU a client costs, and the sandbox
+    makes one for each pair, region and simulated caller. The class holds no client's
+    state (credentials, endpoint and config are the instance's), so the sandbox's own
+    session builds it once per service and version; every other session (a live wiring's,
+    in the same process) is left as botocore made it."""
+    from botocore.client import ClientCreator
+
+    if getattr(ClientCreator, "_handrail_reuses", None) is not None:
+        return  # patched once per process, for the first sandbox session
+    build = ClientCreator._create_client_class
+    built: dict[tuple[str, str], type] = {}
+
+    def create_client_class(self: Any, service_name: str, service_model: Any) -> type:
+        if self._event_emitter is not ClientCreator._handrail_reuses:
+            fresh: type = build(self, service_name, service_model)
+            return fresh
+        key = (service_name, service_model.api_version)
+        if key not in built:  # under _botocore_lock: the sandbox's clients are made one at a time
+            built[key] = build(self, service_name, service_model)
+        return built[key]
+
+    ClientCreator._handrail_reuses = session.get_component("event_emitter")
+    ClientCreator._create_client_class = create_client_class
 
 
 # -- one simulated account -------------------------------------------------------------------
