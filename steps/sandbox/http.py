@@ -82,32 +82,30 @@ def serve(app: Any) -> PooledWSGIServer:
 
 
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+_NO_PROXY = ("NO_PROXY", "no_proxy")
 _LOOPBACK = ("127.0.0.1", "localhost")
 
 
-def loopback_bypasses_proxies() -> None:
-    """Loopback goes in NO_PROXY wherever a proxy is set. The clients (requests under
-    PyGithub and infisicalsdk, botocore) send every host not in NO_PROXY to the proxy,
-    which cannot reach this machine's loopback: on a laptop with HTTP_PROXY set, a
-    training rotation failed at step 1 with "connection refused". Both spellings get
-    the same list (requests reads no_proxy first, so one alone would hide the other's)."""
+def loopback_bypasses_proxies() -> bool:
+    """Loopback goes in NO_PROXY wherever a proxy is set (True then). The clients
+    (requests under PyGithub and infisicalsdk, botocore) send every host not in NO_PROXY
+    to the proxy, which cannot reach this machine's loopback: on a laptop with HTTP_PROXY
+    set, a training rotation failed at step 1 with "connection refused". Both spellings
+    get the same list (requests reads no_proxy first, so one alone would hide the other's)."""
     if not any(os.environ.get(name) for name in _PROXY_VARIABLES):
-        return
-    hosts: list[str] = []
-    for name in ("NO_PROXY", "no_proxy", ""):
-        for host in os.environ.get(name, "").split(",") if name else _LOOPBACK:
-            if host.strip() and host.strip() not in hosts:
-                hosts.append(host.strip())
+        return False
+    listed = [host.strip() for name in _NO_PROXY for host in os.environ.get(name, "").split(",")]
+    hosts = dict.fromkeys(host for host in [*listed, *_LOOPBACK] if host)
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(hosts)
+    return True
 
 
 def proxy_exemptions() -> dict[str, str]:
     """NO_PROXY and no_proxy as a process talking to the sandbox needs them: for the
     environment `sandbox serve` hands out (empty where no proxy is set)."""
-    loopback_bypasses_proxies()
-    if not any(os.environ.get(name) for name in _PROXY_VARIABLES):
+    if not loopback_bypasses_proxies():
         return {}
-    return {name: os.environ[name] for name in ("NO_PROXY", "no_proxy")}
+    return {name: os.environ[name] for name in _NO_PROXY}
 
 
 @dataclass
