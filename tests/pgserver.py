@@ -152,7 +152,13 @@ def main(argv: list[str]) -> int:
         print(f"export HANDRAIL_TEST_PGDIR='{server.directory}'")
         return 0
     if argv[:1] == ["stop"] and len(argv) == 2:
-        Server(Path(argv[1]), 0, bindir()).stop()
+        # stop removes the directory: only one `start` made (an empty argument, from an
+        # unset variable, would be the working directory, the checkout itself).
+        directory = Path(argv[1])
+        if not argv[1] or not directory.name.startswith("handrail-pg-") or not (directory / "data" / "PG_VERSION").is_file():
+            print(f"pgserver: {argv[1]!r} is not a directory `pgserver.py start` made: nothing stopped or removed", file=sys.stderr)
+            return 2
+        Server(directory, 0, bindir()).stop()
         return 0
     print(__doc__, file=sys.stderr)
     return 2
